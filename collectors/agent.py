@@ -1,0 +1,207 @@
+"""`sandmeter collect`: the per-node agent's scrape loop."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from collectors.base import Reading, Source, SourceError
+from collectors.cgroup import CgroupSource
+from collectors.host import HostSource
+from collectors.katamonitor import KataMonitorSource
+from collectors.lifecycle import LifecycleEvent, SandboxWatcher
+from collectors.sink import BatchSink, KafkaSink
+from collectors.tenancy import TenantRule
+from sandmeter.builder import HOST, BatchBuilder
+from sandmeter.settings import CollectorSettings
+from sandmeter.wire import EventKind, SampleBatch
+
+log = logging.getLogger(__name__)
+
+SCRAPE_SECONDS = "sandmeter_collector_scrape_duration_seconds"
+SCRAPE_ERRORS = "sandmeter_collector_scrape_errors_total"
+SAMPLES = "sandmeter_collector_samples_total"
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class CollectorAgent:
+    def __init__(
+        self,
+        node: str,
+        sources: Sequence[Source],
+        watcher: SandboxWatcher,
+        sink: BatchSink,
+        tenants: TenantRule,
+        registry: CollectorRegistry,
+        source_timeout_s: float = 2.0,
+        clock_ms: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.node = node
+        self.sources = list(sources)
+        self.watcher = watcher
+        self.sink = sink
+        self.tenants = tenants
+        self.source_timeout_s = source_timeout_s
+        self.clock_ms = clock_ms
+        self.boot_epoch_ms = clock_ms()
+        self._seq = 0
+        self._seq_lock = threading.Lock()
+        self._labels: dict[str, dict[str, str]] = {}  # sandbox -> cri labels, kept between scrapes
+        self._pool = cf.ThreadPoolExecutor(max_workers=max(1, len(self.sources)), thread_name_prefix="src")
+        self._pending: dict[str, cf.Future[Reading]] = {}
+        self.scrape_seconds = Histogram(
+            SCRAPE_SECONDS, "Time to read one source", ["source"], registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.scrape_errors = Counter(
+            SCRAPE_ERRORS.removesuffix("_total"), "Source failures and bad input, per source", ["source"],
+            registry=registry,
+        )
+        self.samples = Counter(SAMPLES.removesuffix("_total"), "Samples put into batches", registry=registry)
+        for s in self.sources:
+            self.scrape_errors.labels(s.name)
+        self.scrapes = 0
+
+    def pod_uids(self) -> dict[str, str]:
+        return {sb: lb["cri_uid"] for sb, lb in list(self._labels.items()) if "cri_uid" in lb}
+
+    def _read(self, src: Source, alive: frozenset[str]) -> Reading:
+        t0 = time.perf_counter()
+        try:
+            return src.read(alive)
+        finally:
+            self.scrape_seconds.labels(src.name).observe(time.perf_counter() - t0)
+
+    def scrape(self) -> SampleBatch:
+        """Reads every source (each within its timeout) and queues one batch."""
+        events = self.watcher.events()
+        alive = self.watcher.alive()
+        readings: list[Reading] = []
+        for src in self.sources:
+            # a source still stuck from an earlier scrape is not asked again until it returns
+            fut = self._pending.get(src.name)
+            if fut is None or fut.done():
+                fut = self._pending[src.name] = self._pool.submit(self._read, src, alive)
+        deadline = time.monotonic() + self.source_timeout_s
+        for src in self.sources:
+            fut = self._pending[src.name]
+            try:
+                r = fut.result(timeout=max(0.0, deadline - time.monotonic()))
+            except cf.TimeoutError:
+                self.scrape_errors.labels(src.name).inc()
+                log.warning("%s: no answer within %.1f s", src.name, self.source_timeout_s)
+                continue
+            except SourceError as exc:
+                self.scrape_errors.labels(src.name).inc()
+                log.warning("%s", exc)
+                continue
+            except Exception:
+                self.scrape_errors.labels(src.name).inc()
+                log.exception("%s failed", src.name)
+                continue
+            if r.errors:
+                self.scrape_errors.labels(src.name).inc(r.errors)
+                log.warning("%s: %d bad inputs, e.g. %s", src.name, r.errors, r.error_samples[:2])
+            readings.append(r)
+        for r in readings:
+            for sb, lb in r.labels.items():
+                self._labels[sb] = {**self._labels.get(sb, {}), **lb}
+        for sb in [s for s in self._labels if s not in alive]:
+            del self._labels[sb]
+        batch = self._build(readings, events, alive, self.clock_ms())
+        self.scrapes += 1
+        return batch
+
+    def _build(
+        self, readings: Sequence[Reading], events: Sequence[LifecycleEvent], alive: frozenset[str], ts: int
+    ) -> SampleBatch:
+        b = BatchBuilder(self.node)
+        for sb in sorted(alive):
+            self._entity(b, sb)
+        for r in readings:
+            rows = r.rows
+            for sb, metric, sub, value in zip(rows.sandbox, rows.metric, rows.sub, rows.value, strict=True):
+                ix = HOST if not sb else b.entity_index(sb)
+                if ix is None:  # kata-monitor knows a sandbox the directory scan has not seen yet
+                    ix = self._entity(b, sb)
+                b.add(ix, metric, sub, r.ts_ms, value)
+        for ev in events:
+            b.event(self._entity(b, ev.sandbox), ev.kind, ev.ts_ms)
+        return self._queue(b, ts)
+
+    def _entity(self, b: BatchBuilder, sb: str) -> int:
+        labels = dict(self._labels.get(sb, {}))
+        labels["tenant"] = self.tenants.tenant(labels)
+        return b.entity(sb, labels)
+
+    def _queue(self, b: BatchBuilder, ts: int) -> SampleBatch:
+        with self._seq_lock:
+            batch = b.build(self.boot_epoch_ms, self._seq, ts)
+            self._seq += 1
+            self.sink.put(batch)
+        self.samples.inc(len(batch))
+        return batch
+
+    def on_stop(self, ev: LifecycleEvent) -> None:
+        """Sends the stopped sandbox's final sample and its stop event at once."""
+        b = BatchBuilder(self.node)
+        ix = self._entity(b, ev.sandbox)
+        for src in self.sources:
+            if isinstance(src, CgroupSource):
+                r = src.read_final(ev.sandbox)
+                for metric, sub, value in zip(r.rows.metric, r.rows.sub, r.rows.value, strict=True):
+                    b.add(ix, metric, sub, r.ts_ms, value)
+        b.event(ix, EventKind.STOP, ev.ts_ms)
+        self._queue(b, ev.ts_ms)
+
+    def close(self) -> None:
+        self.watcher.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def build_agent(s: CollectorSettings, registry: CollectorRegistry, sink: BatchSink | None = None) -> CollectorAgent:
+    holder: list[CollectorAgent] = []
+    sources: list[Source] = [
+        KataMonitorSource(s.kata_monitor_url, s.source_timeout_s, wall_ms),
+        CgroupSource(s.cgroup_root, wall_ms, lambda: holder[0].pod_uids() if holder else {}),
+        HostSource(s.proc_root, wall_ms),
+    ]
+    agent = CollectorAgent(
+        node=s.node_id,
+        sources=sources,
+        watcher=SandboxWatcher(s.sandbox_dirs, wall_ms),
+        sink=sink or KafkaSink(s.kafka_bootstrap, s.topic, registry),
+        tenants=TenantRule.from_file(s.tenant_label, s.tenant_map_file),
+        registry=registry,
+        source_timeout_s=s.source_timeout_s,
+    )
+    holder.append(agent)
+    return agent
+
+
+def run_agent(agent: CollectorAgent, interval_s: float, stop: threading.Event, status_every_s: float = 30.0) -> None:
+    """Scrapes on a monotonic schedule until `stop` is set; logs a one-line status."""
+    agent.watcher.start(on_stop=agent.on_stop)
+    next_at = time.monotonic()
+    last_status = time.monotonic()
+    while not stop.is_set():
+        agent.scrape()
+        now = time.monotonic()
+        if now - last_status >= status_every_s:
+            last_status = now
+            log.info(
+                "collector %s: scrapes=%d sandboxes=%d samples=%d",
+                agent.node, agent.scrapes, len(agent.watcher.alive()), int(agent.samples._value.get()),
+            )
+        next_at += interval_s
+        if next_at < now:  # fell behind (a slow scrape): skip, never burst
+            next_at = now + interval_s
+        stop.wait(max(0.0, next_at - time.monotonic()))

@@ -1,0 +1,86 @@
+"""Sandbox start and stop, from the kata sandbox directories (`/run/vc/sbs/<id>`).
+
+A background thread rescans the directories every `poll_s` (100 ms by default), so a stop
+is seen long before the next scrape; start time is the directory's mtime, which survives a
+collector restart. The agent drains `events()` and takes a final sample on each stop.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandmeter.wire import EventKind
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    sandbox: str
+    kind: EventKind
+    ts_ms: int
+
+
+class SandboxWatcher:
+    def __init__(self, dirs: Sequence[Path], clock_ms: Callable[[], int], poll_s: float = 0.1) -> None:
+        self.dirs = list(dirs)
+        self.clock_ms = clock_ms
+        self.poll_s = poll_s
+        self._alive: dict[str, int] = {}
+        self._events: list[LifecycleEvent] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._on_stop: Callable[[LifecycleEvent], None] | None = None
+        self._thread: threading.Thread | None = None
+
+    def scan(self) -> None:
+        now = self.clock_ms()
+        seen: dict[str, int] = {}
+        for d in self.dirs:
+            try:
+                with os.scandir(d) as it:
+                    for e in it:
+                        if e.is_dir(follow_symlinks=False):
+                            seen[e.name] = e.stat(follow_symlinks=False).st_mtime_ns // 1_000_000
+            except FileNotFoundError:
+                continue
+        stopped = []
+        with self._lock:
+            for sb, started in seen.items():
+                if sb not in self._alive:
+                    self._alive[sb] = started
+                    self._events.append(LifecycleEvent(sb, EventKind.START, min(started, now)))
+            for sb in [s for s in self._alive if s not in seen]:
+                del self._alive[sb]
+                ev = LifecycleEvent(sb, EventKind.STOP, now)
+                # with a stop handler, the handler sends the stop (with the final sample)
+                (stopped if self._on_stop else self._events).append(ev)
+        if self._on_stop:
+            for ev in stopped:
+                self._on_stop(ev)
+
+    def alive(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._alive)
+
+    def events(self) -> list[LifecycleEvent]:
+        with self._lock:
+            out, self._events = self._events, []
+        return out
+
+    def start(self, on_stop: Callable[[LifecycleEvent], None] | None = None) -> None:
+        self._on_stop = on_stop
+        self.scan()
+        self._thread = threading.Thread(target=self._run, name="sandbox-watcher", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.scan()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)

@@ -1,0 +1,181 @@
+"""The simulated fleet's state: sandboxes with exact counters and the ground truth.
+
+All quantities are integers and advance by whole milliseconds, so the ground truth is
+exact: a sandbox's CPU counter at any instant is the integral of its rate, and the truth
+totals are the sums of the counters' final values (plus their values before each reset).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+GIB = 1 << 30
+
+
+@dataclass
+class SimSandbox:
+    id: str
+    node: str
+    tenant: str
+    pod_uid: str
+    pod_name: str
+    vcpu_milli: int
+    mem_max: int
+    cpu_rate_us_per_ms: int  # CPU microseconds used per wall millisecond (<= vcpu_milli)
+    mem_bytes: int
+    overhead_layout: bool  # sandbox_cgroup_only=false: part of the usage under kata_overhead
+    start_ms: int
+    stop_ms: int | None = None
+    cpu_us: int = 0  # current counter (pod/sandbox cgroup + overhead)
+    io_read: int = 0
+    io_write: int = 0
+    net_rx: int = 0
+    net_tx: int = 0
+    check_count: int = 0
+    last_ms: int = 0
+    # truth accumulators (exact)
+    truth_cpu_us: int = 0
+    truth_mem_byte_ms: int = 0
+    truth_io_read: int = 0
+    truth_io_write: int = 0
+    truth_net_rx: int = 0
+    truth_net_tx: int = 0
+    resets: int = 0
+
+    @property
+    def cpu_overhead_us(self) -> int:
+        # 1/8 of usage is QEMU's own threads, in /kata_overhead/<id> for that layout
+        return self.cpu_us // 8 if self.overhead_layout else 0
+
+    def advance(self, now_ms: int) -> None:
+        dt = now_ms - self.last_ms
+        if dt <= 0:
+            return
+        cpu = self.cpu_rate_us_per_ms * dt
+        rd, wr = 4096 * dt, 2048 * dt
+        rx, tx = 1500 * dt, 700 * dt
+        self.cpu_us += cpu
+        self.io_read += rd
+        self.io_write += wr
+        self.net_rx += rx
+        self.net_tx += tx
+        self.truth_cpu_us += cpu
+        self.truth_io_read += rd
+        self.truth_io_write += wr
+        self.truth_net_rx += rx
+        self.truth_net_tx += tx
+        self.truth_mem_byte_ms += self.mem_bytes * dt
+        self.check_count = (now_ms - self.start_ms) // 5000
+        self.last_ms = now_ms
+
+    def reset_counters(self) -> None:
+        """A VM restart: every cumulative counter starts again from zero."""
+        self.cpu_us = self.io_read = self.io_write = self.net_rx = self.net_tx = 0
+        self.resets += 1
+
+    def truth(self) -> dict[str, Any]:
+        end = self.stop_ms if self.stop_ms is not None else self.last_ms
+        life = end - self.start_ms
+        return {
+            "sandbox_id": self.id,
+            "node": self.node,
+            "tenant": self.tenant,
+            "start_ms": self.start_ms,
+            "stop_ms": self.stop_ms,
+            "vcpu_millicores": self.vcpu_milli,
+            "memory_bytes": self.mem_max,
+            "cpu_used_us": self.truth_cpu_us,
+            "vcpu_alloc_mcpu_ms": self.vcpu_milli * life,
+            "mem_alloc_byte_ms": self.mem_max * life,
+            "mem_used_byte_ms": self.truth_mem_byte_ms,
+            "io_read_bytes": self.truth_io_read,
+            "io_write_bytes": self.truth_io_write,
+            "net_rx_bytes": self.truth_net_rx,
+            "net_tx_bytes": self.truth_net_tx,
+            "counter_resets": self.resets,
+        }
+
+
+@dataclass
+class FleetSpec:
+    nodes: int = 3
+    sandboxes: int = 20  # initial, spread over the nodes
+    tenants: int = 3
+    churn_per_min: float = 6.0  # sandbox stops (each replaced by a start) per minute
+    reset_per_min: float = 1.0  # VM restarts (counter resets) per minute
+    seed: int = 7
+
+
+@dataclass
+class Fleet:
+    spec: FleetSpec
+    now_ms: int
+    rng: random.Random = field(init=False)
+    sandboxes: dict[str, SimSandbox] = field(default_factory=dict)
+    _next: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.spec.seed)
+        self.node_ids = [f"node-{i:02d}" for i in range(self.spec.nodes)]
+        self.tenant_ids = [f"tenant-{chr(ord('a') + i)}" for i in range(self.spec.tenants)]
+        for i in range(self.spec.sandboxes):
+            self.start_sandbox(self.node_ids[i % len(self.node_ids)], self.now_ms)
+
+    def live(self, node: str | None = None) -> list[SimSandbox]:
+        return [
+            s for s in self.sandboxes.values() if s.stop_ms is None and (node is None or s.node == node)
+        ]
+
+    def start_sandbox(self, node: str, now_ms: int) -> SimSandbox:
+        r = self.rng
+        self._next += 1
+        vcpu = r.choice([500, 1000, 2000])
+        sb = SimSandbox(
+            id=f"{r.getrandbits(64):016x}{self._next:04d}",
+            node=node,
+            tenant=r.choice(self.tenant_ids),
+            pod_uid=f"{r.getrandbits(32):08x}-{self._next:04d}-4000-8000-{r.getrandbits(48):012x}",
+            pod_name=f"fn-{self._next}-0",
+            vcpu_milli=vcpu,
+            mem_max=r.choice([1, 2, 4]) * GIB // 2,
+            cpu_rate_us_per_ms=r.randint(50, vcpu),
+            mem_bytes=r.randint(64, 400) << 20,
+            overhead_layout=bool(self._next % 2),
+            start_ms=now_ms,
+            last_ms=now_ms,
+        )
+        self.sandboxes[sb.id] = sb
+        return sb
+
+    def stop_sandbox(self, sb: SimSandbox, now_ms: int) -> None:
+        sb.advance(now_ms)
+        sb.stop_ms = now_ms
+
+    def step(self, now_ms: int, dt_ms: int) -> tuple[list[SimSandbox], list[SimSandbox]]:
+        """Advances to now_ms; returns (started, stopped) sandboxes."""
+        for sb in self.live():
+            sb.advance(now_ms)
+        started: list[SimSandbox] = []
+        stopped: list[SimSandbox] = []
+        p_stop = self.spec.churn_per_min * dt_ms / 60_000
+        p_reset = self.spec.reset_per_min * dt_ms / 60_000
+        for sb in self.live():
+            if self.rng.random() < p_stop / max(1, len(self.live())):
+                self.stop_sandbox(sb, now_ms)
+                stopped.append(sb)
+                started.append(self.start_sandbox(sb.node, now_ms))
+            elif self.rng.random() < p_reset / max(1, len(self.live())):
+                sb.reset_counters()
+        return started, stopped
+
+    def truth(self) -> dict[str, Any]:
+        per_sb = [s.truth() for s in self.sandboxes.values()]
+        keys = [k for k in per_sb[0] if k.endswith(("_us", "_ms", "_bytes")) and k not in ("start_ms", "stop_ms")] if per_sb else []
+        tenants: dict[str, dict[str, int]] = {}
+        for t in per_sb:
+            acc = tenants.setdefault(t["tenant"], dict.fromkeys(keys, 0))
+            for k in keys:
+                acc[k] += t[k]
+        return {"now_ms": self.now_ms, "tenants": tenants, "sandboxes": per_sb}

@@ -1,0 +1,71 @@
+"""Versioned, idempotent ClickHouse migrations (`sandmeter migrate`).
+
+Files `migrations/NNNN_name.sql` run in order; `sandmeter_migrations` records each applied
+version, so running again applies nothing. Statements use IF NOT EXISTS, so a migration
+interrupted half-way can be re-run.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Protocol
+
+from sandmeter.names import T_MIGRATIONS
+
+log = logging.getLogger(__name__)
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class Executes(Protocol):
+    def execute(self, query: str, params: Any = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+def split_statements(sql: str) -> tuple[str, ...]:
+    lines = [ln for ln in sql.splitlines() if not ln.strip().startswith("--")]
+    return tuple(s.strip() for s in "\n".join(lines).split(";") if s.strip())
+
+
+def available() -> list[Migration]:
+    out = []
+    for f in resources.files("pipeline.migrations").iterdir():
+        m = _NAME.match(f.name)
+        if m:
+            out.append(Migration(int(m[1]), m[2], split_statements(f.read_text())))
+    return sorted(out, key=lambda mig: mig.version)
+
+
+def applied(client: Executes) -> set[int]:
+    client.execute(
+        f"CREATE TABLE IF NOT EXISTS {T_MIGRATIONS} "
+        "(version UInt32, name String, applied_ms UInt64) ENGINE = MergeTree ORDER BY version"
+    )
+    return {int(r[0]) for r in client.execute(f"SELECT version FROM {T_MIGRATIONS}")}
+
+
+def migrate(client: Executes, now_ms: int) -> list[Migration]:
+    """Applies the migrations not yet recorded; returns those it applied."""
+    done = applied(client)
+    ran = []
+    for mig in available():
+        if mig.version in done:
+            continue
+        log.info("applying migration %04d_%s (%d statements)", mig.version, mig.name, len(mig.statements))
+        for stmt in mig.statements:
+            client.execute(stmt)
+        # INSERT ... SELECT keeps this independent of the client's numpy/row insert mode
+        client.execute(
+            f"INSERT INTO {T_MIGRATIONS} (version, name, applied_ms) SELECT %(v)s, %(n)s, %(t)s",
+            {"v": mig.version, "n": mig.name, "t": now_ms},
+        )
+        ran.append(mig)
+    return ran

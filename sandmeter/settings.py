@@ -1,0 +1,88 @@
+"""One frozen settings class per deployable, read from SANDMETER_* variables.
+
+Each is built once at the entry point (`sandmeter.cli`) and passed down; nothing below
+the entry point reads os.environ.
+"""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class _Base(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+
+class StackSettings(_Base):
+    """`sandmeter stack`: the local broker and ClickHouse server on loopback."""
+
+    model_config = SettingsConfigDict(env_prefix="SANDMETER_STACK_", frozen=True)
+
+    state_dir: Path = Path(".sandmeter/stack")
+    host: Literal["127.0.0.1"] = "127.0.0.1"
+    kafka_port: int = Field(19092, ge=1, le=65535)
+    clickhouse_tcp_port: int = Field(19000, ge=1, le=65535)
+    clickhouse_http_port: int = Field(18123, ge=1, le=65535)
+    start_timeout_s: float = 30.0
+
+
+class CollectorSettings(_Base):
+    """`sandmeter collect`: one agent per bare-metal node."""
+
+    model_config = SettingsConfigDict(env_prefix="SANDMETER_COLLECTOR_", frozen=True)
+
+    node_id: str = "node-local"
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    topic: str = "sandmeter.samples.v1"
+    interval_s: float = Field(5.0, gt=0)
+    source_timeout_s: float = Field(2.0, gt=0)
+    kata_monitor_url: str = "http://127.0.0.1:8090"
+    cgroup_root: Path = Path("/sys/fs/cgroup")
+    proc_root: Path = Path("/proc")
+    sandbox_dirs: tuple[Path, ...] = (Path("/run/vc/sbs"), Path("/run/kata"))
+    tenant_label: str = "cri_namespace"
+    tenant_map_file: Path | None = None
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    status_every_s: float = 30.0
+    log_level: LogLevel = "INFO"
+
+
+class ProcessorSettings(_Base):
+    """`sandmeter process`: Kafka -> accounting -> ClickHouse."""
+
+    model_config = SettingsConfigDict(env_prefix="SANDMETER_PROCESSOR_", frozen=True)
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    topic: str = "sandmeter.samples.v1"
+    deadletter_topic: str = "sandmeter.samples.dlq"
+    group_id: str = "sandmeter-processor"
+    # Tansu (and Kafka) hold a group join for about the session timeout: keep it short.
+    session_timeout_ms: int = 6000
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int = 19000
+    clickhouse_database: str = "default"
+    flush_max_samples: int = Field(200_000, gt=0)
+    flush_interval_s: float = Field(1.0, gt=0)
+    keep_raw_samples: bool = True
+    max_counter_rate_per_s: float = 1e12
+    metrics_port: int = Field(9465, ge=0, le=65535)
+    status_every_s: float = 30.0
+    log_level: LogLevel = "INFO"
+
+
+class ApiSettings(_Base):
+    """`sandmeter api`: the billing API."""
+
+    model_config = SettingsConfigDict(env_prefix="SANDMETER_API_", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int = 19000
+    clickhouse_database: str = "default"
+    max_rows: int = Field(100_000, gt=0)
+    log_level: LogLevel = "INFO"
