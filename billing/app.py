@@ -24,7 +24,9 @@ def _dec(d: Decimal) -> str:
     return format(d.normalize(), "f") if d == d.to_integral() else format(d, "f")
 
 
-def create_app(settings: ApiSettings, ch_factory: Callable[[], Any], registry: CollectorRegistry | None = None) -> FastAPI:
+def create_app(
+    settings: ApiSettings, ch_factory: Callable[[], Any], registry: CollectorRegistry | None = None
+) -> FastAPI:
     registry = registry or CollectorRegistry()
     latency = Histogram(REQUEST_SECONDS, "Request latency", ["route", "status"], registry=registry)
     app = FastAPI(title="sandmeter billing API", version="1")
@@ -64,9 +66,7 @@ def create_app(settings: ApiSettings, ch_factory: Callable[[], Any], registry: C
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/tenants")
-    def tenants(
-        from_: Annotated[str, Query(alias="from")], to: Annotated[str, Query()]
-    ) -> dict[str, Any]:
+    def tenants(from_: Annotated[str, Query(alias="from")], to: Annotated[str, Query()]) -> dict[str, Any]:
         f, t = parse_ms(from_, "from"), parse_ms(to, "to")
         return {"tenants": list_tenants(ch_factory(), f, t)}
 
@@ -92,8 +92,10 @@ def create_app(settings: ApiSettings, ch_factory: Callable[[], Any], registry: C
         q.validate(settings.max_rows)
         rows = run_usage(ch_factory(), q)
         series = [
-            {**{k: (_dec(v) if isinstance(v, Decimal) else v) for k, v in r.items() if k != "bucket_ms"},
-             "start": format_ms(r["bucket_ms"])}
+            {
+                **{k: (_dec(v) if isinstance(v, Decimal) else v) for k, v in r.items() if k != "bucket_ms"},
+                "start": format_ms(r["bucket_ms"]),
+            }
             for r in rows
         ]
         totals = {m: _dec(sum((r[m] for r in rows), Decimal(0))) for m in q.metrics}

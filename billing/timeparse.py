@@ -16,8 +16,10 @@ def parse_ms(value: str, field: str) -> int:
         raise bad_request("bad_timestamp", f"{field}: {value!r} has no time zone; use Z (UTC)")
     if dt.microsecond % 1000:
         raise bad_request("bad_timestamp", f"{field}: precision finer than a millisecond")
-    ms = int(dt.timestamp() * 1000) if dt.microsecond == 0 else (
-        int(dt.replace(microsecond=0).timestamp()) * 1000 + dt.microsecond // 1000
+    ms = (
+        int(dt.timestamp() * 1000)
+        if dt.microsecond == 0
+        else (int(dt.replace(microsecond=0).timestamp()) * 1000 + dt.microsecond // 1000)
     )
     if ms < 0:
         raise bad_request("bad_timestamp", f"{field}: before 1970")

@@ -60,9 +60,7 @@ class UsageQuery:
 def run_usage(ch: Any, q: UsageQuery) -> list[dict[str, Any]]:
     """Intervals count whole in the bucket holding their last millisecond (docs/metering.md)."""
     g = GRANULARITY_MS[q.granularity]
-    sums = ", ".join(
-        f"toString(sum(toDecimal128({METRICS[m][0]}, 0))) AS {m}" for m in q.metrics
-    )
+    sums = ", ".join(f"toString(sum(toDecimal128({METRICS[m][0]}, 0))) AS {m}" for m in q.metrics)
     by = ", sandbox_id" if q.group_by_sandbox else ""
     sql = (
         f"SELECT intDiv(end_ms - 1, {g}) * {g} AS bucket{by}, {sums} "

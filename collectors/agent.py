@@ -58,11 +58,16 @@ class CollectorAgent:
         self._pool = cf.ThreadPoolExecutor(max_workers=max(1, len(self.sources)), thread_name_prefix="src")
         self._pending: dict[str, cf.Future[Reading]] = {}
         self.scrape_seconds = Histogram(
-            SCRAPE_SECONDS, "Time to read one source", ["source"], registry=registry,
+            SCRAPE_SECONDS,
+            "Time to read one source",
+            ["source"],
+            registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.scrape_errors = Counter(
-            SCRAPE_ERRORS.removesuffix("_total"), "Source failures and bad input, per source", ["source"],
+            SCRAPE_ERRORS.removesuffix("_total"),
+            "Source failures and bad input, per source",
+            ["source"],
             registry=registry,
         )
         self.samples = Counter(SAMPLES.removesuffix("_total"), "Samples put into batches", registry=registry)
@@ -199,7 +204,10 @@ def run_agent(agent: CollectorAgent, interval_s: float, stop: threading.Event, s
             last_status = now
             log.info(
                 "collector %s: scrapes=%d sandboxes=%d samples=%d",
-                agent.node, agent.scrapes, len(agent.watcher.alive()), int(agent.samples._value.get()),
+                agent.node,
+                agent.scrapes,
+                len(agent.watcher.alive()),
+                int(agent.samples._value.get()),
             )
         next_at += interval_s
         if next_at < now:  # fell behind (a slow scrape): skip, never burst

@@ -157,9 +157,9 @@ class CgroupSource:
             for res in PRESSURE:
                 p = d / f"{res}.pressure"
                 if p.exists():
-                    for (kind, item), v in pressure(p.read_text()).items():
+                    for (kind, item), pv in pressure(p.read_text()).items():
                         key = (res, kind, item)
-                        psi[key] = max(psi.get(key, 0.0), v) if item != "total" else psi.get(key, 0.0) + v
+                        psi[key] = max(psi.get(key, 0.0), pv) if item != "total" else psi.get(key, 0.0) + pv
         rows = out.rows
         rows.add(sb, n.M_CG_CPU_USAGE_US, "", cpu.get("usage_usec", 0))
         rows.add(sb, n.M_CG_CPU_USER_US, "", cpu.get("user_usec", 0))
@@ -167,8 +167,8 @@ class CgroupSource:
         rows.add(sb, n.M_CG_MEM_CURRENT, "", mem)
         rows.add(sb, n.M_CG_IO_RBYTES, "", rd)
         rows.add(sb, n.M_CG_IO_WBYTES, "", wr)
-        for (res, kind, item), v in psi.items():
-            rows.add(sb, n.M_CG_PRESSURE, sub_label(resource=res, kind=kind, item=item), v)
+        for (res, kind, item), pv in psi.items():
+            rows.add(sb, n.M_CG_PRESSURE, sub_label(resource=res, kind=kind, item=item), pv)
         spec = dirs[0]
         rows.add(sb, n.M_SPEC_VCPU_MILLI, "", cpu_max_millicores((spec / "cpu.max").read_text()))
         mmax = (spec / "memory.max").read_text().strip()

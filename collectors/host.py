@@ -11,8 +11,19 @@ from sandmeter import names as n
 
 CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 MEMINFO_KEYS = {"MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached", "Dirty", "Writeback"}
-DISK_FIELDS = ("reads", "reads_merged", "read_sectors", "read_ms", "writes", "writes_merged",
-               "write_sectors", "write_ms", "in_progress", "io_ms", "weighted_io_ms")
+DISK_FIELDS = (
+    "reads",
+    "reads_merged",
+    "read_sectors",
+    "read_ms",
+    "writes",
+    "writes_merged",
+    "write_sectors",
+    "write_ms",
+    "in_progress",
+    "io_ms",
+    "weighted_io_ms",
+)
 USER_HZ_MS = 10  # /proc/stat counts in USER_HZ (100 Hz) ticks
 
 

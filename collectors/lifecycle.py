@@ -46,7 +46,7 @@ class SandboxWatcher:
                             seen[e.name] = e.stat(follow_symlinks=False).st_mtime_ns // 1_000_000
             except FileNotFoundError:
                 continue
-        stopped = []
+        stopped: list[LifecycleEvent] = []
         with self._lock:
             for sb, started in seen.items():
                 if sb not in self._alive:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import attr
-from grafanalib.core import Dashboard, GridPos, Table, Target, Template, Templating, TimeSeries
 from grafanalib._gen import DashboardEncoder
+from grafanalib.core import Dashboard, GridPos, Table, Target, Template, Templating, TimeSeries
 
 from collectors import agent as collector_metrics
 from collectors import sink as sink_metrics
@@ -109,9 +109,15 @@ def pipeline_health() -> Dashboard:
         _prom_ts("Dead-letter and late /s", f"sum(rate({pm.DLQ}[5m])) or vector(0)", 4, 12, 8),
         _prom_ts(
             "Insert latency p99",
-            f"histogram_quantile(0.99, sum by (le) (rate({pm.INSERT_SECONDS}_bucket[5m])))", 5, 0, 16, "s",
+            f"histogram_quantile(0.99, sum by (le) (rate({pm.INSERT_SECONDS}_bucket[5m])))",
+            5,
+            0,
+            16,
+            "s",
         ),
-        _prom_ts("Collector scrape errors /s", f"sum by (source) (rate({collector_metrics.SCRAPE_ERRORS}[5m]))", 6, 12, 16),
+        _prom_ts(
+            "Collector scrape errors /s", f"sum by (source) (rate({collector_metrics.SCRAPE_ERRORS}[5m]))", 6, 12, 16
+        ),
         _prom_ts("Collector spool depth", f"max by (instance) ({sink_metrics.SPOOL_DEPTH})", 7, 0, 24),
     ]
     return Dashboard(title="sandmeter: pipeline health", uid="sandmeter-pipeline", panels=panels, timezone="utc")
@@ -120,13 +126,26 @@ def pipeline_health() -> Dashboard:
 DASHBOARDS = {"tenant-usage": tenant_usage, "pipeline-health": pipeline_health}
 
 
-def provisioning(clickhouse_host: str = "clickhouse", clickhouse_port: int = 9000, prometheus_url: str = "http://prometheus:9090") -> dict[str, str]:
+def provisioning(
+    clickhouse_host: str = "clickhouse", clickhouse_port: int = 9000, prometheus_url: str = "http://prometheus:9090"
+) -> dict[str, str]:
     datasources = {
         "apiVersion": 1,
         "datasources": [
-            {"name": "ClickHouse", "uid": CH_UID, "type": CH_TYPE,
-             "jsonData": {"host": clickhouse_host, "port": clickhouse_port, "protocol": "native", "defaultDatabase": "default"}},
-            {"name": "Prometheus", "uid": PROM_UID, "type": "prometheus", "url": prometheus_url, "access": "proxy", "isDefault": True},
+            {
+                "name": "ClickHouse",
+                "uid": CH_UID,
+                "type": CH_TYPE,
+                "jsonData": {"host": clickhouse_host, "port": clickhouse_port, "protocol": "native"},
+            },
+            {
+                "name": "Prometheus",
+                "uid": PROM_UID,
+                "type": "prometheus",
+                "url": prometheus_url,
+                "access": "proxy",
+                "isDefault": True,
+            },
         ],
     }  # fmt: skip
     providers = {

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -154,7 +155,7 @@ class Accountant:
         cols = self._columns(batches)
         self._note_starts(batches, cols["sandbox_gids"])  # type: ignore[arg-type]
         usage_parts = self._series_usage(cols)
-        alloc, lifecycle = self._allocation(batches, cols["sandbox_gids"])
+        alloc, lifecycle = self._allocation(batches, cols["sandbox_gids"])  # type: ignore[arg-type]
         usage = self._usage_rows(usage_parts, alloc, batches)
         assert isinstance(usage_parts["late"], pd.DataFrame)
         return Result(
@@ -194,7 +195,7 @@ class Accountant:
             meas.append(m[keep])
             bidx.append(np.full(int(keep.sum()), i, np.int64))
 
-        def cat(parts: list[npt.NDArray[np.generic]], dtype: type) -> npt.NDArray[np.generic]:
+        def cat(parts: Sequence[npt.NDArray[Any]], dtype: type) -> npt.NDArray[Any]:
             return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
         return {
@@ -211,18 +212,18 @@ class Accountant:
                     s.start_ms = t
 
     def _series_usage(self, c: dict[str, object]) -> dict[str, object]:
-        key = np.asarray(c["key"], np.uint64)
-        ts = np.asarray(c["ts"], np.int64)
-        val = np.asarray(c["val"], np.float64)
-        meas = np.asarray(c["measure"], np.int8)
-        gid = np.asarray(c["gid"], np.int64)
-        bidx = np.asarray(c["bidx"], np.int64)
+        key: npt.NDArray[Any] = np.asarray(c["key"], np.uint64)
+        ts: npt.NDArray[Any] = np.asarray(c["ts"], np.int64)
+        val: npt.NDArray[Any] = np.asarray(c["val"], np.float64)
+        meas: npt.NDArray[Any] = np.asarray(c["measure"], np.int8)
+        gid: npt.NDArray[Any] = np.asarray(c["gid"], np.int64)
+        bidx: npt.NDArray[Any] = np.asarray(c["bidx"], np.int64)
         order = np.lexsort((ts, key))
         key, ts, val, meas, gid, bidx = (a[order] for a in (key, ts, val, meas, gid, bidx))
         # exact repeats inside the flush (a replayed batch) count once
         dup = np.zeros(key.shape[0], bool)
         dup[1:] = (key[1:] == key[:-1]) & (ts[1:] == ts[:-1])
-        slot = self.series.lookup(key)
+        slot: npt.NDArray[Any] = self.series.lookup(key)
         known = slot >= 0
         state_ts = self.series.take_ts(slot)
         dup |= known & (ts == state_ts)
@@ -291,7 +292,9 @@ class Accountant:
                     s.alloc_cursor = ev_ts
                     lifecycle.append(self._life(s, "start", ev_ts, b.batch_id))
                 end = ev_ts if kind is EventKind.STOP else b.scrape_ts_ms
-                if s.alloc_cursor is not None and not s.stopped and end > s.alloc_cursor:
+                # until the spec is known the cursor waits, so that time is billed at the spec
+                known_spec = bool(s.vcpu_milli or s.mem_max)
+                if s.alloc_cursor is not None and not s.stopped and end > s.alloc_cursor and known_spec:
                     d = end - s.alloc_cursor
                     rows.append((int(g), i, s.alloc_cursor, end, s.vcpu_milli * d, s.mem_max * d))
                     s.alloc_cursor = end
@@ -320,7 +323,9 @@ class Accountant:
             out[e] = (int(v), int(mem.get(e, 0)))
         return out
 
-    def _usage_rows(self, parts: dict[str, object], alloc: pd.DataFrame, batches: Sequence[SampleBatch]) -> pd.DataFrame:
+    def _usage_rows(
+        self, parts: dict[str, object], alloc: pd.DataFrame, batches: Sequence[SampleBatch]
+    ) -> pd.DataFrame:
         f = parts["frame"]
         assert isinstance(f, pd.DataFrame)
         piv = f.pivot_table(index=["gid", "bidx"], columns="measure", values="amount", aggfunc="sum", fill_value=0)

@@ -106,9 +106,7 @@ class Processor:
             ("sandmeter-dlq-detail", detail[:500].encode()),
             ("sandmeter-source", f"{msg.topic}/{msg.partition}/{msg.offset}".encode()),
         ]
-        self.dlq_producer.send(self.s.deadletter_topic, key=msg.key, value=msg.value, headers=headers).get(
-            timeout=15
-        )
+        self.dlq_producer.send(self.s.deadletter_topic, key=msg.key, value=msg.value, headers=headers).get(timeout=15)
         self.m.dlq.labels(reason).inc()
         self.total_dlq += 1
 
@@ -202,9 +200,7 @@ class Processor:
 
         if not self._offsets:
             return
-        offsets = {
-            TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in self._offsets.items()
-        }
+        offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in self._offsets.items()}
         self.consumer.commit(offsets)
         self._offsets = {}
 
@@ -236,7 +232,10 @@ class Processor:
                 last_status = now
                 log.info(
                     "processor: samples=%d series=%d sandboxes=%d dlq=%d",
-                    self.total_samples, len(self.acct.series), len(self.acct.sandboxes), self.total_dlq,
+                    self.total_samples,
+                    len(self.acct.series),
+                    len(self.acct.sandboxes),
+                    self.total_dlq,
                 )
         if self._pending or self._offsets:
             self.flush()

@@ -37,7 +37,7 @@ class SeriesState:
         """Slots of `keys`, -1 for unknown ones."""
         if not len(self._index):
             return np.full(keys.shape[0], -1, np.intp)
-        return np.asarray(self._index.get_indexer(keys), np.intp)
+        return np.asarray(self._index.get_indexer(pd.Index(keys)), np.intp)
 
     def take_ts(self, slots: npt.NDArray[np.intp]) -> I64:
         """Last timestamps at `slots`; -1 where the slot is -1 (unknown series)."""

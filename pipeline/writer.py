@@ -80,7 +80,16 @@ class ClickHouseWriter:
         if result.lifecycle:
             life = pd.DataFrame(
                 result.lifecycle,
-                columns=["tenant", "sandbox_id", "node", "event", "ts_ms", "vcpu_millicores", "memory_bytes", "batch_id"],
+                columns=[
+                    "tenant",
+                    "sandbox_id",
+                    "node",
+                    "event",
+                    "ts_ms",
+                    "vcpu_millicores",
+                    "memory_bytes",
+                    "batch_id",
+                ],
             ).astype({"ts_ms": np.uint64, "vcpu_millicores": np.uint32, "memory_bytes": np.uint64})
             self._insert(n.T_LIFECYCLE, life)
         if late is not None:

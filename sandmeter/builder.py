@@ -54,9 +54,7 @@ class BatchBuilder:
         self._ts.append(ts_ms)
         self._value.append(value)
 
-    def add_many(
-        self, entity: int, metric: str, subs: Iterable[str], ts_ms: int, values: Iterable[float]
-    ) -> None:
+    def add_many(self, entity: int, metric: str, subs: Iterable[str], ts_ms: int, values: Iterable[float]) -> None:
         m = self.metric_ix(metric)
         sub_ix = [self.sub_ix(s) for s in subs]
         vals = list(values)

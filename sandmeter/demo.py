@@ -21,6 +21,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from collectors.sim.model import FleetSpec
 from sandmeter.settings import (
     ApiSettings,
     CollectorSettings,
@@ -84,14 +85,11 @@ def serve_api(settings: ApiSettings, ch_factory: Any) -> Iterator[str]:
         t.join(timeout=10)
 
 
-def run_pipeline(
-    stack: Stack, seconds: float, nodes: int, sandboxes: int, tenants: int, workdir: Path, interval_s: float = 1.0
-) -> DemoResult:
+def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, interval_s: float = 1.0) -> DemoResult:
     """Runs every component against an already-started stack; used by the demo and e2e test."""
     import httpx
 
     from collectors.agent import build_agent, run_agent
-    from collectors.sim.model import FleetSpec
     from collectors.sim.runner import Simulator
     from collectors.sink import KafkaSink
     from dashboards.generate import write_all
@@ -105,16 +103,21 @@ def run_pipeline(
     migrate(ch, time.time_ns() // 1_000_000)
     create_topics(stack.kafka_bootstrap)
 
-    sim = Simulator(workdir / "fleet", FleetSpec(nodes=nodes, sandboxes=sandboxes, tenants=tenants))
+    sim = Simulator(workdir / "fleet", spec)
     sim.start()
     stop_collect, stop_process = threading.Event(), threading.Event()
     agents, sinks, threads = [], [], []
     for nd in sim.describe()["nodes"]:
         cs = CollectorSettings(
-            node_id=nd["node_id"], kafka_bootstrap=stack.kafka_bootstrap, cgroup_root=Path(nd["cgroup_root"]),
-            proc_root=Path(nd["proc_root"]), sandbox_dirs=(Path(nd["sandbox_dir"]),),
-            kata_monitor_url=nd["kata_monitor_url"], interval_s=interval_s, metrics_port=0,
-        )  # fmt: skip
+            node_id=nd["node_id"],
+            kafka_bootstrap=stack.kafka_bootstrap,
+            cgroup_root=Path(nd["cgroup_root"]),
+            proc_root=Path(nd["proc_root"]),
+            sandbox_dirs=(Path(nd["sandbox_dir"]),),
+            kata_monitor_url=nd["kata_monitor_url"],
+            interval_s=interval_s,
+            metrics_port=0,
+        )
         reg = CollectorRegistry()
         sink = KafkaSink(cs.kafka_bootstrap, cs.topic, reg)
         agent = build_agent(cs, reg, sink)
@@ -157,14 +160,16 @@ def run_pipeline(
     totals: dict[str, dict[str, Decimal]] = {}
     frm = "2000-01-01T00:00:00.000Z"
     to = "2100-01-01T00:00:00.000Z"
-    with serve_api(api_settings, lambda: client("127.0.0.1", st.clickhouse_tcp_port, "default")) as url:
-        with httpx.Client(base_url=url, timeout=30) as http:
-            r = http.get("/v1/tenants", params={"from": frm, "to": to})
-            r.raise_for_status()
-            for tenant in r.json()["tenants"]:
-                u = http.get(f"/v1/tenants/{tenant}/usage", params={"from": frm, "to": to, "granularity": "day"})
-                u.raise_for_status()
-                totals[tenant] = {k: Decimal(v) for k, v in u.json()["totals"].items()}
+    with (
+        serve_api(api_settings, lambda: client("127.0.0.1", st.clickhouse_tcp_port, "default")) as url,
+        httpx.Client(base_url=url, timeout=30) as http,
+    ):
+        r = http.get("/v1/tenants", params={"from": frm, "to": to})
+        r.raise_for_status()
+        for tenant in r.json()["tenants"]:
+            u = http.get(f"/v1/tenants/{tenant}/usage", params={"from": frm, "to": to, "granularity": "day"})
+            u.raise_for_status()
+            totals[tenant] = {k: Decimal(v) for k, v in u.json()["totals"].items()}
     dash = write_all(workdir / "grafana")
     return DemoResult(
         api_totals=totals,
@@ -179,7 +184,10 @@ def run_pipeline(
 
 
 def format_table(res: DemoResult) -> str:
-    head = f"{'tenant':<14}{'CPU ms':>14}{'truth CPU ms':>14}{'alloc vCPU-ms':>16}{'truth vCPU-ms':>16}{'alloc GiB-ms':>16}{'used GiB-ms':>14}"
+    head = (
+        f"{'tenant':<14}{'CPU ms':>14}{'truth CPU ms':>14}{'alloc vCPU-ms':>16}{'truth vCPU-ms':>16}"
+        f"{'alloc GiB-ms':>16}{'used GiB-ms':>14}"
+    )
     lines = [head, "-" * len(head)]
     for tenant, t in sorted(res.api_totals.items()):
         truth = res.truth["tenants"].get(tenant, {})
@@ -196,15 +204,17 @@ def main(seconds: float, nodes: int, sandboxes: int, tenants: int, out: Path) ->
     state = Path(tempfile.mkdtemp(prefix="sandmeter-demo-"))
     stack = Stack(
         StackSettings(
-            state_dir=state / "stack", kafka_port=free_port(), clickhouse_tcp_port=free_port(),
+            state_dir=state / "stack",
+            kafka_port=free_port(),
+            clickhouse_tcp_port=free_port(),
             clickhouse_http_port=free_port(),
-        )  # fmt: skip
+        )
     )
     print(f"starting the local stack in {state} ...", flush=True)
     stack.up()
     try:
         print(f"running {nodes} nodes, {sandboxes} sandboxes, {tenants} tenants for {seconds:.0f} s", flush=True)
-        res = run_pipeline(stack, seconds, nodes, sandboxes, tenants, state)
+        res = run_pipeline(stack, seconds, FleetSpec(nodes=nodes, sandboxes=sandboxes, tenants=tenants), state)
     finally:
         stack.down()
     out.mkdir(parents=True, exist_ok=True)
@@ -220,7 +230,12 @@ def main(seconds: float, nodes: int, sandboxes: int, tenants: int, out: Path) ->
     )
     print(f"dashboards written to {out}/dashboards; wall time {time.monotonic() - t0:.1f} s")
     (out / "demo-result.json").write_text(
-        json.dumps({"api_totals": {t: {k: str(v) for k, v in m.items()} for t, m in res.api_totals.items()},
-                    "truth_tenants": res.truth["tenants"]}, indent=2)  # fmt: skip
+        json.dumps(
+            {
+                "api_totals": {t: {k: str(v) for k, v in m.items()} for t, m in res.api_totals.items()},
+                "truth_tenants": res.truth["tenants"],
+            },
+            indent=2,
+        )
     )
     return 0

@@ -193,9 +193,7 @@ def decode(payload: bytes) -> SampleBatch:
 
 def _decompress(packed: bytes) -> bytes:
     try:
-        out: bytes = zstandard.ZstdDecompressor().decompress(
-            packed, max_output_size=MAX_DECOMPRESSED
-        )
+        out: bytes = zstandard.ZstdDecompressor().decompress(packed, max_output_size=MAX_DECOMPRESSED)
     except zstandard.ZstdError as exc:
         raise CorruptError(f"zstd: {exc}") from exc
     return out

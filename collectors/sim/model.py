@@ -124,9 +124,7 @@ class Fleet:
             self.start_sandbox(self.node_ids[i % len(self.node_ids)], self.now_ms)
 
     def live(self, node: str | None = None) -> list[SimSandbox]:
-        return [
-            s for s in self.sandboxes.values() if s.stop_ms is None and (node is None or s.node == node)
-        ]
+        return [s for s in self.sandboxes.values() if s.stop_ms is None and (node is None or s.node == node)]
 
     def start_sandbox(self, node: str, now_ms: int) -> SimSandbox:
         r = self.rng
@@ -172,7 +170,11 @@ class Fleet:
 
     def truth(self) -> dict[str, Any]:
         per_sb = [s.truth() for s in self.sandboxes.values()]
-        keys = [k for k in per_sb[0] if k.endswith(("_us", "_ms", "_bytes")) and k not in ("start_ms", "stop_ms")] if per_sb else []
+        keys = (
+            [k for k in per_sb[0] if k.endswith(("_us", "_ms", "_bytes")) and k not in ("start_ms", "stop_ms")]
+            if per_sb
+            else []
+        )
         tenants: dict[str, dict[str, int]] = {}
         for t in per_sb:
             acc = tenants.setdefault(t["tenant"], dict.fromkeys(keys, 0))

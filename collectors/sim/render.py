@@ -117,6 +117,7 @@ def exposition(live: list[SimSandbox], rng: random.Random) -> str:
     for sb in live:
         cri = f'sandbox_id="{sb.id}",cri_uid="{sb.pod_uid}",cri_name="{sb.pod_name}",cri_namespace="{sb.tenant}"'
         ticks = sb.cpu_us // 10_000
+        idle_ms = (sb.last_ms - sb.start_ms) * sb.vcpu_milli // 1000 - sb.cpu_us // 1000
         body += [
             f'kata_hypervisor_proc_stat{{item="utime",{cri}}} {ticks * 3 // 4}',
             f'kata_hypervisor_proc_stat{{item="stime",{cri}}} {ticks - ticks * 3 // 4}',
@@ -127,9 +128,10 @@ def exposition(live: list[SimSandbox], rng: random.Random) -> str:
             f'kata_hypervisor_netdev{{interface="eth0",item="recv_bytes",{cri}}} {sb.net_rx}',
             f'kata_hypervisor_netdev{{interface="eth0",item="sent_bytes",{cri}}} {sb.net_tx}',
             f"kata_hypervisor_threads{{{cri}}} {sb.vcpu_milli // 1000 + 6}",
-            f'kata_shim_agent_rpc_durations_histogram_milliseconds_count{{action="grpc.CheckRequest",{cri}}} {sb.check_count}',
+            f'kata_shim_agent_rpc_durations_histogram_milliseconds_count{{action="grpc.CheckRequest",{cri}}} '
+            f"{sb.check_count}",
             f'kata_guest_cpu_time{{cpu="total",item="user",{cri}}} {sb.cpu_us // 1000}',
-            f'kata_guest_cpu_time{{cpu="total",item="idle",{cri}}} {(sb.last_ms - sb.start_ms) * sb.vcpu_milli // 1000 - sb.cpu_us // 1000}',
+            f'kata_guest_cpu_time{{cpu="total",item="idle",{cri}}} {idle_ms}',
             f'kata_guest_meminfo{{item="mem_total",{cri}}} {sb.mem_max}',
             f'kata_guest_diskstat{{disk="vda",item="in_progress",{cri}}} 0',
             f'kata_guest_diskstat{{disk="vda",item="reads",{cri}}} {sb.io_read // 4096}',

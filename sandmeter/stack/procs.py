@@ -101,8 +101,7 @@ class ManagedProcess:
             if proc.poll() is not None:
                 self.pidfile.unlink(missing_ok=True)
                 raise ServiceError(
-                    f"{self.name} exited with code {proc.returncode} at start; "
-                    f"see {self.logfile}: {self._log_tail()}"
+                    f"{self.name} exited with code {proc.returncode} at start; see {self.logfile}: {self._log_tail()}"
                 )
             if self.ready():
                 return True

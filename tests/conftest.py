@@ -1,0 +1,73 @@
+"""Session fixtures that start the real broker and ClickHouse; a guard for unit tests.
+
+Tests that need a service carry `@pytest.mark.kafka` / `@pytest.mark.clickhouse` (or
+`e2e`, which implies both). Unmarked tests get clients that raise, so a unit test cannot
+quietly depend on a server.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandmeter.settings import StackSettings
+from sandmeter.stack import Stack
+from sandmeter.stack.procs import free_port
+
+SERVICE_MARKERS = {"kafka", "clickhouse", "e2e"}
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = Stack(
+        StackSettings(
+            state_dir=tmp_path_factory.mktemp("stack"),
+            kafka_port=free_port(),
+            clickhouse_tcp_port=free_port(),
+            clickhouse_http_port=free_port(),
+        )
+    )
+    s.up()
+    try:
+        yield s
+    finally:
+        s.down()
+
+
+@pytest.fixture(scope="session")
+def ch_migrated(stack: Stack) -> Any:
+    from pipeline.migrate import migrate
+    from pipeline.writer import client
+
+    ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
+    migrate(ch, time.time_ns() // 1_000_000)
+    return ch
+
+
+class _Blocked:
+    def __init__(self, *a: Any, **k: Any) -> None:
+        raise RuntimeError("this test touches a service: mark it kafka, clickhouse or e2e")
+
+
+@pytest.fixture(autouse=True)
+def _block_services(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if SERVICE_MARKERS & {m.name for m in request.node.iter_markers()}:
+        return
+    import clickhouse_driver
+    import kafka
+
+    for mod, names in (
+        (clickhouse_driver, ["Client"]),
+        (kafka, ["KafkaProducer", "KafkaConsumer", "KafkaAdminClient"]),
+    ):
+        for name in names:
+            monkeypatch.setattr(mod, name, _Blocked)
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    return Path(__file__).parent / "fixtures"
