@@ -125,6 +125,7 @@ class ManagedProcess:
                 os.killpg(pid, signal.SIGKILL)
             time.sleep(0.2)
             _reap(pid)
+        _reap(pid)  # a child that exited at once is a zombie, which _alive already calls gone
         self.pidfile.unlink(missing_ok=True)
         return True
 
