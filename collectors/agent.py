@@ -55,6 +55,7 @@ class CollectorAgent:
         self._seq = 0
         self._seq_lock = threading.Lock()
         self._labels: dict[str, dict[str, str]] = {}  # sandbox -> cri labels, kept between scrapes
+        self._gone_last: set[str] = set()
         self._pool = cf.ThreadPoolExecutor(max_workers=max(1, len(self.sources)), thread_name_prefix="src")
         self._pending: dict[str, cf.Future[Reading]] = {}
         self.scrape_seconds = Histogram(
@@ -119,8 +120,11 @@ class CollectorAgent:
         for r in readings:
             for sb, lb in r.labels.items():
                 self._labels[sb] = {**self._labels.get(sb, {}), **lb}
-        for sb in [s for s in self._labels if s not in alive]:
+        # labels outlive a stop by one scrape: the stop handler still needs them for the final batch
+        gone = {s for s in self._labels if s not in alive}
+        for sb in gone & self._gone_last:
             del self._labels[sb]
+        self._gone_last = gone
         batch = self._build(readings, events, alive, self.clock_ms())
         self.scrapes += 1
         return batch
