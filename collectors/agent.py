@@ -7,10 +7,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from collectors.base import Reading, Source, SourceError
+from collectors.bundle import bundle_labels
 from collectors.cgroup import CgroupSource
 from collectors.host import HostSource
 from collectors.katamonitor import KataMonitorSource
@@ -41,6 +43,7 @@ class CollectorAgent:
         sink: BatchSink,
         tenants: TenantRule,
         registry: CollectorRegistry,
+        bundle_dirs: Sequence[Path] = (),
         source_timeout_s: float = 2.0,
         clock_ms: Callable[[], int] = wall_ms,
     ) -> None:
@@ -49,6 +52,7 @@ class CollectorAgent:
         self.watcher = watcher
         self.sink = sink
         self.tenants = tenants
+        self.bundle_dirs = list(bundle_dirs)
         self.source_timeout_s = source_timeout_s
         self.clock_ms = clock_ms
         self.boot_epoch_ms = clock_ms()
@@ -159,6 +163,12 @@ class CollectorAgent:
         self.samples.inc(len(batch))
         return batch
 
+    def on_start(self, ev: LifecycleEvent) -> None:
+        """Learns a new sandbox's CRI labels from its OCI bundle; kata-monitor's override them later."""
+        labels = bundle_labels(self.bundle_dirs, ev.sandbox)
+        if labels:
+            self._labels[ev.sandbox] = {**labels, **self._labels.get(ev.sandbox, {})}
+
     def on_stop(self, ev: LifecycleEvent) -> None:
         """Sends the stopped sandbox's final sample and its stop event at once."""
         b = BatchBuilder(self.node)
@@ -191,6 +201,7 @@ def build_agent(s: CollectorSettings, registry: CollectorRegistry, sink: BatchSi
         tenants=TenantRule.from_file(s.tenant_label, s.tenant_map_file),
         registry=registry,
         source_timeout_s=s.source_timeout_s,
+        bundle_dirs=s.bundle_dirs,
     )
     holder.append(agent)
     return agent
@@ -198,7 +209,7 @@ def build_agent(s: CollectorSettings, registry: CollectorRegistry, sink: BatchSi
 
 def run_agent(agent: CollectorAgent, interval_s: float, stop: threading.Event, status_every_s: float = 30.0) -> None:
     """Scrapes on a monotonic schedule until `stop` is set; logs a one-line status."""
-    agent.watcher.start(on_stop=agent.on_stop)
+    agent.watcher.start(on_start=agent.on_start, on_stop=agent.on_stop)
     next_at = time.monotonic()
     last_status = time.monotonic()
     while not stop.is_set():

@@ -2,7 +2,8 @@
 
 A background thread rescans the directories every `poll_s` (100 ms by default), so a stop
 is seen long before the next scrape; start time is the directory's mtime, which survives a
-collector restart. The agent drains `events()` and takes a final sample on each stop.
+collector restart. The agent drains `events()`, learns labels on each start and takes a final
+sample on each stop.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class SandboxWatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._on_stop: Callable[[LifecycleEvent], None] | None = None
+        self._on_start: Callable[[LifecycleEvent], None] | None = None
         self._thread: threading.Thread | None = None
 
     def scan(self) -> None:
@@ -48,10 +50,14 @@ class SandboxWatcher:
                 continue
         stopped: list[LifecycleEvent] = []
         with self._lock:
-            for sb, started in seen.items():
-                if sb not in self._alive:
-                    self._alive[sb] = started
-                    self._events.append(LifecycleEvent(sb, EventKind.START, min(started, now)))
+            new = [LifecycleEvent(sb, EventKind.START, min(t, now)) for sb, t in seen.items() if sb not in self._alive]
+        if self._on_start:
+            for ev in new:  # before the sandbox counts as alive: no batch sees it without its labels
+                self._on_start(ev)
+        with self._lock:
+            for ev in new:
+                self._alive[ev.sandbox] = seen[ev.sandbox]
+                self._events.append(ev)
             for sb in [s for s in self._alive if s not in seen]:
                 del self._alive[sb]
                 ev = LifecycleEvent(sb, EventKind.STOP, now)
@@ -70,8 +76,12 @@ class SandboxWatcher:
             out, self._events = self._events, []
         return out
 
-    def start(self, on_stop: Callable[[LifecycleEvent], None] | None = None) -> None:
-        self._on_stop = on_stop
+    def start(
+        self,
+        on_start: Callable[[LifecycleEvent], None] | None = None,
+        on_stop: Callable[[LifecycleEvent], None] | None = None,
+    ) -> None:
+        self._on_start, self._on_stop = on_start, on_stop
         self.scan()
         self._thread = threading.Thread(target=self._run, name="sandbox-watcher", daemon=True)
         self._thread.start()

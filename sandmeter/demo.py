@@ -114,6 +114,7 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
             cgroup_root=Path(nd["cgroup_root"]),
             proc_root=Path(nd["proc_root"]),
             sandbox_dirs=(Path(nd["sandbox_dir"]),),
+            bundle_dirs=(Path(nd["bundle_dir"]),),
             kata_monitor_url=nd["kata_monitor_url"],
             interval_s=interval_s,
             metrics_port=0,

@@ -44,6 +44,8 @@ class CollectorSettings(_Base):
     cgroup_root: Path = Path("/sys/fs/cgroup")
     proc_root: Path = Path("/proc")
     sandbox_dirs: tuple[Path, ...] = (Path("/run/vc/sbs"), Path("/run/kata"))
+    # containerd's OCI bundles: CRI labels at sandbox creation, before kata-monitor knows it
+    bundle_dirs: tuple[Path, ...] = (Path("/run/containerd/io.containerd.runtime.v2.task/k8s.io"),)
     tenant_label: str = "cri_namespace"
     tenant_map_file: Path | None = None
     metrics_port: int = Field(9464, ge=0, le=65535)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -27,7 +28,15 @@ class NodeTree:
         self.cgroup = root / "sys/fs/cgroup"
         self.proc = root / "proc"
         self.sbs = root / "run/vc/sbs"
-        for d in (self.cgroup / "kubepods.slice", self.cgroup / "kata_overhead", self.proc / "pressure", self.sbs):
+        self.bundles = root / "run/containerd/io.containerd.runtime.v2.task/k8s.io"
+        dirs = (
+            self.cgroup / "kubepods.slice",
+            self.cgroup / "kata_overhead",
+            self.proc / "pressure",
+            self.sbs,
+            self.bundles,
+        )
+        for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
 
     def pod_dir(self, sb: SimSandbox) -> Path:
@@ -42,6 +51,16 @@ class NodeTree:
         for d in self.sandbox_cgroups(sb):
             d.mkdir(parents=True, exist_ok=True)
         self.update(sb)
+        bundle = self.bundles / sb.id
+        bundle.mkdir(exist_ok=True)
+        notes = {
+            "io.kubernetes.cri.container-type": "sandbox",
+            "io.kubernetes.cri.sandbox-id": sb.id,
+            "io.kubernetes.cri.sandbox-name": sb.pod_name,
+            "io.kubernetes.cri.sandbox-namespace": sb.tenant,
+            "io.kubernetes.cri.sandbox-uid": sb.pod_uid,
+        }
+        write_atomic(bundle / "config.json", json.dumps({"ociVersion": "1.1.0", "annotations": notes}))
         d = self.sbs / sb.id
         d.mkdir(exist_ok=True)
         (d / "shim-monitor.sock").touch()
@@ -77,6 +96,7 @@ class NodeTree:
         shutil.rmtree(self.sbs / sb.id, ignore_errors=True)
 
     def remove_cgroups(self, sb: SimSandbox) -> None:
+        shutil.rmtree(self.bundles / sb.id, ignore_errors=True)
         for d in self.sandbox_cgroups(sb):
             shutil.rmtree(d, ignore_errors=True)
         if sb.overhead_layout is False:

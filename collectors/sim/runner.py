@@ -95,6 +95,7 @@ class Simulator:
                     "cgroup_root": str(t.cgroup),
                     "proc_root": str(t.proc),
                     "sandbox_dir": str(t.sbs),
+                    "bundle_dir": str(t.bundles),
                     "kata_monitor_url": self.url(n),
                 }
                 for n, t in self.trees.items()
