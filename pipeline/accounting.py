@@ -62,6 +62,27 @@ _MEASURE_COLUMN = {
 
 
 @dataclass
+class _Columns:
+    """The accountable samples of a flush, one array per field, plus each batch's entity gids."""
+
+    gid: npt.NDArray[Any]
+    key: npt.NDArray[Any]
+    ts: npt.NDArray[Any]
+    val: npt.NDArray[Any]
+    measure: npt.NDArray[Any]
+    bidx: npt.NDArray[Any]
+    sandbox_gids: list[npt.NDArray[np.int64]]
+
+
+@dataclass
+class _SeriesUsage:
+    frame: pd.DataFrame  # gid, bidx, measure, amount, start, end (spec samples excluded)
+    late: pd.DataFrame
+    duplicates: int
+    clamped: int
+
+
+@dataclass
 class Result:
     usage: pd.DataFrame
     lifecycle: list[tuple[str, str, str, str, int, int, int, str]] = field(default_factory=list)
@@ -153,21 +174,19 @@ class Accountant:
     # -- the flush ---------------------------------------------------------------------
     def process(self, batches: Sequence[SampleBatch]) -> Result:
         cols = self._columns(batches)
-        self._note_starts(batches, cols["sandbox_gids"])  # type: ignore[arg-type]
-        usage_parts = self._series_usage(cols)
-        alloc, lifecycle = self._allocation(batches, cols["sandbox_gids"])  # type: ignore[arg-type]
-        usage = self._usage_rows(usage_parts, alloc, batches)
-        assert isinstance(usage_parts["late"], pd.DataFrame)
+        self._note_starts(batches, cols.sandbox_gids)
+        series = self._series_usage(cols)
+        alloc, lifecycle = self._allocation(batches, cols.sandbox_gids)
         return Result(
-            usage=usage,
+            usage=self._usage_rows(series.frame, alloc, batches),
             lifecycle=lifecycle,
-            late=usage_parts["late"],
-            duplicates=int(usage_parts["duplicates"]),  # type: ignore[call-overload]
-            clamped=int(usage_parts["clamped"]),  # type: ignore[call-overload]
+            late=series.late,
+            duplicates=series.duplicates,
+            clamped=series.clamped,
             samples=int(sum(len(b) for b in batches)),
         )
 
-    def _columns(self, batches: Sequence[SampleBatch]) -> dict[str, object]:
+    def _columns(self, batches: Sequence[SampleBatch]) -> _Columns:
         gids, keys, ts, val, meas, bidx, sandbox_gids = [], [], [], [], [], [], []
         for i, b in enumerate(batches):
             ent_gid = np.array(
@@ -198,11 +217,10 @@ class Accountant:
         def cat(parts: Sequence[npt.NDArray[Any]], dtype: type) -> npt.NDArray[Any]:
             return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
-        return {
-            "gid": cat(gids, np.int64), "key": cat(keys, np.uint64), "ts": cat(ts, np.int64),
-            "val": cat(val, np.float64), "measure": cat(meas, np.int8), "bidx": cat(bidx, np.int64),
-            "sandbox_gids": sandbox_gids,
-        }  # fmt: skip
+        return _Columns(
+            gid=cat(gids, np.int64), key=cat(keys, np.uint64), ts=cat(ts, np.int64), val=cat(val, np.float64),
+            measure=cat(meas, np.int8), bidx=cat(bidx, np.int64), sandbox_gids=sandbox_gids,
+        )  # fmt: skip
 
     def _note_starts(self, batches: Sequence[SampleBatch], sandbox_gids: Sequence[npt.NDArray[np.int64]]) -> None:
         for b, gids in zip(batches, sandbox_gids, strict=True):
@@ -211,13 +229,8 @@ class Accountant:
                 if s is not None and k == EventKind.START and s.start_ms is None:
                     s.start_ms = t
 
-    def _series_usage(self, c: dict[str, object]) -> dict[str, object]:
-        key: npt.NDArray[Any] = np.asarray(c["key"], np.uint64)
-        ts: npt.NDArray[Any] = np.asarray(c["ts"], np.int64)
-        val: npt.NDArray[Any] = np.asarray(c["val"], np.float64)
-        meas: npt.NDArray[Any] = np.asarray(c["measure"], np.int8)
-        gid: npt.NDArray[Any] = np.asarray(c["gid"], np.int64)
-        bidx: npt.NDArray[Any] = np.asarray(c["bidx"], np.int64)
+    def _series_usage(self, c: _Columns) -> _SeriesUsage:
+        key, ts, val, meas, gid, bidx = c.key, c.ts, c.val, c.measure, c.gid, c.bidx
         order = np.lexsort((ts, key))
         key, ts, val, meas, gid, bidx = (a[order] for a in (key, ts, val, meas, gid, bidx))
         # exact repeats inside the flush (a replayed batch) count once
@@ -232,7 +245,6 @@ class Accountant:
         late_df = pd.DataFrame({"gid": gid[late], "ts": ts[late], "val": val[late], "key": key[late]})
         duplicates = int(dup.sum())
         key, ts, val, meas, gid, bidx, slot = (a[keep] for a in (key, ts, val, meas, gid, bidx, slot))
-        known = slot >= 0
         first = np.ones(key.shape[0], bool)
         first[1:] = key[1:] != key[:-1]
         prev_ts = np.where(first, self.series.take_ts(slot), np.roll(ts, 1))
@@ -258,15 +270,8 @@ class Accountant:
             last = np.ones(key.shape[0], bool)
             last[:-1] = key[1:] != key[:-1]
             self.series.update(key[last], ts[last], val[last])
-        return {
-            "frame": pd.DataFrame(
-                {"gid": gid, "bidx": bidx, "measure": meas, "amount": amount, "start": prev_ts, "end": ts}
-            )[~is_spec],
-            "spec": pd.DataFrame({"gid": gid, "bidx": bidx, "measure": meas, "val": v_i})[is_spec],
-            "late": late_df,
-            "duplicates": duplicates,
-            "clamped": int(too_fast.sum()),
-        }
+        frame = pd.DataFrame({"gid": gid, "bidx": bidx, "measure": meas, "amount": amount, "start": prev_ts, "end": ts})
+        return _SeriesUsage(frame[~is_spec], late_df, duplicates, int(too_fast.sum()))
 
     def _allocation(
         self, batches: Sequence[SampleBatch], sandbox_gids: Sequence[npt.NDArray[np.int64]]
@@ -323,11 +328,7 @@ class Accountant:
             out[e] = (int(v), int(mem.get(e, 0)))
         return out
 
-    def _usage_rows(
-        self, parts: dict[str, object], alloc: pd.DataFrame, batches: Sequence[SampleBatch]
-    ) -> pd.DataFrame:
-        f = parts["frame"]
-        assert isinstance(f, pd.DataFrame)
+    def _usage_rows(self, f: pd.DataFrame, alloc: pd.DataFrame, batches: Sequence[SampleBatch]) -> pd.DataFrame:
         piv = f.pivot_table(index=["gid", "bidx"], columns="measure", values="amount", aggfunc="sum", fill_value=0)
         piv.columns = [_MEASURE_COLUMN[Measure(int(c))] for c in piv.columns]
         span = f.groupby(["gid", "bidx"]).agg(start=("start", "min"), end=("end", "max"))
