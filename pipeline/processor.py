@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pipeline.accounting import Accountant
 from pipeline.writer import ClickHouseWriter, WriteError
 from sandmeter.settings import ProcessorSettings
-from sandmeter.wire import SampleBatch, WireError, decode
+from sandmeter.wire import SampleBatch, WireError, decode, encode, kafka_headers
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +100,16 @@ class Processor:
         self._offsets[(msg.topic, msg.partition)] = msg.offset + 1
 
     def _deadletter(self, msg: Any, reason: str, detail: str) -> None:
-        log.warning("dead-letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, detail)
-        headers = [
-            ("sandmeter-dlq-reason", reason.encode()),
-            ("sandmeter-dlq-detail", detail[:500].encode()),
-            ("sandmeter-source", f"{msg.topic}/{msg.partition}/{msg.offset}".encode()),
-        ]
-        self.dlq_producer.send(self.s.deadletter_topic, key=msg.key, value=msg.value, headers=headers).get(timeout=15)
+        source = f"{msg.topic}/{msg.partition}/{msg.offset}"
+        self._send_dlq(msg.key, msg.value, reason, detail, [("sandmeter-source", source.encode())])
+
+    def _send_dlq(
+        self, key: bytes | None, value: bytes, reason: str, detail: str, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """One dead-letter record: the payload as it was, why, and where it came from."""
+        log.warning("dead-letter (%s): %s", reason, detail)
+        headers = [*headers, ("sandmeter-dlq-reason", reason.encode()), ("sandmeter-dlq-detail", detail[:500].encode())]
+        self.dlq_producer.send(self.s.deadletter_topic, key=key, value=value, headers=headers).get(timeout=15)
         self.m.dlq.labels(reason).inc()
         self.total_dlq += 1
 
@@ -145,7 +148,7 @@ class Processor:
                     self.m.write_failures.inc()
                     log.error("ClickHouse write failed, retrying in %.1f s: %s", backoff, exc)
                     # stopping mid-retry leaves offsets uncommitted: the batches are re-read
-                    if (stop or threading.Event()).wait(backoff) and stop is not None:
+                    if (stop or threading.Event()).wait(backoff):
                         raise
                     backoff = min(backoff * 2, 10.0)
             self.m.insert_seconds.observe(time.perf_counter() - t1)
@@ -155,7 +158,7 @@ class Processor:
             self.m.clamped.inc(result.clamped)
             self.m.late.inc(0 if late is None else len(late))
             self.m.series.set(len(self.acct.series))
-            newest = max(int(b.ts_ms.max()) for b in batches if len(b)) if any(len(b) for b in batches) else now
+            newest = max((int(b.ts_ms.max()) for b in batches if len(b)), default=now)
             self.m.freshness.set(max(0.0, (self.clock_ms() - newest) / 1000))
             self.total_samples += result.samples
             self.total_batches += len(batches)
@@ -166,33 +169,23 @@ class Processor:
     def _accountable(self, batches: list[SampleBatch]) -> list[SampleBatch]:
         """Drops (to the DLQ) the batches that the accounting itself rejects.
 
-        Trials run on copies of the state, so one poisoned message never stops the stream
-        nor leaves half-applied state behind.
+        Each batch is tried once, in order, on the live state; a failure is rolled back to
+        the snapshot before it. The state is then rolled back whole, for the caller to
+        process the good batches together, so a poisoned message never stops the stream.
         """
-        import copy
-
+        base = self.acct.snapshot()
         good: list[SampleBatch] = []
         for b in batches:
-            trial = copy.deepcopy(self.acct)
+            before = self.acct.snapshot()
             try:
-                trial.process([*good, b])
+                self.acct.process([b])
             except Exception as exc:
-                self._deadletter_batch(b, f"processing_error: {exc}")
+                self.acct.restore(before)
+                self._send_dlq(b.node.encode(), encode(b), "processing_error", f"{b.batch_id}: {exc}", kafka_headers(b))
                 continue
             good.append(b)
+        self.acct.restore(base)
         return good
-
-    def _deadletter_batch(self, b: SampleBatch, detail: str) -> None:
-        from sandmeter.wire import Encoder, kafka_headers
-
-        log.error("dead-letter batch %s: %s", b.batch_id, detail)
-        headers = [*kafka_headers(b), ("sandmeter-dlq-reason", b"processing_error"),
-                   ("sandmeter-dlq-detail", detail[:500].encode())]  # fmt: skip
-        self.dlq_producer.send(
-            self.s.deadletter_topic, key=b.node.encode(), value=Encoder().encode(b), headers=headers
-        ).get(timeout=15)
-        self.m.dlq.labels("processing_error").inc()
-        self.total_dlq += 1
 
     def _commit(self) -> None:
         from kafka import TopicPartition

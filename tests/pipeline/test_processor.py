@@ -1,0 +1,118 @@
+"""The processor's flush logic with small fakes for Kafka and ClickHouse (no services)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from pipeline.accounting import Accountant, Result
+from pipeline.processor import Processor
+from pipeline.writer import WriteError
+from sandmeter import names as n
+from sandmeter.builder import BatchBuilder
+from sandmeter.settings import ProcessorSettings
+from sandmeter.wire import EventKind, SampleBatch, encode
+
+
+@dataclass
+class Msg:
+    value: bytes
+    offset: int
+    key: bytes = b"node"
+    topic: str = "t"
+    partition: int = 0
+
+
+class Sent:
+    def get(self, timeout: float) -> None:
+        return None
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, dict[str, bytes]]] = []
+
+    def send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> Sent:
+        self.sent.append((topic, value, dict(headers)))
+        return Sent()
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.commits: list[dict[Any, Any]] = []
+
+    def commit(self, offsets: dict[Any, Any]) -> None:
+        self.commits.append(offsets)
+
+
+class FakeWriter:
+    def __init__(self, fail_times: int = 0) -> None:
+        self.fail_times = fail_times
+        self.writes: list[Result] = []
+
+    def write(self, batches: list[SampleBatch], result: Result, now_ms: int, late: Any = None) -> None:
+        if self.fail_times:
+            self.fail_times -= 1
+            raise WriteError("clickhouse down")
+        self.writes.append(result)
+
+
+def batch(node: str, seq: int, ts: int, cpu: float) -> bytes:
+    b = BatchBuilder(node)
+    e = b.entity("sb1", {"tenant": "acme"})
+    b.add(e, n.M_CG_CPU_USAGE_US, "", ts, cpu)
+    b.add(e, n.M_SPEC_VCPU_MILLI, "", ts, 1000)
+    if seq == 0:
+        b.event(e, EventKind.START, ts - 1000)
+    return encode(b.build(1, seq, ts))
+
+
+REGISTRY: dict[int, CollectorRegistry] = {}
+
+
+def make(writer: FakeWriter) -> tuple[Processor, FakeProducer, FakeConsumer]:
+    prod, cons, reg = FakeProducer(), FakeConsumer(), CollectorRegistry()
+    p = Processor(ProcessorSettings(), cons, prod, writer, reg, clock_ms=lambda: 10_000)  # type: ignore[arg-type]
+    REGISTRY[id(p)] = reg
+    return p, prod, cons
+
+
+def test_poisoned_batch_is_dead_lettered_and_the_rest_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Accountant._columns
+
+    def columns(self: Accountant, batches: Any) -> Any:
+        if any(b.node == "poison" for b in batches):
+            raise ValueError("boom")
+        return real(self, batches)
+
+    monkeypatch.setattr(Accountant, "_columns", columns)
+    w = FakeWriter()
+    p, prod, cons = make(w)
+    for i, raw in enumerate([batch("n1", 0, 1000, 100), batch("poison", 0, 1000, 5), batch("n1", 1, 2000, 300)]):
+        p.handle(Msg(raw, i))
+    p.flush()
+    assert [h["sandmeter-dlq-reason"] for _, _, h in prod.sent] == [b"processing_error"]
+    assert int(w.writes[0].usage["cpu_used_us"].sum()) == 300
+    assert p.total_batches == 2 and p.total_dlq == 1 and len(cons.commits) == 1
+
+
+def test_undecodable_message_is_dead_lettered_with_reason() -> None:
+    p, prod, cons = make(FakeWriter())
+    p.handle(Msg(b"garbage!garbage!", 7))
+    p.flush()
+    [(topic, value, headers)] = prod.sent
+    assert topic == ProcessorSettings().deadletter_topic and value == b"garbage!garbage!"
+    assert headers["sandmeter-dlq-reason"] == b"corrupt" and headers["sandmeter-source"] == b"t/0/7"
+    assert len(cons.commits) == 1  # the offset moves on past it
+
+
+def test_write_failure_is_retried_before_commit() -> None:
+    w = FakeWriter(fail_times=1)
+    p, _, cons = make(w)
+    p.handle(Msg(batch("n1", 0, 1000, 100), 0))
+    p.flush()  # no stop event: retries after the 0.5 s backoff
+    assert len(w.writes) == 1 and len(cons.commits) == 1
+    assert REGISTRY[id(p)].get_sample_value("sandmeter_processor_write_failures_total") == 1
