@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Histogram
 
 from collectors.base import Reading, Source, SourceError
 from collectors.bundle import bundle_labels
@@ -20,6 +20,8 @@ from collectors.lifecycle import LifecycleEvent, SandboxWatcher
 from collectors.sink import BatchSink, KafkaSink
 from collectors.tenancy import TenantRule
 from sandmeter.builder import HOST, BatchBuilder
+from sandmeter.clock import wall_ms
+from sandmeter.metrics import counter
 from sandmeter.settings import CollectorSettings
 from sandmeter.wire import EventKind, SampleBatch
 
@@ -28,10 +30,6 @@ log = logging.getLogger(__name__)
 SCRAPE_SECONDS = "sandmeter_collector_scrape_duration_seconds"
 SCRAPE_ERRORS = "sandmeter_collector_scrape_errors_total"
 SAMPLES = "sandmeter_collector_samples_total"
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class CollectorAgent:
@@ -69,13 +67,9 @@ class CollectorAgent:
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
-        self.scrape_errors = Counter(
-            SCRAPE_ERRORS.removesuffix("_total"),
-            "Source failures and bad input, per source",
-            ["source"],
-            registry=registry,
-        )
-        self.samples = Counter(SAMPLES.removesuffix("_total"), "Samples put into batches", registry=registry)
+        self.registry = registry
+        self.scrape_errors = counter(SCRAPE_ERRORS, "Source failures and bad input, per source", registry, ["source"])
+        self.samples = counter(SAMPLES, "Samples put into batches", registry)
         for s in self.sources:
             self.scrape_errors.labels(s.name)
         self.scrapes = 0
@@ -222,7 +216,7 @@ def run_agent(agent: CollectorAgent, interval_s: float, stop: threading.Event, s
                 agent.node,
                 agent.scrapes,
                 len(agent.watcher.alive()),
-                int(agent.samples._value.get()),
+                int(agent.registry.get_sample_value(SAMPLES) or 0),
             )
         next_at += interval_s
         if next_at < now:  # fell behind (a slow scrape): skip, never burst

@@ -7,8 +7,9 @@ import logging
 import threading
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Gauge
 
+from sandmeter.metrics import counter
 from sandmeter.wire import Encoder, SampleBatch, kafka_headers
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,9 @@ class KafkaSink:
         self._cv = threading.Condition()
         self._closing = False
         self._enc = Encoder()
-        self.sent = Counter(BATCHES_SENT.removesuffix("_total"), "Batches acknowledged by Kafka", registry=registry)
-        self.wire_bytes = Counter(WIRE_BYTES.removesuffix("_total"), "Encoded batch bytes sent", registry=registry)
-        self.dropped = Counter(
-            SPOOL_DROPPED.removesuffix("_total"), "Batches dropped because the spool was full", registry=registry
-        )
+        self.sent = counter(BATCHES_SENT, "Batches acknowledged by Kafka", registry)
+        self.wire_bytes = counter(WIRE_BYTES, "Encoded batch bytes sent", registry)
+        self.dropped = counter(SPOOL_DROPPED, "Batches dropped because the spool was full", registry)
         self.depth = Gauge(SPOOL_DEPTH, "Batches waiting to be sent", registry=registry)
         self.depth_bytes = Gauge(SPOOL_BYTES, "Bytes waiting to be sent", registry=registry)
         self._thread = threading.Thread(target=self._run, name="kafka-sink", daemon=True)

@@ -8,10 +8,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from pipeline.accounting import Accountant
 from pipeline.writer import ClickHouseWriter, WriteError
+from sandmeter.clock import wall_ms
+from sandmeter.metrics import counter
 from sandmeter.settings import ProcessorSettings
 from sandmeter.wire import SampleBatch, WireError, decode, encode, kafka_headers
 
@@ -31,22 +33,15 @@ SERIES = "sandmeter_processor_series"
 WRITE_FAILURES = "sandmeter_processor_write_failures_total"
 
 
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class ProcessorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
-            return Counter(name.removesuffix("_total"), doc, list(labels), registry=registry)
-
-        self.samples = counter(SAMPLES, "Samples accounted and written")
-        self.batches = counter(BATCHES, "Batches accounted and written")
-        self.dlq = counter(DLQ, "Messages sent to the dead-letter topic", ("reason",))
-        self.late = counter(LATE, "Samples older than their series' state, kept in late_samples")
-        self.duplicates = counter(DUPLICATES, "Samples seen before (replays), counted once")
-        self.clamped = counter(CLAMPED, "Counter deltas above the sanity rate, not billed")
-        self.write_failures = counter(WRITE_FAILURES, "ClickHouse writes that failed and were retried")
+        self.samples = counter(SAMPLES, "Samples accounted and written", registry)
+        self.batches = counter(BATCHES, "Batches accounted and written", registry)
+        self.dlq = counter(DLQ, "Messages sent to the dead-letter topic", registry, ["reason"])
+        self.late = counter(LATE, "Samples older than their series' state, kept in late_samples", registry)
+        self.duplicates = counter(DUPLICATES, "Samples seen before (replays), counted once", registry)
+        self.clamped = counter(CLAMPED, "Counter deltas above the sanity rate, not billed", registry)
+        self.write_failures = counter(WRITE_FAILURES, "ClickHouse writes that failed and were retried", registry)
         self.insert_seconds = Histogram(INSERT_SECONDS, "ClickHouse write time per flush", registry=registry)
         self.flush_seconds = Histogram(FLUSH_SECONDS, "Decode-to-commit time per flush", registry=registry)
         self.freshness = Gauge(FRESHNESS, "Now minus the newest sample written", registry=registry)

@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+from sandmeter.clock import wall_ms
 from sandmeter.settings import ApiSettings, CollectorSettings, ProcessorSettings, StackSettings
 
 
@@ -55,7 +56,7 @@ def cmd_migrate(a: argparse.Namespace) -> int:
     from pipeline.writer import client
 
     s = ProcessorSettings()
-    ran = migrate(client(s.clickhouse_host, s.clickhouse_port, s.clickhouse_database), time.time_ns() // 1_000_000)
+    ran = migrate(client(s.clickhouse_host, s.clickhouse_port, s.clickhouse_database), wall_ms())
     print(f"applied {len(ran)} migration(s): {', '.join(f'{m.version:04d}_{m.name}' for m in ran) or 'none needed'}")
     return 0
 

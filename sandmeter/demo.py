@@ -13,7 +13,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -21,7 +21,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from collectors.agent import SAMPLES, CollectorAgent
 from collectors.sim.model import FleetSpec
+from collectors.sink import BATCHES_SENT, WIRE_BYTES
+from sandmeter.clock import wall_ms
 from sandmeter.settings import (
     ApiSettings,
     CollectorSettings,
@@ -45,6 +48,11 @@ class DemoResult:
     dlq: int
     wall_s: float
     dashboards: list[Path] = field(default_factory=list)
+
+
+def _total(agents: Sequence[CollectorAgent], metric: str) -> int:
+    """A counter summed over the in-process collectors, read through their registries."""
+    return sum(int(a.registry.get_sample_value(metric) or 0) for a in agents)
 
 
 def create_topics(bootstrap: str, partitions: int = 4) -> None:
@@ -100,7 +108,7 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
     t_start = time.monotonic()
     st = stack.settings
     ch = client("127.0.0.1", st.clickhouse_tcp_port, "default")
-    migrate(ch, time.time_ns() // 1_000_000)
+    migrate(ch, wall_ms())
     create_topics(stack.kafka_bootstrap)
 
     sim = Simulator(workdir / "fleet", spec)
@@ -137,7 +145,7 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
     t0 = time.monotonic()
     while (elapsed := time.monotonic() - t0) < seconds:
         time.sleep(min(10.0, seconds - elapsed))
-        sent = sum(int(s.sent._value.get()) for s in sinks)
+        sent = _total(agents, BATCHES_SENT)
         print(f"  [{time.monotonic() - t0:5.1f}s] batches sent={sent} processed={proc.total_batches} "
               f"samples written={proc.total_samples}", flush=True)  # fmt: skip
     sim.drain()
@@ -149,7 +157,7 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
         a.close()
     for s in sinks:
         s.close(timeout_s=30)
-    sent = sum(int(s.sent._value.get()) for s in sinks)
+    sent = _total(agents, BATCHES_SENT)
     deadline = time.monotonic() + 60
     while proc.total_batches + proc.total_dlq < sent and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -175,8 +183,8 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
     return DemoResult(
         api_totals=totals,
         truth=truth,
-        wire_bytes=sum(int(s.wire_bytes._value.get()) for s in sinks),
-        samples=sum(int(a.samples._value.get()) for a in agents),
+        wire_bytes=_total(agents, WIRE_BYTES),
+        samples=_total(agents, SAMPLES),
         batches_sent=sent,
         dlq=proc.total_dlq,
         wall_s=time.monotonic() - t_start,

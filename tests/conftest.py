@@ -7,13 +7,13 @@ quietly depend on a server.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sandmeter.clock import wall_ms
 from sandmeter.settings import StackSettings
 from sandmeter.stack import Stack
 from sandmeter.stack.procs import free_port
@@ -44,7 +44,7 @@ def ch_migrated(stack: Stack) -> Any:
     from pipeline.writer import client
 
     ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
-    migrate(ch, time.time_ns() // 1_000_000)
+    migrate(ch, wall_ms())
     return ch
 
 

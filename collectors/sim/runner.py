@@ -11,7 +11,6 @@ import json
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,13 +18,10 @@ from typing import Any
 
 from collectors.sim.model import Fleet, FleetSpec, SimSandbox
 from collectors.sim.render import NodeTree, exposition, write_atomic
+from sandmeter.clock import wall_ms
 
 log = logging.getLogger(__name__)
 CGROUP_GRACE_MS = 3000  # cgroups outlive the sandbox directory briefly, as with a real shim
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class _KataMonitor(ThreadingHTTPServer):
@@ -60,7 +56,7 @@ class Simulator:
         root: Path,
         spec: FleetSpec,
         tick_s: float = 0.2,
-        clock_ms: Callable[[], int] = _wall_ms,
+        clock_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.root, self.tick_s, self.clock_ms = root, tick_s, clock_ms
         self._lock = threading.Lock()
