@@ -25,10 +25,11 @@ def test_per_tenant_totals_match_ground_truth(stack: Stack, tmp_path: Path) -> N
         # counters: exact to the microsecond, through churn (final sample at each stop)
         assert api["cpu_used_ms"] == Decimal(t["cpu_used_us"]) / 1000, tenant
         assert api["io_read_bytes"] == t["io_read_bytes"], tenant
-        # network comes from kata-monitor, gone at stop: at most one scrape of it per sandbox
-        # (1500 B/ms in the simulator, 1 s interval) is unobservable, never over-billed
+        # network comes from kata-monitor, gone at stop: what flowed after the last scrape that
+        # saw the sandbox is unobservable, never over-billed. A late scrape slips by up to one
+        # more interval (run_agent never bursts), so allow two 1 s intervals at 1500 B/ms
         stops = sum(1 for sb in res.truth["sandboxes"] if sb["tenant"] == tenant)
-        assert 0 <= t["net_rx_bytes"] - api["net_rx_bytes"] <= 1500 * 1100 * stops, tenant
+        assert 0 <= t["net_rx_bytes"] - api["net_rx_bytes"] <= 1500 * 2 * 1000 * stops, tenant
         # allocation and the memory integral run to when a 100 ms directory poll sees the stop,
         # which lags the true stop by up to a poll plus scheduling on a loaded 2-core CI machine
         # (1.02% seen); clipping at the stop event is issue 4's job
