@@ -162,6 +162,9 @@ class Simulator:
 
     def stop(self) -> dict[str, Any]:
         self._stop.set()
+        for t in self._threads:
+            if t.name == "sim-fleet":
+                t.join(timeout=10)  # no tick may write into a tree being torn down
         for srv in self._servers.values():
             srv.shutdown()
             srv.server_close()
