@@ -23,7 +23,7 @@ from sandmeter.builder import HOST, BatchBuilder
 from sandmeter.clock import wall_ms
 from sandmeter.metrics import counter
 from sandmeter.settings import CollectorSettings
-from sandmeter.wire import EventKind, SampleBatch
+from sandmeter.wire import EncodeError, EventKind, SampleBatch
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,13 @@ class CollectorAgent:
     def _queue(self, b: BatchBuilder, ts: int) -> SampleBatch:
         with self._seq_lock:
             batch = b.build(self.boot_epoch_ms, self._seq, ts)
+            try:
+                self.sink.put(batch)
+            except EncodeError as exc:  # input no batch can carry: counted, never a crash
+                self.scrape_errors.labels("encode").inc()
+                log.error("batch %s dropped, it cannot be encoded: %s", batch.batch_id, exc)
+                return batch
             self._seq += 1
-            self.sink.put(batch)
         self.samples.inc(len(batch))
         return batch
 

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from collectors.agent import SCRAPE_ERRORS, CollectorAgent
+from collectors.base import Reading, SourceError
+from collectors.lifecycle import SandboxWatcher
+from collectors.tenancy import TenantRule
+from sandmeter.wire import Encoder, SampleBatch
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.enc = Encoder()
+        self.batches: list[SampleBatch] = []
+
+    def put(self, batch: SampleBatch) -> None:
+        self.enc.encode(batch)  # raises EncodeError as the Kafka sink would
+        self.batches.append(batch)
+
+    def close(self, timeout_s: float) -> None:
+        pass
+
+
+class FixedSource:
+    def __init__(self, name: str, ts: int, fail: bool = False) -> None:
+        self.name, self.ts, self.fail = name, ts, fail
+
+    def read(self, sandboxes: frozenset[str]) -> Reading:
+        if self.fail:
+            raise SourceError(self.name, "endpoint down")
+        r = Reading(self.name, self.ts)
+        r.rows.add("", "host_load", 'item="load1"', 0.5)
+        return r
+
+
+def agent(tmp_path: Path, *sources: FixedSource) -> tuple[CollectorAgent, ListSink, CollectorRegistry]:
+    reg, sink = CollectorRegistry(), ListSink()
+    a = CollectorAgent("n1", list(sources), SandboxWatcher([tmp_path], lambda: 1000), sink, TenantRule(), reg,
+                       clock_ms=lambda: 1_000_000)  # fmt: skip
+    return a, sink, reg
+
+
+def test_failing_source_counted_others_delivered(tmp_path: Path) -> None:
+    a, sink, reg = agent(tmp_path, FixedSource("good", 1_000_000), FixedSource("bad", 0, fail=True))
+    a.scrape()
+    assert [len(b) for b in sink.batches] == [1]
+    assert reg.get_sample_value(SCRAPE_ERRORS, {"source": "bad"}) == 1
+    a.close()
+
+
+def test_unencodable_batch_counted_not_fatal_and_seq_kept(tmp_path: Path) -> None:
+    far = 1_000_000 + 40 * 86_400_000  # a source clock 40 days off: outside the wire format's range
+    a, sink, reg = agent(tmp_path, FixedSource("skewed", far))
+    a.scrape()
+    assert sink.batches == [] and reg.get_sample_value(SCRAPE_ERRORS, {"source": "encode"}) == 1
+    a.sources = [FixedSource("good", 1_000_000)]
+    a._pending.clear()
+    a.scrape()
+    assert [b.seq for b in sink.batches] == [0]  # no gap: a dropped batch used no sequence number
+    a.close()
