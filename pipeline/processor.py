@@ -228,6 +228,11 @@ class Processor:
         if self._pending or self._offsets:
             self.flush()
 
+    def close(self) -> None:
+        """Leaves the consumer group at once, so its partitions move without a session timeout."""
+        self.consumer.close(autocommit=False)
+        self.dlq_producer.close(timeout=5)
+
 
 def build_processor(s: ProcessorSettings, registry: CollectorRegistry) -> Processor:
     from kafka import KafkaConsumer, KafkaProducer

@@ -106,7 +106,10 @@ def cmd_process(a: argparse.Namespace) -> int:
     reg = CollectorRegistry()
     _serve_metrics(s.metrics_port, reg)
     proc = build_processor(s, reg)
-    proc.run(_stop_on_signals())
+    try:
+        proc.run(_stop_on_signals())
+    finally:
+        proc.close()
     return 0
 
 

@@ -163,6 +163,7 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
         time.sleep(0.2)
     stop_process.set()
     pth.join(timeout=30)
+    proc.close()
     truth = sim.stop()
 
     api_settings = ApiSettings(port=free_port(), clickhouse_port=st.clickhouse_tcp_port)

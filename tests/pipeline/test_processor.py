@@ -35,6 +35,9 @@ class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, dict[str, bytes]]] = []
 
+    def close(self, timeout: float) -> None:
+        self.closed = True
+
     def send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> Sent:
         self.sent.append((topic, value, dict(headers)))
         return Sent()
@@ -46,6 +49,9 @@ class FakeConsumer:
 
     def commit(self, offsets: dict[Any, Any]) -> None:
         self.commits.append(offsets)
+
+    def close(self, autocommit: bool) -> None:
+        self.closed_with_autocommit = autocommit
 
 
 class FakeWriter:
@@ -116,3 +122,9 @@ def test_write_failure_is_retried_before_commit() -> None:
     p.flush()  # no stop event: retries after the 0.5 s backoff
     assert len(w.writes) == 1 and len(cons.commits) == 1
     assert REGISTRY[id(p)].get_sample_value("sandmeter_processor_write_failures_total") == 1
+
+
+def test_close_leaves_the_group_without_committing_unflushed_offsets() -> None:
+    p, prod, cons = make(FakeWriter())
+    p.close()
+    assert cons.closed_with_autocommit is False and prod.closed
