@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # the driver logs each refused connection with a traceback; callers report failures themselves
+    logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
     rc: int = a.fn(a)
     return rc
 
