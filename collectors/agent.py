@@ -196,7 +196,16 @@ def build_agent(s: CollectorSettings, registry: CollectorRegistry, sink: BatchSi
         node=s.node_id,
         sources=sources,
         watcher=SandboxWatcher(s.sandbox_dirs, wall_ms),
-        sink=sink or KafkaSink(s.kafka_bootstrap, s.topic, registry),
+        sink=sink
+        or KafkaSink(
+            s.kafka_bootstrap,
+            s.topic,
+            registry,
+            s.spool_dir / s.node_id,
+            max_bytes=s.spool_max_bytes,
+            max_batches=s.spool_max_batches,
+            fsync=s.spool_fsync,
+        ),
         tenants=TenantRule.from_file(s.tenant_label, s.tenant_map_file),
         registry=registry,
         source_timeout_s=s.source_timeout_s,

@@ -1,20 +1,31 @@
-"""Delivers encoded batches to Kafka in order, holding them while the broker is away."""
+"""Delivers encoded batches to Kafka in order, through the on-disk spool.
+
+Every batch is spooled first and removed only when the broker has acknowledged it
+(acks=all), so a broker outage or a collector restart loses nothing. One sender thread
+sends the oldest batch, waits for its acknowledgement, then sends the next: a later batch
+is never in flight while an earlier one may still fail, so per-node order holds. A send
+that failed but reached the broker is sent again; consumers recognise the duplicate by
+its batch id.
+"""
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
+import time
+from pathlib import Path
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from collectors.spool import DiskSpool, SpoolRecord
 from sandmeter.metrics import counter
 from sandmeter.wire import Encoder, SampleBatch, kafka_headers
 
 log = logging.getLogger(__name__)
 
 BATCHES_SENT = "sandmeter_collector_batches_sent_total"
+SEND_ERRORS = "sandmeter_collector_send_errors_total"
 SPOOL_DEPTH = "sandmeter_collector_spool_batches"
 SPOOL_BYTES = "sandmeter_collector_spool_bytes"
 SPOOL_DROPPED = "sandmeter_collector_spool_dropped_total"
@@ -27,53 +38,58 @@ class BatchSink(Protocol):
 
 
 class KafkaSink:
-    """One sender thread sends queued batches oldest first; a failed send is retried.
-
-    The queue is bounded by `max_batches`: when full the oldest batch is dropped and
-    counted, never silently.
-    """
-
     def __init__(
         self,
         bootstrap: str,
         topic: str,
         registry: CollectorRegistry,
-        max_batches: int = 10_000,
+        spool_dir: Path,
+        max_bytes: int = 256 << 20,
+        max_batches: int = 100_000,
+        fsync: bool = True,
         producer: Any = None,
     ) -> None:
         self.topic = topic
-        self.max_batches = max_batches
         self._producer = producer
         self._bootstrap = bootstrap
-        self._q: collections.deque[tuple[str, bytes, list[tuple[str, bytes]]]] = collections.deque()
-        self._bytes = 0
+        self._spool = DiskSpool(spool_dir, max_bytes, max_batches, fsync)
         self._cv = threading.Condition()
         self._closing = False
         self._enc = Encoder()
         self.sent = counter(BATCHES_SENT, "Batches acknowledged by Kafka", registry)
+        self.send_errors = counter(SEND_ERRORS, "Failed sends to Kafka (the batch stays spooled)", registry)
         self.wire_bytes = counter(WIRE_BYTES, "Encoded batch bytes sent", registry)
-        self.dropped = counter(SPOOL_DROPPED, "Batches dropped because the spool was full", registry)
+        self.dropped = counter(
+            SPOOL_DROPPED, "Spooled batches dropped: full spool, unreadable file", registry, ["reason"]
+        )
+        for reason in ("full", "corrupt"):
+            self.dropped.labels(reason)
         self.depth = Gauge(SPOOL_DEPTH, "Batches waiting to be sent", registry=registry)
         self.depth_bytes = Gauge(SPOOL_BYTES, "Bytes waiting to be sent", registry=registry)
+        if len(self._spool):
+            log.info("spool %s: %d batches from an earlier run to send first", spool_dir, len(self._spool))
+        self._gauges()
         self._thread = threading.Thread(target=self._run, name="kafka-sink", daemon=True)
         self._thread.start()
 
     def put(self, batch: SampleBatch) -> None:
-        payload = self._enc.encode(batch)
+        rec = SpoolRecord(batch.node, batch.batch_id, self._enc.encode(batch))
         with self._cv:
-            while len(self._q) >= self.max_batches:
-                _, old, _ = self._q.popleft()
-                self._bytes -= len(old)
-                self.dropped.inc()
-                log.error("spool full (%d batches): dropped the oldest batch", self.max_batches)
-            self._q.append((batch.node, payload, kafka_headers(batch)))
-            self._bytes += len(payload)
+            dropped = self._spool.append(rec)
             self._gauges()
             self._cv.notify()
+        if dropped:
+            self.dropped.labels("full").inc(dropped)
+            log.error(
+                "spool full (%d batches, %d bytes): dropped the %d oldest batches",
+                self._spool.max_batches,
+                self._spool.max_bytes,
+                dropped,
+            )
 
     def _gauges(self) -> None:
-        self.depth.set(len(self._q))
-        self.depth_bytes.set(self._bytes)
+        self.depth.set(len(self._spool))
+        self.depth_bytes.set(self._spool.bytes)
 
     def _connect(self) -> Any:
         from kafka import KafkaProducer
@@ -81,47 +97,84 @@ class KafkaSink:
         return KafkaProducer(
             bootstrap_servers=self._bootstrap,
             acks="all",
-            linger_ms=5,
+            linger_ms=0,
             max_in_flight_requests_per_connection=1,
             request_timeout_ms=10_000,
+            max_block_ms=5_000,  # a send while the broker is away fails fast and is retried
+            reconnect_backoff_max_ms=2_000,
         )
+
+    def _next(self) -> tuple[int, SpoolRecord] | None:
+        """The oldest spooled record; waits for one. None once closing with nothing left."""
+        with self._cv:
+            while True:
+                while not len(self._spool) and not self._closing:
+                    self._cv.wait()
+                try:
+                    head = self._spool.head()
+                except ValueError as exc:
+                    self.dropped.labels("corrupt").inc()
+                    log.error("dropped an unreadable spool file: %s", exc)
+                    self._gauges()
+                    continue
+                return head
 
     def _run(self) -> None:
         backoff = 0.2
+        failing_since: float | None = None
         while True:
-            with self._cv:
-                while not self._q and not self._closing:
-                    self._cv.wait()
-                if not self._q:
-                    return
-                node, payload, headers = self._q[0]
+            head = self._next()
+            if head is None:
+                return
+            seq, rec = head
             try:
                 if self._producer is None:
                     self._producer = self._connect()
-                self._producer.send(self.topic, key=node.encode(), value=payload, headers=headers).get(timeout=15)
+                fut = self._producer.send(
+                    self.topic, key=rec.key.encode(), value=rec.payload, headers=kafka_headers(rec.batch_id)
+                )
+                fut.get(timeout=15)
             except Exception as exc:
-                log.warning("send failed, will retry in %.1f s: %s", backoff, exc)
-                if self._closing and backoff > 2:
+                self.send_errors.inc()
+                now = time.monotonic()
+                if failing_since is None:
+                    failing_since = now
+                    log.warning("send failed, batches stay spooled and are retried: %s", exc)
+                if self._closing:
                     return
-                threading.Event().wait(backoff)
+                with self._cv:
+                    self._cv.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            if failing_since is not None:
+                log.info("sending again after %.1f s; %d batches spooled", time.monotonic() - failing_since, len(self))
+                failing_since = None
             backoff = 0.2
             with self._cv:
-                self._q.popleft()
-                self._bytes -= len(payload)
+                self._spool.pop(seq)
                 self._gauges()
             self.sent.inc()
-            self.wire_bytes.inc(len(payload))
+            self.wire_bytes.inc(len(rec.payload))
+
+    def __len__(self) -> int:
+        with self._cv:
+            return len(self._spool)
 
     def pending(self) -> int:
-        with self._cv:
-            return len(self._q)
+        return len(self)
 
     def close(self, timeout_s: float = 10.0) -> None:
+        """Sends what it can within `timeout_s`; the rest stays spooled for the next start."""
+        deadline = time.monotonic() + timeout_s
+        while len(self) and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.05)
         with self._cv:
             self._closing = True
-            self._cv.notify()
-        self._thread.join(timeout=timeout_s)
+            self._cv.notify_all()
+        self._thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        left = len(self)
+        if left:
+            log.warning("closing with %d batches spooled; the next start sends them", left)
         if self._producer is not None:
             self._producer.close(timeout=2)
+        self._spool.close()

@@ -176,7 +176,8 @@ class Processor:
                 self.acct.process([b])
             except Exception as exc:
                 self.acct.restore(before)
-                self._send_dlq(b.node.encode(), encode(b), "processing_error", f"{b.batch_id}: {exc}", kafka_headers(b))
+                reason = f"{b.batch_id}: {exc}"
+                self._send_dlq(b.node.encode(), encode(b), "processing_error", reason, kafka_headers(b.batch_id))
                 continue
             good.append(b)
         self.acct.restore(base)

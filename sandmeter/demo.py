@@ -99,7 +99,6 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
 
     from collectors.agent import build_agent, run_agent
     from collectors.sim.runner import Simulator
-    from collectors.sink import KafkaSink
     from dashboards.generate import write_all
     from pipeline.migrate import migrate
     from pipeline.processor import build_processor
@@ -126,10 +125,12 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
             kata_monitor_url=nd["kata_monitor_url"],
             interval_s=interval_s,
             metrics_port=0,
+            spool_dir=workdir / "spool",
+            spool_fsync=False,
         )
         reg = CollectorRegistry()
-        sink = KafkaSink(cs.kafka_bootstrap, cs.topic, reg)
-        agent = build_agent(cs, reg, sink)
+        agent = build_agent(cs, reg)
+        sink = agent.sink
         agents.append(agent)
         sinks.append(sink)
         th = threading.Thread(target=run_agent, args=(agent, cs.interval_s, stop_collect, 15.0), daemon=True)

@@ -48,6 +48,11 @@ class CollectorSettings(_Base):
     bundle_dirs: tuple[Path, ...] = (Path("/run/containerd/io.containerd.runtime.v2.task/k8s.io"),)
     tenant_label: str = "cri_namespace"
     tenant_map_file: Path | None = None
+    # batches wait here until Kafka acknowledges them; one subdirectory per node id
+    spool_dir: Path = Path("/var/lib/sandmeter/spool")
+    spool_max_bytes: int = Field(256 << 20, gt=0)
+    spool_max_batches: int = Field(100_000, gt=0)
+    spool_fsync: bool = True
     metrics_port: int = Field(9464, ge=0, le=65535)
     status_every_s: float = 30.0
     log_level: LogLevel = "INFO"

@@ -114,8 +114,8 @@ def batch_id(node: str, boot_epoch_ms: int, seq: int) -> str:
     return f"{node}/{boot_epoch_ms}/{seq}"
 
 
-def kafka_headers(batch: SampleBatch) -> list[tuple[str, bytes]]:
-    return [(HEADER_KEY, str(VERSION).encode()), (BATCH_ID_KEY, batch.batch_id.encode())]
+def kafka_headers(batch_id: str) -> list[tuple[str, bytes]]:
+    return [(HEADER_KEY, str(VERSION).encode()), (BATCH_ID_KEY, batch_id.encode())]
 
 
 class Encoder:
