@@ -17,6 +17,7 @@ from collectors.cgroup import CgroupSource
 from collectors.host import HostSource
 from collectors.katamonitor import KataMonitorSource
 from collectors.lifecycle import LifecycleEvent, SandboxWatcher
+from collectors.procfs import ProcSource
 from collectors.sink import BatchSink, KafkaSink
 from collectors.tenancy import TenantRule
 from sandmeter.builder import HOST, BatchBuilder
@@ -191,6 +192,7 @@ def build_agent(s: CollectorSettings, registry: CollectorRegistry, sink: BatchSi
         KataMonitorSource(s.kata_monitor_url, s.source_timeout_s, wall_ms),
         CgroupSource(s.cgroup_root, wall_ms, lambda: holder[0].pod_uids() if holder else {}),
         HostSource(s.proc_root, wall_ms),
+        ProcSource(s.proc_root, s.cgroup_root, wall_ms, lambda: holder[0].pod_uids() if holder else {}),
     ]
     agent = CollectorAgent(
         node=s.node_id,

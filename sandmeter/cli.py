@@ -80,10 +80,16 @@ def cmd_collect(a: argparse.Namespace) -> int:
 
 
 def cmd_simulate(a: argparse.Namespace) -> int:
-    from collectors.sim.model import FleetSpec
+    from collectors.sim.model import FaultSpec, FleetSpec
     from collectors.sim.runner import Simulator
 
-    sim = Simulator(a.root, FleetSpec(nodes=a.nodes, sandboxes=a.sandboxes, tenants=a.tenants, seed=a.seed))
+    try:
+        faults = tuple(FaultSpec.parse(f) for f in a.fault)
+    except ValueError as exc:
+        print(f"sandmeter simulate: --fault {exc}", file=sys.stderr)
+        return 2
+    spec = FleetSpec(nodes=a.nodes, sandboxes=a.sandboxes, tenants=a.tenants, seed=a.seed, faults=faults)
+    sim = Simulator(a.root, spec)
     sim.start()
     print(f"simulating {a.nodes} nodes under {a.root}; node roots and URLs in {a.root / 'fleet.json'}", flush=True)
     stop = _stop_on_signals()
@@ -157,6 +163,13 @@ def parser() -> argparse.ArgumentParser:
     sm.add_argument("--tenants", type=int, default=3)
     sm.add_argument("--seed", type=int, default=7)
     sm.add_argument("--seconds", type=float, default=0, help="stop after this long (0: until Ctrl-C)")
+    sm.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND:AT_S[:DURATION_S[:NODE]]",
+        help="inject qemu_hang or io_stall into a random sandbox of node NODE (repeatable)",
+    )
     sm.set_defaults(fn=cmd_simulate)
     sub.add_parser("process", help="run the stream processor (SANDMETER_PROCESSOR_*)").set_defaults(fn=cmd_process)
     sub.add_parser("api", help="run the billing API (SANDMETER_API_*)").set_defaults(fn=cmd_api)

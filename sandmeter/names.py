@@ -33,6 +33,13 @@ M_CG_PRESSURE: Final = "cgroup_pressure"  # sub-labels resource=cpu|memory|io, k
 # instance spec
 M_SPEC_VCPU_MILLI: Final = "spec_vcpu_millicores"
 M_SPEC_MEM_BYTES: Final = "spec_memory_bytes"
+# /proc of each sandbox's QEMU and virtiofsd; sub-label proc="qemu"|"virtiofsd"
+M_PROC_COUNT: Final = "proc_processes"  # processes found in the sandbox's cgroups
+M_PROC_CPU_TICKS: Final = "proc_cpu_ticks"  # item=utime|stime, USER_HZ ticks
+M_PROC_CTXT: Final = "proc_ctxt_switches"  # item=voluntary|nonvoluntary
+M_PROC_IO: Final = "proc_io_bytes"  # item=rchar|wchar|read_bytes|write_bytes
+M_PROC_THREADS: Final = "proc_threads"  # state=all|D|Z: thread counts
+M_PROC_THREAD_BLOCKED: Final = "proc_thread_blocked"  # one per thread in D state: thread, tid, wchan; value 1
 # host /proc
 M_HOST_CPU_MS: Final = "host_cpu_ms"
 M_HOST_PROCS_BLOCKED: Final = "host_procs_blocked"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 GIB = 1 << 30
 
@@ -33,7 +33,12 @@ class SimSandbox:
     io_write: int = 0
     net_rx: int = 0
     net_tx: int = 0
-    check_count: int = 0
+    check_count: int = 0  # the agent's CheckRequest heartbeats (about one per 5 s)
+    alive_ms: int = 0  # time the VM made progress: drives heartbeats and guest idle time
+    qemu_pid: int = 0
+    vctx: int = 0  # QEMU's voluntary context switches
+    hung: bool = False  # injected: QEMU wedged, its threads in D state
+    stalled: bool = False  # injected: the sandbox's disk IO makes no progress
     last_ms: int = 0
     # truth accumulators (exact)
     truth_cpu_us: int = 0
@@ -53,9 +58,18 @@ class SimSandbox:
         dt = now_ms - self.last_ms
         if dt <= 0:
             return
+        self.truth_mem_byte_ms += self.mem_bytes * dt  # memory stays allocated and used through a fault
+        self.last_ms = now_ms
+        if self.hung:  # nothing progresses: counters, heartbeats, context switches
+            return
         cpu = self.cpu_rate_us_per_ms * dt
         rd, wr = 4096 * dt, 2048 * dt
+        if self.stalled:  # the guest waits on its disk: no IO, little CPU
+            cpu //= 10
+            rd = wr = 0
         rx, tx = 1500 * dt, 700 * dt
+        self.alive_ms += dt
+        self.vctx += dt // 2 + cpu // 1000
         self.cpu_us += cpu
         self.io_read += rd
         self.io_write += wr
@@ -66,9 +80,7 @@ class SimSandbox:
         self.truth_io_write += wr
         self.truth_net_rx += rx
         self.truth_net_tx += tx
-        self.truth_mem_byte_ms += self.mem_bytes * dt
-        self.check_count = (now_ms - self.start_ms) // 5000
-        self.last_ms = now_ms
+        self.check_count = self.alive_ms // 5000
 
     def reset_counters(self) -> None:
         """A VM restart: every cumulative counter starts again from zero."""
@@ -98,6 +110,50 @@ class SimSandbox:
         }
 
 
+FaultKind = Literal["qemu_hang", "io_stall"]
+FAULT_KINDS: tuple[FaultKind, ...] = ("qemu_hang", "io_stall")
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """A fault injected into one live sandbox of `node` (an index), `at_s` after the start."""
+
+    kind: FaultKind
+    at_s: float
+    duration_s: float | None = None  # None: until the end of the run
+    node: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> FaultSpec:
+        """`KIND:AT_S[:DURATION_S[:NODE]]`, e.g. `qemu_hang:30:120:1`; an empty duration runs to the end."""
+        parts = text.split(":")
+        if not 2 <= len(parts) <= 4 or parts[0] not in FAULT_KINDS:
+            raise ValueError(f"{text!r}: expected KIND:AT_S[:DURATION_S[:NODE]] with KIND one of {FAULT_KINDS}")
+        kind: FaultKind = "qemu_hang" if parts[0] == "qemu_hang" else "io_stall"
+        dur = float(parts[2]) if len(parts) > 2 and parts[2] else None
+        return cls(kind, float(parts[1]), dur, int(parts[3]) if len(parts) > 3 else 0)
+
+
+@dataclass
+class Fault:
+    kind: FaultKind
+    sandbox: SimSandbox
+    start_ms: int
+    planned_end_ms: int | None = None
+    end_ms: int | None = None
+
+    def truth(self) -> dict[str, Any]:
+        sb = self.sandbox
+        return {
+            "kind": self.kind,
+            "node": sb.node,
+            "sandbox_id": sb.id,
+            "tenant": sb.tenant,
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
+        }
+
+
 @dataclass
 class FleetSpec:
     nodes: int = 3
@@ -106,6 +162,7 @@ class FleetSpec:
     churn_per_min: float = 6.0  # sandbox stops (each replaced by a start) per minute
     reset_per_min: float = 1.0  # VM restarts (counter resets) per minute
     seed: int = 7
+    faults: tuple[FaultSpec, ...] = ()
 
 
 @dataclass
@@ -114,10 +171,13 @@ class Fleet:
     now_ms: int
     rng: random.Random = field(init=False)
     sandboxes: dict[str, SimSandbox] = field(default_factory=dict)
+    faults: list[Fault] = field(default_factory=list)
     _next: int = 0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.spec.seed)
+        self.start_ms = self.now_ms
+        self._due = sorted(self.spec.faults, key=lambda f: f.at_s)
         self.node_ids = [f"node-{i:02d}" for i in range(self.spec.nodes)]
         self.tenant_ids = [f"tenant-{chr(ord('a') + i)}" for i in range(self.spec.tenants)]
         for i in range(self.spec.sandboxes):
@@ -143,23 +203,30 @@ class Fleet:
             overhead_layout=bool(self._next % 2),
             start_ms=now_ms,
             last_ms=now_ms,
+            qemu_pid=1000 + 10 * self._next,
         )
         self.sandboxes[sb.id] = sb
         return sb
 
     def stop_sandbox(self, sb: SimSandbox, now_ms: int) -> None:
         sb.advance(now_ms)
+        for f in self.faults:
+            if f.sandbox is sb and f.end_ms is None:  # a fault ends with its sandbox
+                self.end_fault(f, now_ms)
         sb.stop_ms = now_ms
 
     def step(self, now_ms: int, dt_ms: int) -> tuple[list[SimSandbox], list[SimSandbox]]:
         """Advances to now_ms; returns (started, stopped) sandboxes."""
         for sb in self.live():
             sb.advance(now_ms)
+        self._faults(now_ms)
         started: list[SimSandbox] = []
         stopped: list[SimSandbox] = []
         p_stop = self.spec.churn_per_min * dt_ms / 60_000
         p_reset = self.spec.reset_per_min * dt_ms / 60_000
         for sb in self.live():
+            if sb.hung or sb.stalled:  # a faulted sandbox neither stops nor restarts until it recovers
+                continue
             if self.rng.random() < p_stop / max(1, len(self.live())):
                 self.stop_sandbox(sb, now_ms)
                 stopped.append(sb)
@@ -167,6 +234,32 @@ class Fleet:
             elif self.rng.random() < p_reset / max(1, len(self.live())):
                 sb.reset_counters()
         return started, stopped
+
+    def _faults(self, now_ms: int) -> None:
+        for f in self.faults:
+            if f.end_ms is None and f.planned_end_ms is not None and now_ms >= f.planned_end_ms:
+                self.end_fault(f, now_ms)
+        while self._due and now_ms >= self.start_ms + self._due[0].at_s * 1000:
+            spec = self._due.pop(0)
+            node = self.node_ids[spec.node % len(self.node_ids)]
+            healthy = [s for s in self.live(node) if not (s.hung or s.stalled)]
+            if not healthy:
+                continue
+            sb = self.rng.choice(healthy)
+            if spec.kind == "qemu_hang":
+                sb.hung = True
+            else:
+                sb.stalled = True
+            end = None if spec.duration_s is None else now_ms + int(spec.duration_s * 1000)
+            self.faults.append(Fault(spec.kind, sb, now_ms, planned_end_ms=end))
+
+    def end_fault(self, f: Fault, now_ms: int) -> None:
+        f.sandbox.advance(now_ms)
+        f.sandbox.hung = f.sandbox.stalled = False
+        f.end_ms = now_ms
+
+    def open_faults(self, node: str) -> list[Fault]:
+        return [f for f in self.faults if f.end_ms is None and f.sandbox.node == node]
 
     def truth(self) -> dict[str, Any]:
         per_sb = [s.truth() for s in self.sandboxes.values()]
@@ -180,4 +273,9 @@ class Fleet:
             acc = tenants.setdefault(t["tenant"], dict.fromkeys(keys, 0))
             for k in keys:
                 acc[k] += t[k]
-        return {"now_ms": self.now_ms, "tenants": tenants, "sandboxes": per_sb}
+        return {
+            "now_ms": self.now_ms,
+            "tenants": tenants,
+            "sandboxes": per_sb,
+            "faults": [f.truth() for f in self.faults],
+        }

@@ -11,6 +11,27 @@ from pathlib import Path
 from collectors.sim.model import SimSandbox
 
 PRESSURE_ZERO = "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+# what an IO-stalled cgroup (or host) reports: most of the time every task waits on IO
+PRESSURE_STALLED = (
+    "some avg10=92.10 avg60=75.40 avg300=30.20 total=190000000\n"
+    "full avg10=85.30 avg60=70.10 avg300=28.00 total=180000000\n"
+)
+TICK_US = 10_000  # /proc/<pid>/stat counts in USER_HZ (100 Hz) ticks
+
+
+def qemu_threads(sb: SimSandbox) -> list[tuple[int, str, str]]:
+    """(tid, name, wchan when blocked) of the sandbox's QEMU, then of its virtiofsd."""
+    p = sb.qemu_pid
+    vcpus = max(1, -(-sb.vcpu_milli // 1000))
+    q = [(p, "qemu-system-x86", "io_schedule"), (p + 2, "IO mon_iothread", "io_schedule")]
+    q += [(p + 3 + i, f"CPU {i}/KVM", "kvm_vcpu_block") for i in range(vcpus)]
+    q.append((p + 7, f"vhost-{p}", "vhost_worker"))
+    return q
+
+
+def virtiofsd_threads(sb: SimSandbox) -> list[tuple[int, str, str]]:
+    p = sb.qemu_pid + 1
+    return [(p, "virtiofsd", "fuse_dev_do_read"), (p + 7, "virtiofsd", "fuse_dev_do_read")]
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -25,6 +46,10 @@ class NodeTree:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.disk_ios = 0  # the host disk's completed IOs: frozen while a stall is injected
+        self.disk_busy_ms = 0
+        self._last_ms: int | None = None
+        self._hung: dict[str, bool] = {}  # sandbox -> hung state its thread files show
         self.cgroup = root / "sys/fs/cgroup"
         self.proc = root / "proc"
         self.sbs = root / "run/vc/sbs"
@@ -61,6 +86,9 @@ class NodeTree:
             "io.kubernetes.cri.sandbox-uid": sb.pod_uid,
         }
         write_atomic(bundle / "config.json", json.dumps({"ociVersion": "1.1.0", "annotations": notes}))
+        procs = f"{sb.qemu_pid}\n{sb.qemu_pid + 1}\n"
+        for i, cg in enumerate(self.sandbox_cgroups(sb)):  # QEMU and virtiofsd live in the last one
+            write_atomic(cg / "cgroup.procs", procs if i == len(self.sandbox_cgroups(sb)) - 1 else "")
         d = self.sbs / sb.id
         d.mkdir(exist_ok=True)
         (d / "shim-monitor.sock").touch()
@@ -90,7 +118,49 @@ class NodeTree:
                 write_atomic(d / "memory.current", "0\n")
                 write_atomic(d / "io.stat", "")
             for res in ("cpu", "memory", "io"):
-                write_atomic(d / f"{res}.pressure", PRESSURE_ZERO)
+                stalled = sb.stalled and res == "io" and share
+                write_atomic(d / f"{res}.pressure", PRESSURE_STALLED if stalled else PRESSURE_ZERO)
+        self.update_proc(sb)
+
+    def update_proc(self, sb: SimSandbox) -> None:
+        """QEMU's and virtiofsd's /proc/<pid>: counters every tick, thread states when they change."""
+        ticks = sb.cpu_us // TICK_US
+        q_ticks, v_ticks = ticks * 7 // 8, ticks - ticks * 7 // 8
+        for pid, threads, comm, cpu, ctx, rd, wr in (
+            (sb.qemu_pid, qemu_threads(sb), "qemu-system-x86", q_ticks, sb.vctx, sb.io_read, sb.io_write),
+            (sb.qemu_pid + 1, virtiofsd_threads(sb), "virtiofsd", v_ticks, sb.vctx // 4, sb.io_read // 2, 0),
+        ):
+            d = self.proc / str(pid)
+            fresh = not d.is_dir()
+            if fresh:
+                (d / "task").mkdir(parents=True)
+                write_atomic(d / "comm", comm + "\n")
+            user = cpu * 3 // 4
+            write_atomic(d / "stat", _stat_line(pid, comm, "D" if sb.hung else "S", user, cpu - user))
+            write_atomic(
+                d / "status",
+                f"Name:\t{comm}\nState:\tS (sleeping)\nTgid:\t{pid}\nPid:\t{pid}\nThreads:\t{len(threads)}\n"
+                f"voluntary_ctxt_switches:\t{ctx}\nnonvoluntary_ctxt_switches:\t{ctx // 50}\n",
+            )
+            write_atomic(
+                d / "io",
+                f"rchar: {rd + 4096}\nwchar: {wr + 512}\nsyscr: {rd // 4096}\nsyscw: {wr // 4096}\n"
+                f"read_bytes: {rd}\nwrite_bytes: {wr}\ncancelled_write_bytes: 0\n",
+            )
+            if fresh or self._hung.get(sb.id) != sb.hung:
+                for tid, name, wchan in threads:
+                    t = d / "task" / str(tid)
+                    t.mkdir(exist_ok=True)
+                    write_atomic(t / "comm", name + "\n")
+                    write_atomic(t / "stat", _stat_line(tid, name, "D" if sb.hung else "S", 0, 0))
+                    write_atomic(t / "wchan", wchan if sb.hung else "0")
+        self._hung[sb.id] = sb.hung
+
+    def remove_proc(self, sb: SimSandbox) -> None:
+        """The sandbox's processes exit."""
+        for pid in (sb.qemu_pid, sb.qemu_pid + 1):
+            shutil.rmtree(self.proc / str(pid), ignore_errors=True)
+        self._hung.pop(sb.id, None)
 
     def remove_sandbox_dir(self, sb: SimSandbox) -> None:
         shutil.rmtree(self.sbs / sb.id, ignore_errors=True)
@@ -103,13 +173,20 @@ class NodeTree:
             shutil.rmtree(self.pod_dir(sb), ignore_errors=True)
 
     def write_host(self, now_ms: int, live: list[SimSandbox]) -> None:
+        stalled = any(s.stalled for s in live)
+        dt = 0 if self._last_ms is None else max(0, now_ms - self._last_ms)
+        self._last_ms = now_ms
+        self.disk_busy_ms += dt if stalled else dt // 2  # a stalled disk is busy all the time
+        if not stalled:
+            self.disk_ios += dt // 10
+        blocked = sum(len(qemu_threads(s)) for s in live if s.hung) + (4 if stalled else 0)
         busy = sum(s.cpu_us for s in live) // 10_000
         write_atomic(
             self.proc / "stat",
             f"cpu  {busy} 0 {busy // 4} {now_ms // 10} 0 0 0 0 0 0\n"
             f"cpu0 {busy // 2} 0 {busy // 8} {now_ms // 20} 0 0 0 0 0 0\n"
             f"intr 0\nctxt {now_ms}\nbtime 1700000000\nprocesses {len(live)}\n"
-            f"procs_running 1\nprocs_blocked 0\n",
+            f"procs_running 1\nprocs_blocked {blocked}\n",
         )
         write_atomic(
             self.proc / "meminfo",
@@ -117,13 +194,14 @@ class NodeTree:
             "MemAvailable:   200000000 kB\nBuffers:          1024 kB\nCached:        4096000 kB\n",
         )
         write_atomic(self.proc / "loadavg", f"{len(live) / 10:.2f} 0.50 0.40 2/{len(live) * 8} 4242\n")
-        ios = now_ms // 100
+        ios, inflight = self.disk_ios, 32 if stalled else 0
         write_atomic(
             self.proc / "diskstats",
-            f" 259       0 nvme0n1 {ios} 0 {ios * 8} {ios} {ios} 0 {ios * 8} {ios} 0 {ios // 2} {ios} 0 0 0 0\n",
+            f" 259       0 nvme0n1 {ios} 0 {ios * 8} {ios} {ios} 0 {ios * 8} {ios} "
+            f"{inflight} {self.disk_busy_ms} {ios} 0 0 0 0\n",
         )
         for res in ("cpu", "memory", "io"):
-            write_atomic(self.proc / "pressure" / res, PRESSURE_ZERO)
+            write_atomic(self.proc / "pressure" / res, PRESSURE_STALLED if stalled and res == "io" else PRESSURE_ZERO)
 
 
 def exposition(live: list[SimSandbox], rng: random.Random) -> str:
@@ -135,14 +213,16 @@ def exposition(live: list[SimSandbox], rng: random.Random) -> str:
     ]
     body: list[str] = []
     for sb in live:
+        if sb.hung:  # a wedged QEMU does not answer the shim: kata-monitor drops its series
+            continue
         cri = f'sandbox_id="{sb.id}",cri_uid="{sb.pod_uid}",cri_name="{sb.pod_name}",cri_namespace="{sb.tenant}"'
         ticks = sb.cpu_us // 10_000
-        idle_ms = (sb.last_ms - sb.start_ms) * sb.vcpu_milli // 1000 - sb.cpu_us // 1000
+        idle_ms = sb.alive_ms * sb.vcpu_milli // 1000 - sb.cpu_us // 1000
         body += [
             f'kata_hypervisor_proc_stat{{item="utime",{cri}}} {ticks * 3 // 4}',
             f'kata_hypervisor_proc_stat{{item="stime",{cri}}} {ticks - ticks * 3 // 4}',
             f'kata_hypervisor_proc_status{{item="vmrss",{cri}}} {sb.mem_bytes + (30 << 20)}',
-            f'kata_hypervisor_proc_status{{item="voluntary_ctxt_switches",{cri}}} {sb.cpu_us // 1000}',
+            f'kata_hypervisor_proc_status{{item="voluntary_ctxt_switches",{cri}}} {sb.vctx}',
             f'kata_hypervisor_io_stat{{item="readbytes",{cri}}} {sb.io_read}',
             f'kata_hypervisor_io_stat{{item="writebytes",{cri}}} {sb.io_write}',
             f'kata_hypervisor_netdev{{interface="eth0",item="recv_bytes",{cri}}} {sb.net_rx}',
@@ -153,11 +233,17 @@ def exposition(live: list[SimSandbox], rng: random.Random) -> str:
             f'kata_guest_cpu_time{{cpu="total",item="user",{cri}}} {sb.cpu_us // 1000}',
             f'kata_guest_cpu_time{{cpu="total",item="idle",{cri}}} {idle_ms}',
             f'kata_guest_meminfo{{item="mem_total",{cri}}} {sb.mem_max}',
-            f'kata_guest_diskstat{{disk="vda",item="in_progress",{cri}}} 0',
+            f'kata_guest_diskstat{{disk="vda",item="in_progress",{cri}}} {4 if sb.stalled else 0}',
             f'kata_guest_diskstat{{disk="vda",item="reads",{cri}}} {sb.io_read // 4096}',
+            f'kata_guest_diskstat{{disk="vda",item="writes",{cri}}} {sb.io_write // 4096}',
             f'kata_guest_load{{item="load1",{cri}}} 0.25',
             f"kata_agent_scrape_count{{{cri}}} {sb.check_count}",
         ]
     rng.shuffle(body)
     lines += ["# TYPE kata_hypervisor_proc_stat gauge", *body]
     return "\n".join(lines) + "\n"
+
+
+def _stat_line(pid: int, comm: str, state: str, utime: int, stime: int) -> str:
+    """/proc/<pid>/stat: utime and stime are fields 14 and 15 (11 and 12 after the comm)."""
+    return f"{pid} ({comm}) {state} 1 {pid} {pid} 0 -1 4194560 100 0 0 0 {utime} {stime} 0 0 20 0 1 0 100\n"

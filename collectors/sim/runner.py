@@ -130,6 +130,7 @@ class Simulator:
         tree = self.trees[sb.node]
         tree.update(sb)  # final counters stay readable for the collector's last sample
         tree.remove_sandbox_dir(sb)
+        tree.remove_proc(sb)
         self._pending_rm.append((now + CGROUP_GRACE_MS, sb))
 
     def _write_all(self, now: int) -> None:

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import random
+import shutil
 from pathlib import Path
 
 import pytest
 
+from collectors.base import Reading
 from collectors.cgroup import CgroupSource
 from collectors.host import HostSource
 from collectors.katamonitor import parse
-from collectors.sim.model import Fleet, FleetSpec
-from collectors.sim.render import NodeTree
+from collectors.procfs import ProcSource, parse_stat
+from collectors.sim.model import FaultSpec, Fleet, FleetSpec
+from collectors.sim.render import NodeTree, exposition, qemu_threads, virtiofsd_threads
 from collectors.tenancy import TenantRule
 from sandmeter import names as n
 
@@ -111,3 +115,114 @@ def test_tenant_rule() -> None:
     assert TenantRule().tenant({"cri_namespace": "acme"}) == "acme"
     assert TenantRule().tenant({}) == n.UNATTRIBUTED
     assert TenantRule("cri_namespace", {"ns1": "acme"}).tenant({"cri_namespace": "other"}) == n.UNATTRIBUTED
+
+
+def proc_rows(r: Reading, sb: str) -> dict[tuple[str, str], float]:
+    return {
+        (m, s): v for b, m, s, v in zip(r.rows.sandbox, r.rows.metric, r.rows.sub, r.rows.value, strict=True) if b == sb
+    }
+
+
+def proc_source(tree: NodeTree, fleet: Fleet) -> ProcSource:
+    return ProcSource(tree.proc, tree.cgroup, lambda: 5, lambda: {sb.id: sb.pod_uid for sb in fleet.live()})
+
+
+def test_proc_source_finds_qemu_and_virtiofsd_in_both_layouts(node: tuple[NodeTree, Fleet]) -> None:
+    tree, fleet = node
+    live = fleet.live()
+    r = proc_source(tree, fleet).read(frozenset(sb.id for sb in live))
+    assert r.errors == 0
+    for sb in live:
+        rows = proc_rows(r, sb.id)
+        assert rows[n.M_PROC_COUNT, 'proc="qemu"'] == 1 and rows[n.M_PROC_COUNT, 'proc="virtiofsd"'] == 1
+        ticks = [rows[n.M_PROC_CPU_TICKS, f'item="{i}",proc="qemu"'] for i in ("utime", "stime")]
+        assert sum(ticks) == (sb.cpu_us // 10_000) * 7 // 8
+        assert rows[n.M_PROC_CTXT, 'item="voluntary",proc="qemu"'] == sb.vctx
+        assert rows[n.M_PROC_IO, 'item="read_bytes",proc="qemu"'] == sb.io_read
+        assert rows[n.M_PROC_THREADS, 'proc="qemu",state="all"'] == len(qemu_threads(sb))
+        assert rows[n.M_PROC_THREADS, 'proc="qemu",state="D"'] == 0
+        assert not any(m == n.M_PROC_THREAD_BLOCKED for m, _ in rows)
+
+
+def test_proc_source_names_each_blocked_thread_of_a_hung_qemu(node: tuple[NodeTree, Fleet]) -> None:
+    tree, fleet = node
+    sb = fleet.live()[0]
+    sb.hung = True
+    tree.update(sb)
+    rows = proc_rows(proc_source(tree, fleet).read(frozenset({sb.id})), sb.id)
+    assert rows[n.M_PROC_THREADS, 'proc="qemu",state="D"'] == len(qemu_threads(sb))
+    blocked = {s for m, s in rows if m == n.M_PROC_THREAD_BLOCKED}
+    assert f'proc="qemu",thread="CPU 0/KVM",tid="{sb.qemu_pid + 3}",wchan="kvm_vcpu_block"' in blocked
+    assert len(blocked) == len(qemu_threads(sb)) + len(virtiofsd_threads(sb))
+
+
+def test_proc_source_bad_input_is_counted_and_the_rest_kept(node: tuple[NodeTree, Fleet]) -> None:
+    tree, fleet = node
+    a, b, c, d = fleet.live()
+    (tree.proc / str(a.qemu_pid) / "stat").write_text("garbage")  # malformed
+    shutil.rmtree(tree.proc / str(b.qemu_pid))  # vanished between cgroup.procs and /proc
+    procs = tree.sandbox_cgroups(c)[-1] / "cgroup.procs"
+    procs.write_text(procs.read_text() + "notapid\n")
+    shell = tree.proc / "4242"
+    shell.mkdir()
+    (shell / "comm").write_text("containerd-shim\n")  # not QEMU: ignored, not an error
+    procs = tree.sandbox_cgroups(d)[-1] / "cgroup.procs"
+    procs.write_text(procs.read_text() + "4242\n")
+    r = proc_source(tree, fleet).read(frozenset(sb.id for sb in (a, b, c, d)))
+    assert r.errors == 3
+    for sb in (a, b):
+        assert proc_rows(r, sb.id)[n.M_PROC_COUNT, 'proc="virtiofsd"'] == 1  # the rest of the sandbox is kept
+    for sb in (c, d):
+        assert proc_rows(r, sb.id)[n.M_PROC_COUNT, 'proc="qemu"'] == 1
+
+
+def test_parse_stat_reads_the_real_kernel_format() -> None:
+    comm, state, utime, stime = parse_stat(Path("/proc/self/stat").read_text())
+    assert comm == Path("/proc/self/comm").read_text().strip() and state in "RS" and utime >= 0 and stime >= 0
+    assert parse_stat("7 (CPU 0/KVM) D 1 2 3 0 -1 0 0 0 0 0 55 66 0")[1:] == ("D", 55, 66)
+    assert parse_stat("8 (a) b)) S 1 2 3 0 -1 0 0 0 0 0 1 2 0")[0] == "a) b)"
+    with pytest.raises(ValueError):
+        parse_stat("no parens here")
+
+
+def test_injected_faults_show_in_every_signal(tmp_path: Path) -> None:
+    spec = FleetSpec(
+        nodes=1,
+        sandboxes=3,
+        churn_per_min=0,
+        reset_per_min=0,
+        faults=(FaultSpec("qemu_hang", at_s=1, duration_s=10), FaultSpec("io_stall", at_s=1)),
+    )
+    fleet = Fleet(spec, now_ms=0)
+    tree = NodeTree(tmp_path)
+    for sb in fleet.live():
+        tree.create(sb)
+    tree.write_host(0, fleet.live())
+    fleet.step(2000, 2000)
+    hung = next(sb for sb in fleet.live() if sb.hung)
+    stalled = next(sb for sb in fleet.live() if sb.stalled)
+    frozen = (hung.cpu_us, hung.check_count, hung.vctx, stalled.io_read)
+    fleet.step(5000, 3000)
+    assert (hung.cpu_us, hung.check_count, hung.vctx, stalled.io_read) == frozen
+    for sb in fleet.live():
+        tree.update(sb)
+    tree.write_host(5000, fleet.live())
+    text = exposition(fleet.live(), random.Random(1))
+    assert hung.id not in text and stalled.id in text
+    assert f'kata_guest_diskstat{{disk="vda",item="in_progress",sandbox_id="{stalled.id}"' in text
+    cg = CgroupSource(tree.cgroup, lambda: 5, lambda: {sb.id: sb.pod_uid for sb in fleet.live()})
+    rows = proc_rows(cg.read(frozenset({stalled.id})), stalled.id)
+    assert rows[n.M_CG_PRESSURE, 'item="avg10",kind="full",resource="io"'] > 10
+    host = HostSource(tree.proc, lambda: 5).read(frozenset())
+    disk = proc_rows(host, "")
+    assert disk[n.M_HOST_DISK, 'disk="nvme0n1",item="in_progress"'] > 0
+    tree.write_host(8000, fleet.live())
+    later = proc_rows(HostSource(tree.proc, lambda: 8).read(frozenset()), "")
+    for item, grew in (("reads", False), ("writes", False), ("io_ms", True)):  # busy, yet nothing completes
+        key = (n.M_HOST_DISK, f'disk="nvme0n1",item="{item}"')
+        assert (later[key] > disk[key]) is grew
+    fleet.step(12_000, 7000)
+    assert not hung.hung and stalled.stalled  # the hang ended after 10 s, the stall runs on
+    faults = {f["kind"]: f for f in fleet.truth()["faults"]}
+    assert faults["qemu_hang"]["start_ms"] == 2000 and faults["qemu_hang"]["end_ms"] == 12_000
+    assert faults["io_stall"]["end_ms"] is None and faults["io_stall"]["sandbox_id"] == stalled.id
