@@ -1,10 +1,15 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from collectors.bundle import bundle_labels
 from collectors.lifecycle import LifecycleEvent, SandboxWatcher
+from sandmeter.clock import wall_ms
 from sandmeter.wire import EventKind
 
 
@@ -51,3 +56,46 @@ def test_watcher_start_hook_runs_before_alive_and_stop_hook_gets_stops(tmp_path:
     w.scan()
     assert w.alive() == frozenset() and stops == [LifecycleEvent("sb1", EventKind.STOP, 6000)]
     assert w.events() == []  # the stop handler owns stop events
+
+
+def wait_until(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+@pytest.mark.parametrize("use_inotify", [True, False])
+def test_watcher_stamps_a_stop_as_it_happens(tmp_path: Path, use_inotify: bool) -> None:
+    sbs = tmp_path / "sbs"
+    sbs.mkdir()
+    stops: list[tuple[LifecycleEvent, int]] = []
+    # a rescan period far longer than the test: only an inotify wake-up (or the poll) can see the stop
+    w = SandboxWatcher([sbs], wall_ms, poll_s=0.05, rescan_s=60, use_inotify=use_inotify)
+    w.start(on_stop=lambda ev: stops.append((ev, wall_ms())))
+    assert w.event_driven is use_inotify
+    try:
+        (sbs / "sb1").mkdir()
+        wait_until(lambda: "sb1" in w.alive())
+        t_rm = wall_ms()
+        (sbs / "sb1").rmdir()
+        wait_until(lambda: bool(stops))
+        [(ev, _)] = stops
+        lag = ev.ts_ms - t_rm
+        assert ev.sandbox == "sb1" and 0 <= lag <= (50 if use_inotify else 200), lag
+    finally:
+        w.close()
+
+
+def test_watcher_picks_up_a_sandbox_directory_created_after_start(tmp_path: Path) -> None:
+    late = tmp_path / "run" / "vc" / "sbs"
+    w = SandboxWatcher([late], wall_ms, rescan_s=0.1)
+    w.start()
+    try:
+        assert w.alive() == frozenset()
+        late.mkdir(parents=True)
+        time.sleep(0.3)  # a rescan adds the watch
+        (late / "sb9").mkdir()
+        wait_until(lambda: w.alive() == {"sb9"})
+    finally:
+        w.close()
