@@ -75,6 +75,11 @@ class CollectorAgent:
             self.scrape_errors.labels(s.name)
         self.scrapes = 0
 
+    @property
+    def batches_made(self) -> int:
+        """Batches handed to the sink so far: their sequence numbers are 0 .. batches_made - 1."""
+        return self._seq
+
     def pod_uids(self) -> dict[str, str]:
         return {sb: lb["cri_uid"] for sb, lb in list(self._labels.items()) if "cri_uid" in lb}
 

@@ -8,6 +8,7 @@ it has nothing at all to give (endpoint down, root missing).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -66,3 +67,15 @@ class Source(Protocol):
 def sub_label(**labels: str) -> str:
     """The canonical sub-label string: keys sorted, Prometheus quoting."""
     return ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+
+
+def read_file(path: str | os.PathLike[str]) -> str:
+    """A small kernel file's text with two syscalls and no buffering: the hot read of every source."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = [os.read(fd, 65536)]
+        while len(chunks[-1]) == 65536:
+            chunks.append(os.read(fd, 65536))
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from collectors.base import Reading, sub_label
+from collectors.base import Reading, read_file, sub_label
 from sandmeter import names as n
 
 COUNTER_FILES = ("cpu.stat", "io.stat")
@@ -148,18 +148,21 @@ class CgroupSource:
         mem = rd = wr = 0
         psi: dict[tuple[str, str, str], float] = {}
         for d in dirs:
-            for k, v in read_keyed((d / "cpu.stat").read_text()).items():
+            base = os.fspath(d)
+            for k, v in read_keyed(read_file(f"{base}/cpu.stat")).items():
                 cpu[k] = cpu.get(k, 0) + v
-            cur = (d / "memory.current").read_text().strip()
+            cur = read_file(f"{base}/memory.current").strip()
             mem += int(cur) if cur.isdigit() else 0
-            r, w = io_totals((d / "io.stat").read_text())
+            r, w = io_totals(read_file(f"{base}/io.stat"))
             rd, wr = rd + r, wr + w
             for res in PRESSURE:
-                p = d / f"{res}.pressure"
-                if p.exists():
-                    for (kind, item), pv in pressure(p.read_text()).items():
-                        key = (res, kind, item)
-                        psi[key] = max(psi.get(key, 0.0), pv) if item != "total" else psi.get(key, 0.0) + pv
+                try:
+                    text = read_file(f"{base}/{res}.pressure")
+                except FileNotFoundError:  # PSI is off on this kernel
+                    continue
+                for (kind, item), pv in pressure(text).items():
+                    key = (res, kind, item)
+                    psi[key] = max(psi.get(key, 0.0), pv) if item != "total" else psi.get(key, 0.0) + pv
         rows = out.rows
         rows.add(sb, n.M_CG_CPU_USAGE_US, "", cpu.get("usage_usec", 0))
         rows.add(sb, n.M_CG_CPU_USER_US, "", cpu.get("user_usec", 0))
@@ -170,6 +173,6 @@ class CgroupSource:
         for (res, kind, item), pv in psi.items():
             rows.add(sb, n.M_CG_PRESSURE, sub_label(resource=res, kind=kind, item=item), pv)
         spec = dirs[0]
-        rows.add(sb, n.M_SPEC_VCPU_MILLI, "", cpu_max_millicores((spec / "cpu.max").read_text()))
-        mmax = (spec / "memory.max").read_text().strip()
+        rows.add(sb, n.M_SPEC_VCPU_MILLI, "", cpu_max_millicores(read_file(spec / "cpu.max")))
+        mmax = read_file(spec / "memory.max").strip()
         rows.add(sb, n.M_SPEC_MEM_BYTES, "", int(mmax) if mmax.isdigit() else 0)

@@ -10,21 +10,17 @@ naming the thread and its `wchan`, the evidence a hang incident carries.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from collectors.base import Reading, sub_label
+from collectors.base import Reading, read_file, sub_label
 from collectors.cgroup import CgroupLocator
 from sandmeter import names as n
 
 KINDS = (("qemu", "qemu"), ("virtiofsd", "virtiofsd"))  # comm prefix -> kind
 IO_ITEMS = ("rchar", "wchar", "read_bytes", "write_bytes")
-
-
-def _read(path: Path) -> str:
-    with open(path, "rb") as f:
-        return f.read().decode(errors="replace")
 
 
 def parse_stat(text: str) -> tuple[str, str, int, int]:
@@ -65,7 +61,7 @@ class ProcSource:
         pids: list[int] = []
         for d in dirs:
             try:
-                text = _read(d / "cgroup.procs")
+                text = read_file(d / "cgroup.procs")
             except FileNotFoundError:
                 continue  # the cgroup went away with its sandbox
             except OSError as exc:
@@ -82,13 +78,15 @@ class ProcSource:
         found = dict.fromkeys((k for _, k in KINDS), 0)
         acc: Counter[tuple[str, str]] = Counter()  # (metric, sub-label) -> summed over the kind's processes
         for pid in self._pids(out, sb, dirs):
-            base = self.proc / str(pid)
+            base = f"{self.proc}/{pid}"
             try:
-                comm = _read(base / "comm").strip()
+                comm, _, utime, stime = parse_stat(read_file(f"{base}/stat"))
                 kind = next((k for prefix, k in KINDS if comm.startswith(prefix)), None)
                 if kind is None:
                     continue  # the shim or another helper
                 found[kind] += 1
+                acc[n.M_PROC_CPU_TICKS, sub_label(proc=kind, item="utime")] += utime
+                acc[n.M_PROC_CPU_TICKS, sub_label(proc=kind, item="stime")] += stime
                 self._process(out, sb, kind, base, acc)
             except FileNotFoundError:
                 out.error(f"{sb}: pid {pid} vanished while being read")
@@ -100,12 +98,9 @@ class ProcSource:
         for (metric, sub), v in acc.items():
             rows.add(sb, metric, sub, v)
 
-    def _process(self, out: Reading, sb: str, kind: str, base: Path, acc: Counter[tuple[str, str]]) -> None:
-        _, _, utime, stime = parse_stat(_read(base / "stat"))
-        status = _read(base / "status")
-        io = _read(base / "io")
-        acc[n.M_PROC_CPU_TICKS, sub_label(proc=kind, item="utime")] += utime
-        acc[n.M_PROC_CPU_TICKS, sub_label(proc=kind, item="stime")] += stime
+    def _process(self, out: Reading, sb: str, kind: str, base: str, acc: Counter[tuple[str, str]]) -> None:
+        status = read_file(f"{base}/status")
+        io = read_file(f"{base}/io")
         for line in status.splitlines():
             k, _, v = line.partition(":")
             if k in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
@@ -118,12 +113,13 @@ class ProcSource:
         for sub in threads.values():
             acc[n.M_PROC_THREADS, sub] += 0  # zero counts are reported too: "no thread blocked"
         try:
-            tids = list((base / "task").iterdir())
+            tids = os.listdir(f"{base}/task")
         except FileNotFoundError:
             tids = []
-        for t in tids:
+        for tid in tids:
+            t = f"{base}/task/{tid}"
             try:
-                name, state, _, _ = parse_stat(_read(t / "stat"))
+                name, state, _, _ = parse_stat(read_file(f"{t}/stat"))
             except FileNotFoundError:
                 continue  # a thread that exited between listing and reading is normal
             except (OSError, ValueError, IndexError) as exc:
@@ -134,8 +130,8 @@ class ProcSource:
                 acc[n.M_PROC_THREADS, threads[state]] += 1
             if state == "D":
                 try:
-                    wchan = _read(t / "wchan").strip() or "0"
+                    wchan = read_file(f"{t}/wchan").strip() or "0"
                 except OSError:
                     wchan = "?"
-                blocked = sub_label(proc=kind, thread=name, tid=t.name, wchan=wchan)
+                blocked = sub_label(proc=kind, thread=name, tid=tid, wchan=wchan)
                 out.rows.add(sb, n.M_PROC_THREAD_BLOCKED, blocked, 1)

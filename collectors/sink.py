@@ -10,6 +10,7 @@ its batch id.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -51,6 +52,7 @@ class KafkaSink:
     ) -> None:
         self.topic = topic
         self._producer = producer
+        self._owns_producer = producer is None
         self._bootstrap = bootstrap
         self._spool = DiskSpool(spool_dir, max_bytes, max_batches, fsync)
         self._cv = threading.Condition()
@@ -99,7 +101,13 @@ class KafkaSink:
             acks="all",
             linger_ms=0,
             max_in_flight_requests_per_connection=1,
-            request_timeout_ms=10_000,
+            # no producer-id state on the broker to lose: one batch in flight at a time already
+            # keeps order, and a re-sent batch is a duplicate consumers recognise by its id
+            enable_idempotence=False,
+            request_timeout_ms=5_000,
+            # the client gives up on a record before `get` does, so no record is left pending
+            # inside a client being replaced
+            delivery_timeout_ms=10_000,
             max_block_ms=5_000,  # a send while the broker is away fails fast and is retried
             reconnect_backoff_max_ms=2_000,
         )
@@ -136,6 +144,7 @@ class KafkaSink:
                 fut.get(timeout=15)
             except Exception as exc:
                 self.send_errors.inc()
+                self._drop_producer()  # a fresh client after a failure: no stale metadata or fatal state
                 now = time.monotonic()
                 if failing_since is None:
                     failing_since = now
@@ -155,6 +164,12 @@ class KafkaSink:
                 self._gauges()
             self.sent.inc()
             self.wire_bytes.inc(len(rec.payload))
+
+    def _drop_producer(self) -> None:
+        if self._producer is not None and self._owns_producer:
+            with contextlib.suppress(Exception):
+                self._producer.close(timeout=1)
+            self._producer = None
 
     def __len__(self) -> int:
         with self._cv:
@@ -176,5 +191,8 @@ class KafkaSink:
         if left:
             log.warning("closing with %d batches spooled; the next start sends them", left)
         if self._producer is not None:
-            self._producer.close(timeout=2)
+            try:
+                self._producer.close(timeout=2)
+            except Exception as exc:  # nothing is lost: unacknowledged batches are still spooled
+                log.warning("producer did not close cleanly: %s", exc)
         self._spool.close()

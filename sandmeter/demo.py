@@ -31,7 +31,7 @@ from sandmeter.settings import (
     ProcessorSettings,
     StackSettings,
 )
-from sandmeter.stack import Stack
+from sandmeter.stack import Stack, create_topics
 from sandmeter.stack.procs import free_port
 
 log = logging.getLogger("sandmeter.demo")
@@ -53,24 +53,6 @@ class DemoResult:
 def _total(agents: Sequence[CollectorAgent], metric: str) -> int:
     """A counter summed over the in-process collectors, read through their registries."""
     return sum(int(a.registry.get_sample_value(metric) or 0) for a in agents)
-
-
-def create_topics(bootstrap: str, partitions: int = 4) -> None:
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    from sandmeter.names import ALL_TOPICS
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        existing = set(admin.list_topics())
-        new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in ALL_TOPICS if t not in existing]
-        if new:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(new)
-    finally:
-        admin.close()
 
 
 @contextlib.contextmanager

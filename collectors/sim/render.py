@@ -34,11 +34,17 @@ def virtiofsd_threads(sb: SimSandbox) -> list[tuple[int, str, str]]:
     return [(p, "virtiofsd", "fuse_dev_do_read"), (p + 7, "virtiofsd", "fuse_dev_do_read")]
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path | str, text: str) -> None:
     """Readers never see a half-written file, as with the kernel's own files."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    p = os.fspath(path)
+    head, _, name = p.rpartition("/")
+    tmp = f"{head}/.{name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, p)
 
 
 class NodeTree:
@@ -50,6 +56,8 @@ class NodeTree:
         self.disk_busy_ms = 0
         self._last_ms: int | None = None
         self._hung: dict[str, bool] = {}  # sandbox -> hung state its thread files show
+        self._written: dict[str, str] = {}  # path -> content: unchanged files are not rewritten
+
         self.cgroup = root / "sys/fs/cgroup"
         self.proc = root / "proc"
         self.sbs = root / "run/vc/sbs"
@@ -63,6 +71,17 @@ class NodeTree:
         )
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
+
+    def _put(self, path: Path, text: str) -> None:
+        key = os.fspath(path)
+        if self._written.get(key) != text:
+            write_atomic(key, text)
+            self._written[key] = text
+
+    def _forget(self, *dirs: Path) -> None:
+        prefixes = tuple(os.fspath(d) + "/" for d in dirs)
+        for k in [k for k in self._written if k.startswith(prefixes)]:
+            del self._written[k]
 
     def pod_dir(self, sb: SimSandbox) -> Path:
         return self.cgroup / "kubepods.slice" / f"pod{sb.pod_uid}"
@@ -85,10 +104,10 @@ class NodeTree:
             "io.kubernetes.cri.sandbox-namespace": sb.tenant,
             "io.kubernetes.cri.sandbox-uid": sb.pod_uid,
         }
-        write_atomic(bundle / "config.json", json.dumps({"ociVersion": "1.1.0", "annotations": notes}))
+        self._put(bundle / "config.json", json.dumps({"ociVersion": "1.1.0", "annotations": notes}))
         procs = f"{sb.qemu_pid}\n{sb.qemu_pid + 1}\n"
         for i, cg in enumerate(self.sandbox_cgroups(sb)):  # QEMU and virtiofsd live in the last one
-            write_atomic(cg / "cgroup.procs", procs if i == len(self.sandbox_cgroups(sb)) - 1 else "")
+            self._put(cg / "cgroup.procs", procs if i == len(self.sandbox_cgroups(sb)) - 1 else "")
         d = self.sbs / sb.id
         d.mkdir(exist_ok=True)
         (d / "shim-monitor.sock").touch()
@@ -102,24 +121,24 @@ class NodeTree:
             parts.append((dirs[1], over, 0.0))
         for d, cpu, share in parts:
             user = cpu * 3 // 4
-            write_atomic(d / "cpu.stat", f"usage_usec {cpu}\nuser_usec {user}\nsystem_usec {cpu - user}\n")
+            self._put(d / "cpu.stat", f"usage_usec {cpu}\nuser_usec {user}\nsystem_usec {cpu - user}\n")
             if share:
-                write_atomic(d / "cpu.max", f"{sb.vcpu_milli * 100} 100000\n")
-                write_atomic(d / "memory.max", f"{sb.mem_max}\n")
-                write_atomic(d / "memory.current", f"{sb.mem_bytes}\n")
-                write_atomic(
+                self._put(d / "cpu.max", f"{sb.vcpu_milli * 100} 100000\n")
+                self._put(d / "memory.max", f"{sb.mem_max}\n")
+                self._put(d / "memory.current", f"{sb.mem_bytes}\n")
+                self._put(
                     d / "io.stat",
                     f"253:0 rbytes={sb.io_read} wbytes={sb.io_write} rios={sb.io_read // 4096} "
                     f"wios={sb.io_write // 4096} dbytes=0 dios=0\n",
                 )
             else:
-                write_atomic(d / "cpu.max", "max 100000\n")
-                write_atomic(d / "memory.max", "max\n")
-                write_atomic(d / "memory.current", "0\n")
-                write_atomic(d / "io.stat", "")
+                self._put(d / "cpu.max", "max 100000\n")
+                self._put(d / "memory.max", "max\n")
+                self._put(d / "memory.current", "0\n")
+                self._put(d / "io.stat", "")
             for res in ("cpu", "memory", "io"):
                 stalled = sb.stalled and res == "io" and share
-                write_atomic(d / f"{res}.pressure", PRESSURE_STALLED if stalled else PRESSURE_ZERO)
+                self._put(d / f"{res}.pressure", PRESSURE_STALLED if stalled else PRESSURE_ZERO)
         self.update_proc(sb)
 
     def update_proc(self, sb: SimSandbox) -> None:
@@ -134,15 +153,15 @@ class NodeTree:
             fresh = not d.is_dir()
             if fresh:
                 (d / "task").mkdir(parents=True)
-                write_atomic(d / "comm", comm + "\n")
+                self._put(d / "comm", comm + "\n")
             user = cpu * 3 // 4
-            write_atomic(d / "stat", _stat_line(pid, comm, "D" if sb.hung else "S", user, cpu - user))
-            write_atomic(
+            self._put(d / "stat", _stat_line(pid, comm, "D" if sb.hung else "S", user, cpu - user))
+            self._put(
                 d / "status",
                 f"Name:\t{comm}\nState:\tS (sleeping)\nTgid:\t{pid}\nPid:\t{pid}\nThreads:\t{len(threads)}\n"
                 f"voluntary_ctxt_switches:\t{ctx}\nnonvoluntary_ctxt_switches:\t{ctx // 50}\n",
             )
-            write_atomic(
+            self._put(
                 d / "io",
                 f"rchar: {rd + 4096}\nwchar: {wr + 512}\nsyscr: {rd // 4096}\nsyscw: {wr // 4096}\n"
                 f"read_bytes: {rd}\nwrite_bytes: {wr}\ncancelled_write_bytes: 0\n",
@@ -151,26 +170,28 @@ class NodeTree:
                 for tid, name, wchan in threads:
                     t = d / "task" / str(tid)
                     t.mkdir(exist_ok=True)
-                    write_atomic(t / "comm", name + "\n")
-                    write_atomic(t / "stat", _stat_line(tid, name, "D" if sb.hung else "S", 0, 0))
-                    write_atomic(t / "wchan", wchan if sb.hung else "0")
+                    self._put(t / "comm", name + "\n")
+                    self._put(t / "stat", _stat_line(tid, name, "D" if sb.hung else "S", 0, 0))
+                    self._put(t / "wchan", wchan if sb.hung else "0")
         self._hung[sb.id] = sb.hung
+
+    def _rmtree(self, *dirs: Path) -> None:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        self._forget(*dirs)
 
     def remove_proc(self, sb: SimSandbox) -> None:
         """The sandbox's processes exit."""
-        for pid in (sb.qemu_pid, sb.qemu_pid + 1):
-            shutil.rmtree(self.proc / str(pid), ignore_errors=True)
+        self._rmtree(self.proc / str(sb.qemu_pid), self.proc / str(sb.qemu_pid + 1))
         self._hung.pop(sb.id, None)
 
     def remove_sandbox_dir(self, sb: SimSandbox) -> None:
-        shutil.rmtree(self.sbs / sb.id, ignore_errors=True)
+        self._rmtree(self.sbs / sb.id)
 
     def remove_cgroups(self, sb: SimSandbox) -> None:
-        shutil.rmtree(self.bundles / sb.id, ignore_errors=True)
-        for d in self.sandbox_cgroups(sb):
-            shutil.rmtree(d, ignore_errors=True)
+        self._rmtree(self.bundles / sb.id, *self.sandbox_cgroups(sb))
         if sb.overhead_layout is False:
-            shutil.rmtree(self.pod_dir(sb), ignore_errors=True)
+            self._rmtree(self.pod_dir(sb))
 
     def write_host(self, now_ms: int, live: list[SimSandbox]) -> None:
         stalled = any(s.stalled for s in live)
@@ -181,27 +202,27 @@ class NodeTree:
             self.disk_ios += dt // 10
         blocked = sum(len(qemu_threads(s)) for s in live if s.hung) + (4 if stalled else 0)
         busy = sum(s.cpu_us for s in live) // 10_000
-        write_atomic(
+        self._put(
             self.proc / "stat",
             f"cpu  {busy} 0 {busy // 4} {now_ms // 10} 0 0 0 0 0 0\n"
             f"cpu0 {busy // 2} 0 {busy // 8} {now_ms // 20} 0 0 0 0 0 0\n"
             f"intr 0\nctxt {now_ms}\nbtime 1700000000\nprocesses {len(live)}\n"
             f"procs_running 1\nprocs_blocked {blocked}\n",
         )
-        write_atomic(
+        self._put(
             self.proc / "meminfo",
             "MemTotal:       263921108 kB\nMemFree:        123456789 kB\n"
             "MemAvailable:   200000000 kB\nBuffers:          1024 kB\nCached:        4096000 kB\n",
         )
-        write_atomic(self.proc / "loadavg", f"{len(live) / 10:.2f} 0.50 0.40 2/{len(live) * 8} 4242\n")
+        self._put(self.proc / "loadavg", f"{len(live) / 10:.2f} 0.50 0.40 2/{len(live) * 8} 4242\n")
         ios, inflight = self.disk_ios, 32 if stalled else 0
-        write_atomic(
+        self._put(
             self.proc / "diskstats",
             f" 259       0 nvme0n1 {ios} 0 {ios * 8} {ios} {ios} 0 {ios * 8} {ios} "
             f"{inflight} {self.disk_busy_ms} {ios} 0 0 0 0\n",
         )
         for res in ("cpu", "memory", "io"):
-            write_atomic(self.proc / "pressure" / res, PRESSURE_STALLED if stalled and res == "io" else PRESSURE_ZERO)
+            self._put(self.proc / "pressure" / res, PRESSURE_STALLED if stalled and res == "io" else PRESSURE_ZERO)
 
 
 def exposition(live: list[SimSandbox], rng: random.Random) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from sandmeter.names import ALL_TOPICS
 from sandmeter.settings import StackSettings
 from sandmeter.stack.procs import ManagedProcess, ServiceError
 
@@ -113,6 +115,45 @@ def write_clickhouse_config(root: Path, tcp_port: int, http_port: int) -> Path:
     return config
 
 
+def broker_process(state_dir: Path, port: int) -> ManagedProcess:
+    """The Tansu broker on 127.0.0.1:`port`; its storage is memory, so a restart starts empty."""
+    url = f"tcp://127.0.0.1:{port}"
+    return ManagedProcess(
+        name="broker",
+        argv=[
+            broker_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+            "--silent",
+        ],
+        state_dir=state_dir,
+        ports=[port],
+        ready=lambda: _kafka_answers(port),
+    )
+
+
+def create_topics(bootstrap: str, partitions: int = 4) -> None:
+    """Creates the topics that do not exist yet (all of them on a restarted, empty broker)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in ALL_TOPICS if t not in existing]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(new)
+    finally:
+        admin.close()
+
+
 @dataclass
 class ServiceStatus:
     name: str
@@ -126,24 +167,7 @@ class Stack:
         self.settings = settings
         s = settings
         self.dir = s.state_dir
-        kafka_url = f"tcp://127.0.0.1:{s.kafka_port}"
-        self.broker = ManagedProcess(
-            name="broker",
-            argv=[
-                broker_binary(),
-                "broker",
-                "--listener-url",
-                kafka_url,
-                "--advertised-listener-url",
-                kafka_url,
-                "--storage-engine",
-                "memory://tansu/",
-                "--silent",
-            ],
-            state_dir=self.dir,
-            ports=[s.kafka_port],
-            ready=lambda: _kafka_answers(s.kafka_port),
-        )
+        self.broker = broker_process(self.dir, s.kafka_port)
         ch_root = self.dir / "clickhouse"
         self.clickhouse = ManagedProcess(
             name="clickhouse",
