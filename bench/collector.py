@@ -1,5 +1,6 @@
 """Collector: CPU time per scrape of one simulated 50-sandbox node, through the real sources.
 
+kata-monitor exports every family (`--kata-detail`, ~310 series per sandbox), as a real one does.
 The simulator runs in a child process (`sandmeter simulate`), so this process holds only
 the collector: `time.process_time()` around a scrape is the collector's own CPU across its
 source threads (kata-monitor over loopback HTTP, cgroup, /proc, host), building, encoding
@@ -50,7 +51,7 @@ def main(sandboxes: int = 50, repeats: int = 30) -> None:
         root = Path(tmp) / "fleet"
         sim = subprocess.Popen(
             [sys.executable, "-m", "sandmeter.cli", "simulate", "--root", str(root), "--nodes", "1",
-             "--sandboxes", str(sandboxes)],
+             "--sandboxes", str(sandboxes), "--kata-detail"],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         try:

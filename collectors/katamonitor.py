@@ -12,10 +12,7 @@ from collectors.base import Reading, SourceError
 KEPT_PREFIXES = ("kata_hypervisor_", "kata_shim_", "kata_guest_", "kata_agent_", "kata_virtiofsd_")
 CRI_KEYS = ("cri_uid", "cri_name", "cri_namespace")
 
-# name, optional {labels} (quoted values may hold any escaped character), value, optional ts
-_LINE = re.compile(
-    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?[ \t]*$'
-)
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(?:,|$)')
 
 
@@ -25,6 +22,7 @@ class ParseCache:
     def __init__(self, max_entries: int = 500_000) -> None:
         self._d: dict[str, tuple[str, str, dict[str, str]] | None] = {}
         self._max = max_entries
+        self.names: dict[str, bool] = {}  # metric name -> valid
 
     def get(self, text: str) -> tuple[str, str, dict[str, str]] | None:
         try:
@@ -52,6 +50,32 @@ def _parse_labels(text: str) -> tuple[str, str, dict[str, str]] | None:
     return sandbox, sub, cri
 
 
+def _split(line: str, names: dict[str, bool]) -> tuple[str, str, str] | None:
+    """(name, label text, value) of a sample line, or None if it is malformed.
+
+    String operations, not one regex per line: a real kata-monitor sends ~300 series per
+    sandbox, and this runs over all of them every scrape. Label text is checked by the
+    cache's parser the first time it is seen.
+    """
+    brace = line.find("{")
+    if brace >= 0:
+        close = line.rfind("}")
+        if close < brace:
+            return None
+        name, labels, rest = line[:brace], line[brace + 1 : close], line[close + 1 :].split()
+        if not line[close + 1 : close + 2].isspace():
+            return None
+    else:
+        parts = line.split()
+        name, labels, rest = parts[0], "", parts[1:]
+    ok = names.get(name)
+    if ok is None:
+        ok = names[name] = _NAME.fullmatch(name) is not None
+    if not ok or not 1 <= len(rest) <= 2 or (len(rest) == 2 and not rest[1].lstrip("-").isdigit()):
+        return None
+    return name, labels, rest[0]
+
+
 def parse(text: str, ts_ms: int, cache: ParseCache | None = None) -> Reading:
     """Parses exposition text; malformed lines are counted and skipped."""
     cache = cache or ParseCache()
@@ -65,11 +89,12 @@ def parse(text: str, ts_ms: int, cache: ParseCache | None = None) -> Reading:
                 continue
             out.error(f"malformed line: {line[:80]!r}")
             continue
-        m = _LINE.match(line)
-        if m is None:
+        split = _split(line, cache.names)
+        if split is None:
             out.error(f"malformed line: {line[:80]!r}")
             continue
-        parsed = cache.get(m[2] or "")
+        name, label_text, value_text = split
+        parsed = cache.get(label_text)
         if parsed is None:
             out.error(f"malformed labels: {line[:80]!r}")
             continue
@@ -78,11 +103,11 @@ def parse(text: str, ts_ms: int, cache: ParseCache | None = None) -> Reading:
             out.error(f"no sandbox_id: {line[:80]!r}")
             continue
         try:
-            value = float(m[3])
+            value = float(value_text)
         except ValueError:
             out.error(f"bad value: {line[:80]!r}")
             continue
-        rows.add(sandbox, m[1], sub, value)
+        rows.add(sandbox, name, sub, value)
         if sandbox not in out.labels:
             out.labels[sandbox] = cri
     return out

@@ -88,7 +88,9 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"sandmeter simulate: --fault {exc}", file=sys.stderr)
         return 2
-    spec = FleetSpec(nodes=a.nodes, sandboxes=a.sandboxes, tenants=a.tenants, seed=a.seed, faults=faults)
+    spec = FleetSpec(
+        nodes=a.nodes, sandboxes=a.sandboxes, tenants=a.tenants, seed=a.seed, faults=faults, kata_detail=a.kata_detail
+    )
     sim = Simulator(a.root, spec)
     sim.start()
     print(f"simulating {a.nodes} nodes under {a.root}; node roots and URLs in {a.root / 'fleet.json'}", flush=True)
@@ -163,6 +165,9 @@ def parser() -> argparse.ArgumentParser:
     sm.add_argument("--tenants", type=int, default=3)
     sm.add_argument("--seed", type=int, default=7)
     sm.add_argument("--seconds", type=float, default=0, help="stop after this long (0: until Ctrl-C)")
+    sm.add_argument(
+        "--kata-detail", action="store_true", help="export every kata-monitor family (~300 series per sandbox)"
+    )
     sm.add_argument(
         "--fault",
         action="append",

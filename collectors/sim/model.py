@@ -163,6 +163,7 @@ class FleetSpec:
     reset_per_min: float = 1.0  # VM restarts (counter resets) per minute
     seed: int = 7
     faults: tuple[FaultSpec, ...] = ()
+    kata_detail: bool = False  # kata-monitor exports every family (~300 series per sandbox), as a real one does
 
 
 @dataclass

@@ -78,7 +78,7 @@ class Simulator:
     def _renderer(self, node: str) -> Callable[[], str]:
         def render() -> str:
             with self._lock:
-                return exposition(self.fleet.live(node), self._rng)
+                return exposition(self.fleet.live(node), self._rng, self.fleet.spec.kata_detail)
 
         return render
 

@@ -49,12 +49,18 @@ def test_kata_monitor_malformed_lines_counted_good_kept() -> None:
             f"kata_hypervisor_fds{{{CRI}}} notanumber",
             'kata_guest_load{item="load1"} 0.5',
             "}{ garbage",
+            f"kata_guest_load{{{CRI}}}1",  # no space before the value
+            f"kata_guest_load{{{CRI}}} 1 2 3",  # too many fields
+            f"kata_guest_load{{{CRI}}} 1 notatimestamp",
+            f"kata_guest_lo-ad{{{CRI}}} 1",  # not a metric name
+            f"kata_guest_load{{{CRI}",  # truncated
+            f"kata_guest_load{{{CRI}}} 2 1700000000000",  # a timestamp is allowed
             f"kata_agent_scrape_count{{{CRI}}} 9",
         ]
     )
     r = parse(text, 1000)
-    assert r.errors == 4
-    assert r.rows.value == [7.0, 9.0]
+    assert r.errors == 9
+    assert r.rows.value == [7.0, 2.0, 9.0]
 
 
 def test_kata_monitor_escaped_label_values() -> None:
