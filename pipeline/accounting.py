@@ -9,6 +9,7 @@ sandbox's spec between its lifecycle events.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -346,3 +347,99 @@ class Accountant:
         ids = np.array([b.batch_id for b in batches], dtype=object)
         u["batch_id"] = ids[u["bidx"].to_numpy(np.int64)]
         return u[list(USAGE_COLUMNS)]
+
+
+@dataclass
+class StateFrames:
+    """Accounting state by name, portable between processes: what a checkpoint holds."""
+
+    sandboxes: pd.DataFrame  # SANDBOX_COLUMNS
+    series: pd.DataFrame  # SERIES_COLUMNS
+
+
+SANDBOX_COLUMNS = (
+    "node", "sandbox_id", "tenant", "labels", "vcpu_milli", "mem_max", "start_ms", "alloc_cursor", "stopped", "last_ms",
+)  # fmt: skip
+SERIES_COLUMNS = ("node", "sandbox_id", "metric", "sub", "ts", "val")
+
+
+def export_state(
+    acct: Accountant, nodes: frozenset[str] | None = None, evict_before_ms: int | None = None
+) -> StateFrames:
+    """The state of `nodes` (all when None), by name. Sandboxes stopped and silent since
+    before `evict_before_ms` are left out: their usage is final and nothing can follow."""
+    sbs = acct._by_gid
+    if not sbs:
+        return StateFrames(pd.DataFrame(columns=list(SANDBOX_COLUMNS)), pd.DataFrame(columns=list(SERIES_COLUMNS)))
+    gid_node = np.array([s.node for s in sbs], dtype=object)
+    gid_sb = np.array([s.sandbox_id for s in sbs], dtype=object)
+    key = acct.series.keys()
+    s_gid = (key >> np.uint64(32)).astype(np.int64)
+    last = np.full(len(sbs), -1, np.int64)
+    np.maximum.at(last, s_gid, acct.series.ts)
+    keep_sb = np.ones(len(sbs), bool)
+    if nodes is not None:
+        keep_sb &= np.isin(gid_node, list(nodes))
+    if evict_before_ms is not None:
+        stopped = np.array([s.stopped for s in sbs], bool)
+        keep_sb &= ~(stopped & (last < evict_before_ms))
+    kept = [s for s, k in zip(sbs, keep_sb.tolist(), strict=True) if k]
+    sandboxes = pd.DataFrame(
+        [
+            (s.node, s.sandbox_id, s.tenant, json.dumps(s.labels, sort_keys=True), s.vcpu_milli, s.mem_max,
+             -1 if s.start_ms is None else s.start_ms, -1 if s.alloc_cursor is None else s.alloc_cursor, s.stopped, 0)
+            for s in kept
+        ],
+        columns=list(SANDBOX_COLUMNS),
+    )  # fmt: skip
+    sandboxes["last_ms"] = last[keep_sb]
+    metric_names = np.empty(len(acct._metric_ids), dtype=object)
+    for name, ix in acct._metric_ids.items():
+        metric_names[ix] = name
+    sub_names = np.empty(len(acct._sub_ids), dtype=object)
+    for name, ix in acct._sub_ids.items():
+        sub_names[ix] = name
+    sel = keep_sb[s_gid]
+    k = key[sel]
+    series = pd.DataFrame(
+        {
+            "node": gid_node[s_gid[sel]],
+            "sandbox_id": gid_sb[s_gid[sel]],
+            "metric": metric_names[((k >> np.uint64(16)) & np.uint64(0xFFFF)).astype(np.int64)],
+            "sub": sub_names[(k & np.uint64(0xFFFF)).astype(np.int64)],
+            "ts": acct.series.ts[sel],
+            "val": acct.series.val[sel],
+        }
+    )
+    return StateFrames(sandboxes, series)
+
+
+def import_state(acct: Accountant, state: StateFrames) -> None:
+    """Adds `state` to `acct`, whose state must not already hold these sandboxes."""
+    d = state.sandboxes
+    cols = [d[c].tolist() for c in SANDBOX_COLUMNS[:9]]
+    for node, sid, tenant, labels, vcpu, mem, start, cursor, stopped in zip(*cols, strict=True):  # per sandbox
+        s = acct._sandbox(str(node), str(sid), json.loads(labels))
+        s.tenant = str(tenant)
+        s.vcpu_milli, s.mem_max = int(vcpu), int(mem)
+        s.start_ms = None if start < 0 else int(start)
+        s.alloc_cursor = None if cursor < 0 else int(cursor)
+        s.stopped = bool(stopped)
+    ser = state.series
+    if not len(ser):
+        return
+    gid_of = {(s.node, s.sandbox_id): s.gid for s in acct._by_gid}
+    gid = np.array([gid_of[k] for k in zip(ser["node"].tolist(), ser["sandbox_id"].tolist(), strict=True)], np.uint64)
+    metrics, mix = np.unique(ser["metric"].to_numpy(str), return_inverse=True)
+    subs, six = np.unique(ser["sub"].to_numpy(str), return_inverse=True)
+    mid = acct._intern(acct._metric_ids, metrics.tolist(), 1 << 16)[mix]
+    sid = acct._intern(acct._sub_ids, subs.tolist(), 1 << 16)[six]
+    keys = (gid << np.uint64(32)) | (mid << np.uint64(16)) | sid
+    acct.series.update(keys, ser["ts"].to_numpy(np.int64), ser["val"].to_numpy(np.float64))
+
+
+def rebuilt(acct: Accountant, nodes: frozenset[str] | None = None, evict_before_ms: int | None = None) -> Accountant:
+    """A fresh Accountant holding `acct`'s state for `nodes`, minus evicted sandboxes."""
+    out = Accountant(acct.max_rate)
+    import_state(out, export_state(acct, nodes, evict_before_ms))
+    return out

@@ -39,6 +39,10 @@ class SeriesState:
             return np.full(keys.shape[0], -1, np.intp)
         return np.asarray(self._index.get_indexer(pd.Index(keys)), np.intp)
 
+    def keys(self) -> U64:
+        """The series keys, slot by slot."""
+        return np.asarray(self._index.to_numpy(), np.uint64)
+
     def take_ts(self, slots: npt.NDArray[np.intp]) -> I64:
         """Last timestamps at `slots`; -1 where the slot is -1 (unknown series)."""
         if not len(self):

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from pipeline.accounting import Accountant
+import pandas as pd
+
+from pipeline.accounting import Accountant, export_state, import_state, rebuilt
+from pipeline.checkpoint import decode_state, encode_state
 from sandmeter import names as n
 from sandmeter.builder import BatchBuilder
 from sandmeter.wire import EventKind, SampleBatch
@@ -82,3 +85,56 @@ def test_allocation_waits_for_spec() -> None:
     a = Accountant()
     t = totals(a, [batch(0, 1000, None, events=((EventKind.START, 0),)), batch(1, 2000, 10)])
     assert t["vcpu_alloc_mcpu_ms"] == 2000 * 2000
+
+
+def two_node_batches(seq: int, ts: int) -> list[SampleBatch]:
+    out = []
+    for node in ("node-1", "node-2"):
+        b = BatchBuilder(node)
+        for sb in ("sbA", "sbB"):
+            e = b.entity(f"{node}-{sb}", {"tenant": "acme", "cri_name": sb})
+            b.add(e, n.M_CG_CPU_USAGE_US, "", ts, 1000.0 * seq * (2 if sb == "sbA" else 1))
+            b.add(e, n.M_CG_MEM_CURRENT, "", ts, GIB)
+            b.add(e, n.M_KATA_NETDEV, 'interface="eth0",item="recv_bytes"', ts, 10.0 * seq)
+            b.add(e, n.M_SPEC_VCPU_MILLI, "", ts, 1000)
+            b.add(e, n.M_SPEC_MEM_BYTES, "", ts, GIB)
+            if seq == 0:
+                b.event(e, EventKind.START, ts - 100)
+        out.append(b.build(1, seq, ts))
+    return out
+
+
+def test_state_moves_between_processes_by_name() -> None:
+    first = [b for s in range(3) for b in two_node_batches(s, 1000 * (s + 1))]
+    later = [b for s in range(3, 6) for b in two_node_batches(s, 1000 * (s + 1))]
+    a = Accountant()
+    a.process(first)
+    moved = Accountant()
+    moved.process([two_node_batches(0, 1)[0]])  # a different interning order than `a`
+    moved = rebuilt(a)
+    expected = a.process(later).usage.sort_values(["sandbox_id", "end_ms"]).reset_index(drop=True)
+    got = moved.process(later).usage.sort_values(["sandbox_id", "end_ms"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected)
+    assert int(expected["cpu_used_us"].sum()) == 3 * 3000 * 2
+
+
+def test_checkpoint_of_one_node_round_trips_through_its_encoding() -> None:
+    a = Accountant()
+    a.process([b for s in range(2) for b in two_node_batches(s, 1000 * (s + 1))])
+    state = decode_state(encode_state(export_state(a, frozenset({"node-2"}))))
+    assert set(state.sandboxes["node"]) == {"node-2"} and set(state.series["node"]) == {"node-2"}
+    assert len(state.series) == 2 * 5  # cpu, mem, net and the two spec series of each sandbox
+    b = Accountant()
+    import_state(b, state)
+    assert {s.sandbox_id for s in b.sandboxes.values()} == {"node-2-sbA", "node-2-sbB"}
+    assert all(s.vcpu_milli == 1000 and s.start_ms == 900 for s in b.sandboxes.values())
+
+
+def test_stopped_sandboxes_are_evicted_after_the_lateness_window() -> None:
+    a = Accountant()
+    a.process(
+        [batch(0, 1000, 100, events=((EventKind.START, 500),)), batch(1, 2000, 200, events=((EventKind.STOP, 2000),))]
+    )
+    assert len(rebuilt(a, evict_before_ms=1500).sandboxes) == 1  # silent only since 2000: kept
+    gone = rebuilt(a, evict_before_ms=2001)
+    assert len(gone.sandboxes) == 0 and len(gone.series) == 0
