@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -10,7 +11,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
-from pipeline.accounting import Accountant
+from pipeline.accounting import Accountant, export_state, import_state, rebuilt
+from pipeline.checkpoint import Checkpoint
 from pipeline.writer import ClickHouseWriter, WriteError
 from sandmeter.clock import wall_ms
 from sandmeter.metrics import counter
@@ -31,6 +33,12 @@ FRESHNESS = "sandmeter_processor_freshness_seconds"
 LAG = "sandmeter_processor_consumer_lag"
 SERIES = "sandmeter_processor_series"
 WRITE_FAILURES = "sandmeter_processor_write_failures_total"
+CHECKPOINTS = "sandmeter_processor_checkpoints_total"
+CHECKPOINT_SECONDS = "sandmeter_processor_checkpoint_duration_seconds"
+EVICTED = "sandmeter_processor_evicted_sandboxes_total"
+STATE_BYTES = "sandmeter_processor_state_bytes"
+
+TP = tuple[str, int]  # (topic, partition)
 
 
 class ProcessorMetrics:
@@ -47,15 +55,24 @@ class ProcessorMetrics:
         self.freshness = Gauge(FRESHNESS, "Now minus the newest sample written", registry=registry)
         self.lag = Gauge(LAG, "Messages behind the partition end", ["partition"], registry=registry)
         self.series = Gauge(SERIES, "Series with accounting state", registry=registry)
+        self.state_bytes = Gauge(STATE_BYTES, "Memory held by the series state arrays", registry=registry)
+        self.checkpoints = counter(CHECKPOINTS, "Partition checkpoints written to ClickHouse", registry)
+        self.checkpoint_seconds = Histogram(CHECKPOINT_SECONDS, "Time to write one checkpoint", registry=registry)
+        self.evicted = counter(EVICTED, "Stopped sandboxes whose state was dropped after the lateness window", registry)
         for reason in ("unknown_version", "truncated", "corrupt", "processing_error"):
             self.dlq.labels(reason)
 
 
 class Processor:
-    """Polls, decodes (bad messages go to the DLQ), flushes by size or age.
+    """Polls, decodes (bad messages go to the DLQ), flushes by size or age, checkpoints.
 
-    Offsets are committed only after ClickHouse acknowledged the whole flush; a failed
-    write is retried with the identical rows until it succeeds or the processor stops.
+    A flush writes usage rows; a failed write is retried with the identical rows until it
+    succeeds or the processor stops. Every `checkpoint_interval_s` (and on revocation and
+    shutdown) the state of each partition's nodes and the offset after the last flush go to
+    ClickHouse, and only then are those offsets committed to Kafka. On assignment the
+    processor loads each partition's checkpoint and seeks to its offset, so after a crash
+    it replays exactly the batches whose rows may already be stored, from the state they
+    were computed from: identical rows, deduplicated by the table key.
     """
 
     def __init__(
@@ -76,7 +93,10 @@ class Processor:
         self.m = ProcessorMetrics(registry)
         self._pending: list[SampleBatch] = []
         self._pending_samples = 0
-        self._offsets: dict[Any, int] = {}
+        self._offsets: dict[TP, int] = {}  # read, not yet flushed
+        self._flushed: dict[TP, int] = {}  # covered by the accounting state, not yet checkpointed
+        self._node_part: dict[str, TP] = {}  # node -> its partition (the node id is the Kafka key)
+        self._last_checkpoint = time.monotonic()
         self._first_at = 0.0
         self.total_samples = 0
         self.total_batches = 0
@@ -92,6 +112,7 @@ class Processor:
                 self._first_at = time.monotonic()
             self._pending.append(batch)
             self._pending_samples += len(batch)
+            self._node_part[batch.node] = (msg.topic, msg.partition)
         self._offsets[(msg.topic, msg.partition)] = msg.offset + 1
 
     def _deadletter(self, msg: Any, reason: str, detail: str) -> None:
@@ -133,19 +154,10 @@ class Processor:
         if result is not None:
             now = self.clock_ms()
             late = self.acct.late_frame(result.late, now) if result.late is not None and len(result.late) else None
-            backoff = 0.5
-            while True:
-                t1 = time.perf_counter()
-                try:
-                    self.writer.write(batches, result, now, late)
-                    break
-                except WriteError as exc:
-                    self.m.write_failures.inc()
-                    log.error("ClickHouse write failed, retrying in %.1f s: %s", backoff, exc)
-                    # stopping mid-retry leaves offsets uncommitted: the batches are re-read
-                    if (stop or threading.Event()).wait(backoff):
-                        raise
-                    backoff = min(backoff * 2, 10.0)
+            t1 = time.perf_counter()
+            res = result
+            # stopping mid-retry leaves the offsets uncheckpointed: the batches are read again
+            self._retry("ClickHouse write", lambda: self.writer.write(batches, res, now, late), stop)
             self.m.insert_seconds.observe(time.perf_counter() - t1)
             self.m.samples.inc(result.samples)
             self.m.batches.inc(len(batches))
@@ -153,13 +165,17 @@ class Processor:
             self.m.clamped.inc(result.clamped)
             self.m.late.inc(0 if late is None else len(late))
             self.m.series.set(len(self.acct.series))
+            self.m.state_bytes.set(self.acct.series.nbytes())
             newest = max((int(b.ts_ms.max()) for b in batches if len(b)), default=now)
             self.m.freshness.set(max(0.0, (self.clock_ms() - newest) / 1000))
             self.total_samples += result.samples
             self.total_batches += len(batches)
-        self._commit()
+        self._flushed.update(self._offsets)
+        self._offsets = {}
         self._pending, self._pending_samples = [], 0
         self.m.flush_seconds.observe(time.perf_counter() - t0)
+        if time.monotonic() - self._last_checkpoint >= self.s.checkpoint_interval_s:
+            self.checkpoint(stop=stop)
 
     def _accountable(self, batches: list[SampleBatch]) -> list[SampleBatch]:
         """Drops (to the DLQ) the batches that the accounting itself rejects.
@@ -183,15 +199,107 @@ class Processor:
         self.acct.restore(base)
         return good
 
-    def _commit(self) -> None:
+    def _nodes(self, tp: TP) -> frozenset[str]:
+        return frozenset(nd for nd, p in self._node_part.items() if p == tp)
+
+    def _retry(self, what: str, fn: Callable[[], Any], stop: threading.Event | None) -> Any:
+        backoff = 0.5
+        while True:
+            try:
+                return fn()
+            except WriteError as exc:
+                self.m.write_failures.inc()
+                log.error("%s failed, retrying in %.1f s: %s", what, backoff, exc)
+                if (stop or threading.Event()).wait(backoff):
+                    raise
+                backoff = min(backoff * 2, 10.0)
+
+    def checkpoint(self, parts: list[TP] | None = None, stop: threading.Event | None = None) -> None:
+        """Saves the state and offsets of flushed partitions, then commits those offsets."""
+        self._last_checkpoint = time.monotonic()
+        todo = {tp: off for tp, off in self._flushed.items() if parts is None or tp in parts}
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        now = self.clock_ms()
+        self._evict(now)
+        cps = [Checkpoint(t, p, off, now, export_state(self.acct, self._nodes((t, p)))) for (t, p), off in todo.items()]
+        self._retry("checkpoint", lambda: self.writer.save_checkpoints(cps), stop)
+        for tp in todo:
+            self._flushed.pop(tp, None)
+        self.m.checkpoints.inc(len(cps))
+        self.m.checkpoint_seconds.observe(time.perf_counter() - t0)
+        self._commit(todo)
+
+    def _evict(self, now_ms: int) -> None:
+        stopped = sum(1 for s in self.acct.sandboxes.values() if s.stopped)
+        if not stopped:
+            return
+        before = len(self.acct.sandboxes)
+        self.acct = rebuilt(self.acct, evict_before_ms=now_ms - int(self.s.lateness_s * 1000))
+        gone = before - len(self.acct.sandboxes)
+        if gone:
+            self.m.evicted.inc(gone)
+            live = {s.node for s in self.acct.sandboxes.values()}
+            log.debug("evicted %d stopped sandboxes; %d nodes keep state", gone, len(live))
+
+    def _commit(self, offsets: dict[TP, int]) -> None:
+        """Kafka's committed offsets follow the checkpoints; the checkpoint is what counts."""
         from kafka import TopicPartition
         from kafka.structs import OffsetAndMetadata
 
-        if not self._offsets:
-            return
-        offsets = {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in self._offsets.items()}
-        self.consumer.commit(offsets)
-        self._offsets = {}
+        try:
+            self.consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
+        except Exception as exc:  # e.g. a rebalance in progress: the checkpoint holds the position
+            log.warning("offset commit failed (the checkpoint has them): %s", exc)
+
+    def on_assigned(self, tps: list[Any]) -> None:
+        """Loads each new partition's checkpoint: its nodes' state, and where to read from."""
+        by_topic: dict[str, list[int]] = {}
+        for tp in tps:
+            by_topic.setdefault(tp.topic, []).append(tp.partition)
+        for topic, parts in by_topic.items():
+            cps = self._retry(
+                "loading checkpoints", functools.partial(self.writer.load_checkpoints, topic, parts), None
+            )
+            for cp in cps.values():
+                nodes = frozenset(cp.state.sandboxes["node"].tolist())
+                self._drop_nodes(nodes)
+                import_state(self.acct, cp.state)
+                for nd in nodes:
+                    self._node_part[nd] = (cp.topic, cp.partition)
+                self._seek(cp)
+            log.info(
+                "assigned %s partitions %s; resumed %d from checkpoints (%d series)",
+                topic,
+                sorted(parts),
+                len(cps),
+                sum(len(c.state.series) for c in cps.values()),
+            )
+
+    def _seek(self, cp: Checkpoint) -> None:
+        from kafka import TopicPartition
+
+        self.consumer.seek(TopicPartition(cp.topic, cp.partition), cp.offset)
+
+    def on_revoked(self, tps: list[Any]) -> None:
+        """Flushes and checkpoints what was read, then forgets the partitions' nodes."""
+        if self._pending or self._offsets:
+            self.flush()
+        gone = [(tp.topic, tp.partition) for tp in tps]
+        self.checkpoint(parts=gone)
+        for tp in gone:
+            nodes = self._nodes(tp)
+            self._drop_nodes(nodes)
+            for nd in nodes:
+                del self._node_part[nd]
+        if gone:
+            log.info("revoked partitions %s", sorted(p for _, p in gone))
+
+    def _drop_nodes(self, nodes: frozenset[str]) -> None:
+        held = {s.node for s in self.acct.sandboxes.values()}
+        if held & nodes:
+            self.acct = rebuilt(self.acct, nodes=frozenset(held - nodes))
 
     def update_lag(self) -> None:
         try:
@@ -228,6 +336,7 @@ class Processor:
                 )
         if self._pending or self._offsets:
             self.flush()
+        self.checkpoint()
 
     def close(self) -> None:
         """Leaves the consumer group at once, so its partitions move without a session timeout."""
@@ -241,7 +350,6 @@ def build_processor(s: ProcessorSettings, registry: CollectorRegistry) -> Proces
     from pipeline.writer import client
 
     consumer = KafkaConsumer(
-        s.topic,
         bootstrap_servers=s.kafka_bootstrap,
         group_id=s.group_id,
         enable_auto_commit=False,
@@ -252,4 +360,20 @@ def build_processor(s: ProcessorSettings, registry: CollectorRegistry) -> Proces
     )
     producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
     writer = ClickHouseWriter(client(s.clickhouse_host, s.clickhouse_port, s.clickhouse_database), s.keep_raw_samples)
-    return Processor(s, consumer, producer, writer, registry)
+    proc = Processor(s, consumer, producer, writer, registry)
+    consumer.subscribe([s.topic], listener=_listener(proc))
+    return proc
+
+
+def _listener(proc: Processor) -> Any:
+    """kafka-python's ConsumerRebalanceListener, calling into the processor."""
+    from kafka import ConsumerRebalanceListener
+
+    class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            proc.on_revoked(list(revoked))
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            proc.on_assigned(list(assigned))
+
+    return Rebalance()

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.accounting import USAGE_COLUMNS, Result
+from pipeline.checkpoint import Checkpoint, decode_state, encode_state
 from sandmeter import names as n
 from sandmeter.wire import SampleBatch
 
@@ -94,3 +95,31 @@ class ClickHouseWriter:
             self._insert(n.T_LIFECYCLE, life)
         if late is not None:
             self._insert(n.T_LATE, late)
+
+    def save_checkpoints(self, cps: Sequence[Checkpoint]) -> None:
+        df = pd.DataFrame(
+            {
+                "topic": [c.topic for c in cps],
+                "partition": np.array([c.partition for c in cps], np.uint32),
+                "offset": np.array([c.offset for c in cps], np.uint64),
+                "saved_ms": np.array([c.saved_ms for c in cps], np.uint64),
+                "series": np.array([len(c.state.series) for c in cps], np.uint64),
+                "state": [encode_state(c.state) for c in cps],
+            }
+        )
+        self._insert(n.T_CHECKPOINTS, df)
+
+    def load_checkpoints(self, topic: str, partitions: Sequence[int]) -> dict[int, Checkpoint]:
+        """The newest checkpoint of each of `partitions` that has one."""
+        if not partitions:
+            return {}
+        try:
+            rows = self.ch.execute(
+                f"SELECT partition, offset, saved_ms, state FROM {n.T_CHECKPOINTS} "
+                "WHERE topic = %(topic)s AND partition IN %(parts)s "
+                "ORDER BY partition, offset DESC LIMIT 1 BY partition",
+                {"topic": topic, "parts": tuple(int(p) for p in partitions)},
+            )
+        except Exception as exc:
+            raise WriteError(f"reading checkpoints: {exc}") from exc
+        return {int(p): Checkpoint(topic, int(p), int(o), int(t), decode_state(str(st))) for p, o, t, st in rows}

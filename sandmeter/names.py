@@ -20,6 +20,7 @@ T_LIFECYCLE: Final = "sandbox_lifecycle"
 T_BATCHES: Final = "ingested_batches"
 T_HEALTH: Final = "health_events"
 T_LATE: Final = "late_samples"
+T_CHECKPOINTS: Final = "processor_checkpoints"
 
 # Sample metric names on the wire (the collector's own view, before accounting).
 # cgroup v2, summed over the sandbox's pod cgroup and its kata_overhead cgroup.

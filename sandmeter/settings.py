@@ -75,6 +75,11 @@ class ProcessorSettings(_Base):
     flush_max_samples: int = Field(200_000, gt=0)
     flush_interval_s: float = Field(1.0, gt=0)
     keep_raw_samples: bool = True
+    # state and offsets go to ClickHouse this often; Kafka offsets are committed after them
+    checkpoint_interval_s: float = Field(10.0, ge=0)
+    # samples this much older than their series' state are late; stopped sandboxes' state is
+    # dropped once they have been silent this long
+    lateness_s: float = Field(600.0, gt=0)
     max_counter_rate_per_s: float = 1e12
     metrics_port: int = Field(9465, ge=0, le=65535)
     status_every_s: float = 30.0

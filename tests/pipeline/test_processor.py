@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
 from pipeline.accounting import Accountant, Result
+from pipeline.checkpoint import Checkpoint
 from pipeline.processor import Processor
 from pipeline.writer import WriteError
 from sandmeter import names as n
@@ -46,6 +48,10 @@ class FakeProducer:
 class FakeConsumer:
     def __init__(self) -> None:
         self.commits: list[dict[Any, Any]] = []
+        self.seeks: dict[tuple[str, int], int] = {}
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.seeks[tp.topic, tp.partition] = offset
 
     def commit(self, offsets: dict[Any, Any]) -> None:
         self.commits.append(offsets)
@@ -58,12 +64,23 @@ class FakeWriter:
     def __init__(self, fail_times: int = 0) -> None:
         self.fail_times = fail_times
         self.writes: list[Result] = []
+        self.checkpoints: list[Checkpoint] = []
 
     def write(self, batches: list[SampleBatch], result: Result, now_ms: int, late: Any = None) -> None:
         if self.fail_times:
             self.fail_times -= 1
             raise WriteError("clickhouse down")
         self.writes.append(result)
+
+    def save_checkpoints(self, cps: list[Checkpoint]) -> None:
+        self.checkpoints.extend(cps)
+
+    def load_checkpoints(self, topic: str, partitions: list[int]) -> dict[int, Checkpoint]:
+        out = {}
+        for c in self.checkpoints:  # the newest offset wins, as in the table
+            if c.topic == topic and c.partition in partitions and c.offset >= out.get(c.partition, c).offset:
+                out[c.partition] = c
+        return out
 
 
 def batch(node: str, seq: int, ts: int, cpu: float) -> bytes:
@@ -81,7 +98,8 @@ REGISTRY: dict[int, CollectorRegistry] = {}
 
 def make(writer: FakeWriter) -> tuple[Processor, FakeProducer, FakeConsumer]:
     prod, cons, reg = FakeProducer(), FakeConsumer(), CollectorRegistry()
-    p = Processor(ProcessorSettings(), cons, prod, writer, reg, clock_ms=lambda: 10_000)  # type: ignore[arg-type]
+    s = ProcessorSettings(checkpoint_interval_s=0)  # every flush checkpoints and commits
+    p = Processor(s, cons, prod, writer, reg, clock_ms=lambda: 10_000)  # type: ignore[arg-type]
     REGISTRY[id(p)] = reg
     return p, prod, cons
 
@@ -128,3 +146,44 @@ def test_close_leaves_the_group_without_committing_unflushed_offsets() -> None:
     p, prod, cons = make(FakeWriter())
     p.close()
     assert cons.closed_with_autocommit is False and prod.closed
+
+
+@dataclass(frozen=True)
+class TP:
+    topic: str
+    partition: int
+
+
+def test_a_partition_moves_with_its_state_and_offset() -> None:
+    w = FakeWriter()
+    a, _, _ = make(w)
+    for i, (node, part) in enumerate([("n1", 0), ("n2", 1)]):
+        a.handle(Msg(batch(node, 0, 1000, 100), 10 + i, partition=part))
+    a.flush()
+    a.handle(Msg(batch("n2", 1, 2000, 400), 12, partition=1))
+    a.on_revoked([TP("t", 1)])  # flushes, checkpoints partition 1, forgets n2
+    assert {s.node for s in a.acct.sandboxes.values()} == {"n1"}
+    b, _, cons = make(w)
+    b.on_assigned([TP("t", 1)])
+    assert cons.seeks == {("t", 1): 13} and {s.node for s in b.acct.sandboxes.values()} == {"n2"}
+    b.handle(Msg(batch("n2", 2, 3000, 1000), 13, partition=1))
+    b.flush()
+    # n2's counter continues from the moved state: 600 more, not the whole 1000 again
+    assert int(w.writes[-1].usage["cpu_used_us"].sum()) == 600
+
+
+def test_checkpoint_then_replay_after_a_crash_writes_identical_rows() -> None:
+    w = FakeWriter()
+    a, _, _ = make(w)
+    a.handle(Msg(batch("n1", 0, 1000, 100), 0))
+    a.flush()  # checkpoint at offset 1
+    a.s = a.s.model_copy(update={"checkpoint_interval_s": 3600.0})
+    a.handle(Msg(batch("n1", 1, 2000, 300), 1))
+    a.flush()  # written, then the process dies before the next checkpoint
+    crashed_rows = w.writes[-1].usage
+    b, _, cons = make(w)
+    b.on_assigned([TP("t", 0)])
+    assert cons.seeks == {("t", 0): 1}
+    b.handle(Msg(batch("n1", 1, 2000, 300), 1))
+    b.flush()
+    pd.testing.assert_frame_equal(w.writes[-1].usage, crashed_rows)
