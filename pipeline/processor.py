@@ -322,6 +322,8 @@ class Processor:
             if self.due():
                 self.flush(stop)
             now = time.monotonic()
+            if self._flushed and now - self._last_checkpoint >= self.s.checkpoint_interval_s:
+                self.checkpoint(stop=stop)  # the stream went quiet after the last flush
             if now - last_lag >= 5:
                 last_lag = now
                 self.update_lag()

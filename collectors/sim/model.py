@@ -210,6 +210,7 @@ class Fleet:
         return sb
 
     def stop_sandbox(self, sb: SimSandbox, now_ms: int) -> None:
+        """Stops `sb` at `now_ms`; stopping it again later moves the stop (and its usage) on."""
         sb.advance(now_ms)
         for f in self.faults:
             if f.sandbox is sb and f.end_ms is None:  # a fault ends with its sandbox

@@ -131,6 +131,9 @@ class Simulator:
 
     def _stop_files(self, sb: SimSandbox, now: int) -> None:
         tree = self.trees[sb.node]
+        # the true stop is stamped here, just before the directory goes, not at the start of
+        # a tick that first rewrites every other sandbox's files
+        self.fleet.stop_sandbox(sb, max(now, self.clock_ms()))
         tree.update(sb)  # final counters stay readable for the collector's last sample
         tree.remove_sandbox_dir(sb)
         tree.remove_proc(sb)
@@ -157,7 +160,6 @@ class Simulator:
                 sb.advance(now)
             self.fleet.now_ms = now
             for sb in self.fleet.live():
-                self.fleet.stop_sandbox(sb, now)
                 self._stop_files(sb, now)
 
     def truth(self) -> dict[str, Any]:

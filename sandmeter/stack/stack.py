@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -137,7 +138,7 @@ def broker_process(state_dir: Path, port: int) -> ManagedProcess:
     )
 
 
-def create_topics(bootstrap: str, partitions: int = 4) -> None:
+def create_topics(bootstrap: str, partitions: int = 4, topics: Sequence[str] = ALL_TOPICS) -> None:
     """Creates the topics that do not exist yet (all of them on a restarted, empty broker)."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -146,7 +147,7 @@ def create_topics(bootstrap: str, partitions: int = 4) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in ALL_TOPICS if t not in existing]
+        new = [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics if t not in existing]
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new)

@@ -7,12 +7,16 @@ storage is memory: it keeps nothing). A consumer reads throughout.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import tempfile
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -21,6 +25,7 @@ from collectors.agent import CollectorAgent, build_agent, run_agent
 from collectors.sim.model import FleetSpec
 from collectors.sim.runner import Simulator
 from collectors.sink import SPOOL_DEPTH
+from collectors.spool import SpoolRecord
 from sandmeter.names import TOPIC_SAMPLES
 from sandmeter.settings import CollectorSettings
 from sandmeter.stack import broker_process, create_topics
@@ -33,37 +38,47 @@ NODES, PER_NODE, INTERVAL_S, OUTAGE_S = 10, 50, 2.0, 30.0
 
 
 class Reader(threading.Thread):
-    """Reads every partition from the start, whatever the broker's state; keeps batch ids in order."""
+    """Reads every partition from the start; keeps batch ids in the order read.
+
+    While `paused` it holds no consumer. The broker keeps nothing across a restart, so on
+    resuming it reads the new log from its beginning with a new consumer: an old consumer's
+    offsets would point into the middle of the new log.
+    """
 
     def __init__(self, bootstrap: str) -> None:
         super().__init__(name="reader", daemon=True)
         self.bootstrap = bootstrap
         self.seen: list[str] = []
         self.stop = threading.Event()
-        self.rewind = threading.Event()
+        self.paused = threading.Event()
 
-    def run(self) -> None:
+    def _consumer(self) -> Any:
         from kafka import KafkaConsumer, TopicPartition
 
         c = KafkaConsumer(
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",  # the restarted broker's offsets begin at 0 again
-            consumer_timeout_ms=500,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=300,
             request_timeout_ms=6000,
-            reconnect_backoff_max_ms=1000,
         )
         c.assign([TopicPartition(TOPIC_SAMPLES, p) for p in range(4)])
+        return c
+
+    def run(self) -> None:
+        c = None
         while not self.stop.is_set():
-            if self.rewind.is_set():  # the broker lost its log: its offsets start again at 0
-                self.rewind.clear()
-                c.seek_to_beginning()
-            try:
-                for msg in c:
-                    self.seen.append(dict(msg.headers)[BATCH_ID_KEY].decode())
-            except Exception:  # the broker is away: try again, as any consumer would
-                time.sleep(0.5)
-        c.close()
+            if self.paused.is_set():
+                if c is not None:
+                    c.close()
+                    c = None
+                time.sleep(0.1)
+                continue
+            c = c or self._consumer()
+            for msg in c:
+                self.seen.append(dict(msg.headers)[BATCH_ID_KEY].decode())
+        if c is not None:
+            c.close()
 
 
 def wait_for(cond: object, timeout_s: float, what: str) -> None:
@@ -71,6 +86,37 @@ def wait_for(cond: object, timeout_s: float, what: str) -> None:
     while not cond():  # type: ignore[operator]
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
+
+
+def spooled(spool_root: Path) -> set[str]:
+    """Batch ids still waiting in the collectors' spools (not yet acknowledged)."""
+    out = set()
+    for f in spool_root.glob("*/*.smb"):
+        with contextlib.suppress(OSError, ValueError):
+            out.add(SpoolRecord.from_bytes(f.read_bytes()).batch_id)
+    return out
+
+
+def kill_once_caught_up(broker: ManagedProcess, reader: Reader, produced: Any, spool_root: Path) -> None:
+    """Kills the broker at a moment when the reader has every batch the broker acknowledged.
+
+    The broker keeps its log in memory, so a batch it acknowledged but the reader had not
+    fetched yet would die with it; no producer can resend what the broker confirmed. So the
+    broker is frozen (SIGSTOP: no more acknowledgements), and killed only if everything
+    that left the spools is already read; otherwise it runs on briefly and is frozen again.
+    """
+    pid = broker.pid()
+    assert pid is not None
+    for _ in range(50):
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(0.3)  # acknowledgements already on the wire reach the sinks
+        acked = produced() - spooled(spool_root)
+        if acked <= set(reader.seen):
+            os.kill(pid, signal.SIGKILL)
+            return
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(0.2)
+    raise AssertionError("the reader never caught up with the broker")
 
 
 @pytest.fixture
@@ -119,10 +165,11 @@ def test_every_batch_arrives_in_order_through_a_broker_restart(tmp_path: Path, f
 
     try:
         time.sleep(8)
-        wait_for(lambda: produced() <= set(reader.seen), 60, "the reader to catch up")
         before_outage = len(produced())
 
-        broker.stop()
+        kill_once_caught_up(broker, reader, produced, tmp_path / "spool")
+        reader.paused.set()
+        broker.stop()  # already dead: clears its pid file
         made_before = len(produced())
         time.sleep(OUTAGE_S)
         made_during = len(produced()) - made_before
@@ -130,11 +177,13 @@ def test_every_batch_arrives_in_order_through_a_broker_restart(tmp_path: Path, f
         assert spooled() >= made_during, "every batch made during the outage waits in a spool"
         broker.start(30)  # empty: no topics, no offsets
         create_topics(bootstrap)
-        reader.rewind.set()
+        reader.paused.clear()
         wait_for(lambda: spooled() == 0, 120, "the spools to drain")
         stop.set()
         for t in threads:
             t.join(timeout=30)
+        for a in agents:
+            a.close()  # the watchers too: a stop seen now would make one more batch
         made = produced()
         wait_for(lambda: made <= set(reader.seen), 60, "every batch to reach the reader")
     finally:

@@ -1,0 +1,180 @@
+"""Exactly once through a SIGKILL: real collectors -> Tansu -> `sandmeter process` processes
+-> ClickHouse, with the first processor killed -9 mid-run and two instances taking over.
+
+Runs in its own ClickHouse database and topics, so other tests' data cannot mix in.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from collectors.agent import CollectorAgent, build_agent, run_agent
+from collectors.sim.model import FleetSpec
+from collectors.sim.runner import Simulator
+from pipeline.migrate import migrate
+from pipeline.processor import BATCHES, CHECKPOINTS
+from pipeline.writer import client
+from sandmeter.clock import wall_ms
+from sandmeter.settings import CollectorSettings
+from sandmeter.stack import Stack, create_topics
+from sandmeter.stack.procs import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+class Processors:
+    """`sandmeter process` child processes sharing one consumer group."""
+
+    def __init__(self, stack: Stack, db: str, topic: str, group: str, logs: Path) -> None:
+        self.env = {
+            **os.environ,
+            "SANDMETER_PROCESSOR_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+            "SANDMETER_PROCESSOR_TOPIC": topic,
+            "SANDMETER_PROCESSOR_DEADLETTER_TOPIC": topic + ".dlq",
+            "SANDMETER_PROCESSOR_GROUP_ID": group,
+            "SANDMETER_PROCESSOR_CLICKHOUSE_PORT": str(stack.settings.clickhouse_tcp_port),
+            "SANDMETER_PROCESSOR_CLICKHOUSE_DATABASE": db,
+            "SANDMETER_PROCESSOR_METRICS_PORT": "0",
+            "SANDMETER_PROCESSOR_FLUSH_INTERVAL_S": "0.5",
+            "SANDMETER_PROCESSOR_CHECKPOINT_INTERVAL_S": "6",
+        }
+        self.logs = logs
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, metrics_port: int = 0) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"processor-{len(self.procs)}.log", "wb")  # noqa: SIM115 - the child owns it
+        env = {**self.env, "SANDMETER_PROCESSOR_METRICS_PORT": str(metrics_port)}
+        p = subprocess.Popen([sys.executable, "-m", "sandmeter.cli", "process"], env=env, stdout=log, stderr=log)
+        self.procs.append(p)
+        return p
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def metric(port: int, name: str) -> float:
+    import urllib.request
+
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return -1.0
+    return next((float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")), -1.0)
+
+
+def group_caught_up(bootstrap: str, group: str, topic: str) -> bool:
+    from kafka import KafkaConsumer, TopicPartition
+
+    # a consumer that names the group but never subscribes reads its offsets without joining
+    cons = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in range(4)]
+        ends = cons.end_offsets(parts)
+        return all((cons.committed(tp) or 0) >= end for tp, end in ends.items())
+    finally:
+        cons.close(autocommit=False)
+
+
+@pytest.fixture
+def db(stack: Stack) -> Iterator[tuple[str, Any]]:
+    name = f"eo_{uuid.uuid4().hex[:8]}"
+    ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
+    ch.execute(f"CREATE DATABASE {name}")
+    dbc = client("127.0.0.1", stack.settings.clickhouse_tcp_port, name)
+    migrate(dbc, wall_ms())
+    yield name, dbc
+    ch.execute(f"DROP DATABASE {name}")
+
+
+def test_sigkill_and_two_instances_give_ground_truth_exactly(stack: Stack, db: tuple[str, Any], tmp_path: Path) -> None:
+    name, ch = db
+    topic = f"samples-{name}"
+    create_topics(stack.kafka_bootstrap, 4, (topic, topic + ".dlq"))
+    procs = Processors(stack, name, topic, f"group-{name}", tmp_path)
+    spec = FleetSpec(nodes=4, sandboxes=16, tenants=3, churn_per_min=20, reset_per_min=0, seed=5)
+    sim = Simulator(tmp_path / "fleet", spec)
+    sim.start()
+    stop = threading.Event()
+    agents: list[CollectorAgent] = []
+    threads = []
+    for nd in sim.describe()["nodes"]:
+        cs = CollectorSettings(
+            node_id=nd["node_id"], kafka_bootstrap=stack.kafka_bootstrap, topic=topic,
+            cgroup_root=Path(nd["cgroup_root"]), proc_root=Path(nd["proc_root"]),
+            sandbox_dirs=(Path(nd["sandbox_dir"]),), bundle_dirs=(Path(nd["bundle_dir"]),),
+            kata_monitor_url=nd["kata_monitor_url"], spool_dir=tmp_path / "spool", spool_fsync=False,
+        )  # fmt: skip
+        agent = build_agent(cs, CollectorRegistry())
+        agents.append(agent)
+        threads.append(threading.Thread(target=run_agent, args=(agent, 0.5, stop, 60.0), daemon=True))
+    for t in threads:
+        t.start()
+    try:
+        port = free_port()
+        first = procs.start(metrics_port=port)
+        deadline = time.monotonic() + 60
+        while metric(port, CHECKPOINTS) < 1:  # one checkpoint, then flushes that are not in one
+            assert time.monotonic() < deadline, "no checkpoint from the first processor"
+            time.sleep(0.2)
+        saved, flushed = metric(port, CHECKPOINTS), metric(port, BATCHES)
+        time.sleep(2.5)
+        assert metric(port, CHECKPOINTS) == saved and metric(port, BATCHES) > flushed
+        first.send_signal(signal.SIGKILL)  # no flush, no checkpoint, no leaving the group
+        first.wait(timeout=10)
+        procs.start()
+        procs.start()  # two instances share the four partitions from here on
+        time.sleep(12)
+        sim.drain()
+        time.sleep(2)  # the watchers see the stops and send the final samples
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        for a in agents:
+            a.close()
+            a.sink.close(timeout_s=30)
+        deadline = time.monotonic() + 90
+        while not group_caught_up(stack.kafka_bootstrap, f"group-{name}", topic):
+            assert time.monotonic() < deadline, "the processors did not catch up"
+            time.sleep(1)
+    finally:
+        stop.set()
+        procs.stop_all()
+        truth = sim.stop()
+
+    assert first.returncode == -signal.SIGKILL
+    rows = ch.execute(
+        "SELECT tenant, sum(cpu_used_us), sum(io_read_bytes), sum(vcpu_alloc_mcpu_ms), sum(mem_used_byte_ms) "
+        "FROM usage_intervals FINAL GROUP BY tenant"
+    )
+    got = {r[0]: [int(x) for x in r[1:]] for r in rows}
+    raw, final = ch.execute("SELECT count(), uniqExact(tenant, sandbox_id, end_ms) FROM usage_intervals")[0]
+    print(f"usage rows {raw}, distinct {final}: {raw - final} replayed after the kill")
+    assert raw > final, "the kill left written rows to replay, and they were replayed"
+    assert set(got) == set(truth["tenants"])
+    for tenant, t in truth["tenants"].items():
+        cpu, io, alloc, mem = got[tenant]
+        assert cpu == t["cpu_used_us"], tenant  # exact, to the microsecond
+        assert io == t["io_read_bytes"], tenant
+        lifetimes = sum(1 for s in truth["sandboxes"] if s["tenant"] == tenant)
+        # allocation: within 10 ms of each sandbox's lifetime at its largest size (2 vCPU)
+        assert abs(alloc - t["vcpu_alloc_mcpu_ms"]) <= 10 * 2000 * lifetimes, (tenant, alloc, t["vcpu_alloc_mcpu_ms"])
+        assert abs(mem - t["mem_used_byte_ms"]) <= t["mem_used_byte_ms"] // 1000, (tenant, mem, t["mem_used_byte_ms"])
