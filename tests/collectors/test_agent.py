@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -60,4 +62,33 @@ def test_unencodable_batch_counted_not_fatal_and_seq_kept(tmp_path: Path) -> Non
     a._pending.clear()
     a.scrape()
     assert [b.seq for b in sink.batches] == [0]  # no gap: a dropped batch used no sequence number
+    a.close()
+
+
+class HungSource(FixedSource):
+    """A kata-monitor that accepted the connection and never answers."""
+
+    def __init__(self) -> None:
+        super().__init__("kata_monitor", 1_000_000)
+        self.release = threading.Event()
+        self.calls = 0
+
+    def read(self, sandboxes: frozenset[str]) -> Reading:
+        self.calls += 1
+        self.release.wait(30)
+        return super().read(sandboxes)
+
+
+def test_a_hung_source_never_delays_the_others(tmp_path: Path) -> None:
+    hung = HungSource()
+    a, sink, reg = agent(tmp_path, hung, FixedSource("host", 1_000_000))
+    a.source_timeout_s = 0.2
+    for _ in range(3):
+        t0 = time.monotonic()
+        a.scrape()
+        assert time.monotonic() - t0 < 1.0  # the timeout, not the hung read, bounds a scrape
+    assert [len(b) for b in sink.batches] == [1, 1, 1]  # host metrics every time
+    assert hung.calls == 1  # still stuck: not asked again, no pile of blocked threads
+    assert reg.get_sample_value(SCRAPE_ERRORS, {"source": "kata_monitor"}) == 3
+    hung.release.set()
     a.close()
