@@ -1,0 +1,174 @@
+"""Processor throughput: pre-encoded batches through decode -> accounting -> ClickHouse insert.
+
+Feeds `Processor.handle` directly (no broker), so this measures the processor itself, and
+writes into a real ClickHouse started in a temp dir. Batches look like real scrapes: 50
+sandboxes per node, 300 series per sandbox of which 7 are accounted (CPU, memory, IO,
+network, spec), one scrape per node every 5 s.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from pipeline.migrate import migrate
+from pipeline.processor import Processor
+from pipeline.writer import ClickHouseWriter, client
+from sandmeter import names as n
+from sandmeter.builder import BatchBuilder
+from sandmeter.clock import wall_ms
+from sandmeter.settings import ProcessorSettings, StackSettings
+from sandmeter.stack import Stack
+from sandmeter.stack.procs import free_port
+from sandmeter.wire import Encoder, EventKind, decode
+
+SANDBOXES, EXTRA_SERIES = 50, 293
+BASE_MS = 1_800_000_000_000
+
+
+@dataclass
+class Msg:
+    value: bytes
+    offset: int
+    key: bytes
+    topic: str = "bench"
+    partition: int = 0
+
+
+class NoKafka:
+    def commit(self, offsets: object) -> None:
+        pass
+
+    def send(self, *a: object, **k: object) -> None:
+        raise AssertionError("no dead letters expected")
+
+
+def encoded_batches(nodes: int, scrapes: int) -> list[Msg]:
+    enc, rng, out = Encoder(), np.random.default_rng(3), []
+    subs = [f'item="k{i}"' for i in range(EXTRA_SERIES)]
+    for s in range(scrapes):
+        ts = BASE_MS + s * 5000
+        for nd in range(nodes):
+            b = BatchBuilder(f"node-{nd:03d}")
+            for i in range(SANDBOXES):
+                e = b.entity(f"sb-{nd:03d}-{i:02d}", {"tenant": f"tenant-{i % 20}"})
+                b.add(e, n.M_CG_CPU_USAGE_US, "", ts, float(s * 5_000_000 + i))
+                b.add(e, n.M_CG_MEM_CURRENT, "", ts, float(1 << 28))
+                b.add(e, n.M_CG_IO_RBYTES, "", ts, float(s * 4096))
+                b.add(e, n.M_CG_IO_WBYTES, "", ts, float(s * 2048))
+                b.add(e, n.M_KATA_NETDEV, 'interface="eth0",item="recv_bytes"', ts, float(s * 1500))
+                b.add(e, n.M_SPEC_VCPU_MILLI, "", ts, 1000.0)
+                b.add(e, n.M_SPEC_MEM_BYTES, "", ts, float(1 << 30))
+                b.add_many(
+                    e, "kata_guest_vm_stat", subs, ts, rng.integers(0, 1 << 30, EXTRA_SERIES).astype(float).tolist()
+                )
+                if s == 0:
+                    b.event(e, EventKind.START, ts - 1000)
+            out.append(Msg(enc.encode(b.build(1, s, ts)), len(out), b.node.encode()))
+    return out
+
+
+def run(ch_port: int, msgs: list[Msg], keep_raw: bool, db: str) -> tuple[float, int]:
+    ch = client("127.0.0.1", ch_port, "default")
+    ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+    dbc = client("127.0.0.1", ch_port, db)
+    migrate(dbc, wall_ms())
+    s = ProcessorSettings(flush_max_samples=500_000, checkpoint_interval_s=3600, keep_raw_samples=keep_raw)
+    p = Processor(s, NoKafka(), NoKafka(), ClickHouseWriter(dbc, keep_raw), CollectorRegistry())
+    t0 = time.perf_counter()
+    for m in msgs:
+        p.handle(m)
+        if p._pending_samples >= s.flush_max_samples:
+            p.flush()
+    p.flush()
+    p.checkpoint()
+    elapsed = time.perf_counter() - t0
+    ch.execute(f"DROP DATABASE {db}")
+    return elapsed, p.total_samples
+
+
+def through_broker(stack: Stack, msgs: list[Msg], keep_raw: bool) -> tuple[float, int]:
+    """The same batches produced to the local broker first, then consumed by a real processor."""
+    import threading
+
+    from kafka import KafkaProducer
+
+    from pipeline.processor import build_processor
+    from sandmeter.stack import create_topics
+
+    db, topic = "bench_broker", f"bench-{wall_ms()}"
+    create_topics(stack.kafka_bootstrap, 4, (topic, topic + ".dlq"))
+    prod = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all", linger_ms=5)
+    for m in msgs:
+        prod.send(topic, key=m.key, value=m.value)
+    prod.flush()
+    prod.close()
+    ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
+    ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+    migrate(client("127.0.0.1", stack.settings.clickhouse_tcp_port, db), wall_ms())
+    s = ProcessorSettings(
+        kafka_bootstrap=stack.kafka_bootstrap, topic=topic, deadletter_topic=topic + ".dlq", group_id=topic,
+        clickhouse_port=stack.settings.clickhouse_tcp_port, clickhouse_database=db, metrics_port=0,
+        flush_max_samples=500_000, keep_raw_samples=keep_raw,
+    )  # fmt: skip
+    p = build_processor(s, CollectorRegistry())
+    stop = threading.Event()
+    expected = sum(len(decode(m.value)) for m in msgs)
+    th = threading.Thread(target=p.run, args=(stop,), daemon=True)
+    t0 = time.perf_counter()
+    th.start()
+    first: tuple[float, int] | None = None  # (time, samples) at the first flush: the group has joined
+    while p.total_samples < expected and time.perf_counter() - t0 < 600:
+        if first is None and p.total_samples:
+            first = (time.perf_counter(), p.total_samples)
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - t0
+    if first is not None:
+        steady = (p.total_samples - first[1]) / max(1e-9, time.perf_counter() - first[0])
+        print(f"  after the group join (from the first flush on): {steady / 1e6:.2f} M samples/s")
+    stop.set()
+    th.join(timeout=60)
+    p.close()
+    ch.execute(f"DROP DATABASE {db}")
+    return elapsed, p.total_samples
+
+
+def main(nodes: int = 20, scrapes: int = 10, repeats: int = 3) -> None:
+    msgs = encoded_batches(nodes, scrapes)
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack(
+            StackSettings(
+                state_dir=Path(tmp), kafka_port=free_port(), clickhouse_tcp_port=free_port(),
+                clickhouse_http_port=free_port(),
+            )
+        )  # fmt: skip
+        stack.up()
+        try:
+            for keep_raw in (False, True):
+                rates = []
+                for r in range(repeats):
+                    elapsed, samples = run(stack.settings.clickhouse_tcp_port, msgs, keep_raw, f"bench_{r}")
+                    rates.append(samples / elapsed)
+                print(
+                    f"processor ({len(msgs)} batches, {samples} samples, raw table {'on' if keep_raw else 'off'}): "
+                    f"median {statistics.median(rates) / 1e6:.2f} M samples/s over {repeats} runs "
+                    f"({', '.join(f'{x / 1e6:.2f}' for x in rates)})"
+                )
+            elapsed, samples = through_broker(stack, msgs, keep_raw=False)
+            print(
+                f"processor through the local broker (group join included, raw table off): {samples} samples in "
+                f"{elapsed:.1f} s = {samples / elapsed / 1e6:.2f} M samples/s, "
+                f"{sum(len(m.value) for m in msgs) / elapsed / 1e6:.1f} MB/s from Tansu"
+            )
+        finally:
+            stack.down()
+
+
+if __name__ == "__main__":
+    main()
