@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from pipeline.accounting import Accountant, export_state, import_state, rebuilt
 from pipeline.checkpoint import Checkpoint
+from pipeline.health import HealthDetector, HealthEvent
 from pipeline.writer import ClickHouseWriter, WriteError
 from sandmeter.clock import wall_ms
 from sandmeter.metrics import counter
@@ -37,6 +38,9 @@ CHECKPOINTS = "sandmeter_processor_checkpoints_total"
 CHECKPOINT_SECONDS = "sandmeter_processor_checkpoint_duration_seconds"
 EVICTED = "sandmeter_processor_evicted_sandboxes_total"
 STATE_BYTES = "sandmeter_processor_state_bytes"
+INCIDENTS_OPEN = "sandmeter_health_open_incidents"
+INCIDENT = "sandmeter_health_incident_open"
+HEALTH_EVENTS = "sandmeter_health_events_total"
 
 TP = tuple[str, int]  # (topic, partition)
 
@@ -59,6 +63,12 @@ class ProcessorMetrics:
         self.checkpoints = counter(CHECKPOINTS, "Partition checkpoints written to ClickHouse", registry)
         self.checkpoint_seconds = Histogram(CHECKPOINT_SECONDS, "Time to write one checkpoint", registry=registry)
         self.evicted = counter(EVICTED, "Stopped sandboxes whose state was dropped after the lateness window", registry)
+        self.open_incidents = Gauge(INCIDENTS_OPEN, "Open health incidents", ["kind"], registry=registry)
+        self.incident = Gauge(
+            INCIDENT, "1 while this incident is open (for Alertmanager)", ["kind", "node", "sandbox_id", "tenant"],
+            registry=registry,
+        )  # fmt: skip
+        self.health_events = counter(HEALTH_EVENTS, "Incident opens and closes", registry, ["kind", "event"])
         for reason in ("unknown_version", "truncated", "corrupt", "processing_error"):
             self.dlq.labels(reason)
 
@@ -79,17 +89,18 @@ class Processor:
         self,
         settings: ProcessorSettings,
         consumer: Any,
-        dlq_producer: Any,
+        producer: Any,
         writer: ClickHouseWriter,
         registry: CollectorRegistry,
         clock_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.s = settings
         self.consumer = consumer
-        self.dlq_producer = dlq_producer
+        self.producer = producer
         self.writer = writer
         self.clock_ms = clock_ms
         self.acct = Accountant(settings.max_counter_rate_per_s)
+        self.health = HealthDetector()
         self.m = ProcessorMetrics(registry)
         self._pending: list[SampleBatch] = []
         self._pending_samples = 0
@@ -125,7 +136,7 @@ class Processor:
         """One dead-letter record: the payload as it was, why, and where it came from."""
         log.warning("dead-letter (%s): %s", reason, detail)
         headers = [*headers, ("sandmeter-dlq-reason", reason.encode()), ("sandmeter-dlq-detail", detail[:500].encode())]
-        self.dlq_producer.send(self.s.deadletter_topic, key=key, value=value, headers=headers).get(timeout=15)
+        self.producer.send(self.s.deadletter_topic, key=key, value=value, headers=headers).get(timeout=15)
         self.m.dlq.labels(reason).inc()
         self.total_dlq += 1
 
@@ -159,6 +170,7 @@ class Processor:
             # stopping mid-retry leaves the offsets uncheckpointed: the batches are read again
             self._retry("ClickHouse write", lambda: self.writer.write(batches, res, now, late), stop)
             self.m.insert_seconds.observe(time.perf_counter() - t1)
+            self._health(batches, stop)
             self.m.samples.inc(result.samples)
             self.m.batches.inc(len(batches))
             self.m.duplicates.inc(result.duplicates)
@@ -198,6 +210,32 @@ class Processor:
             good.append(b)
         self.acct.restore(base)
         return good
+
+    def _health(self, batches: list[SampleBatch], stop: threading.Event | None) -> None:
+        """Runs the incident state machines; writes, publishes and exports what changed."""
+        events = self.health.observe(batches)
+        if events:
+            self._retry("health events write", lambda: self.writer.write_health(events), stop)
+            for ev in events:
+                self._publish_alert(ev)
+                self.m.health_events.labels(ev.kind, ev.event).inc()
+                log.warning("incident %s %s: %s", ev.event, ev.incident_id, ev.evidence)
+        self._export_incidents()
+
+    def _publish_alert(self, ev: HealthEvent) -> None:
+        try:
+            self.producer.send(self.s.alerts_topic, key=ev.node.encode(), value=ev.to_json().encode())
+        except Exception as exc:  # the table has it; the topic is a notification
+            log.error("could not publish %s to %s: %s", ev.incident_id, self.s.alerts_topic, exc)
+
+    def _export_incidents(self) -> None:
+        self.m.incident.clear()
+        counts = dict.fromkeys(("qemu_hang", "io_stall", "host_disk_stall"), 0)
+        for kind, node, sandbox, tenant in self.health.open_incidents():
+            self.m.incident.labels(kind, node, sandbox, tenant).set(1)
+            counts[kind] = counts.get(kind, 0) + 1
+        for kind, c in counts.items():
+            self.m.open_incidents.labels(kind).set(c)
 
     def _nodes(self, tp: TP) -> frozenset[str]:
         return frozenset(nd for nd, p in self._node_part.items() if p == tp)
@@ -291,6 +329,7 @@ class Processor:
         for tp in gone:
             nodes = self._nodes(tp)
             self._drop_nodes(nodes)
+            self.health.drop_nodes(nodes)
             for nd in nodes:
                 del self._node_part[nd]
         if gone:
@@ -343,7 +382,7 @@ class Processor:
     def close(self) -> None:
         """Leaves the consumer group at once, so its partitions move without a session timeout."""
         self.consumer.close(autocommit=False)
-        self.dlq_producer.close(timeout=5)
+        self.producer.close(timeout=5)
 
 
 def build_processor(s: ProcessorSettings, registry: CollectorRegistry) -> Processor:

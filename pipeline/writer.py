@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import pandas as pd
 
 from pipeline.accounting import USAGE_COLUMNS, Result
 from pipeline.checkpoint import Checkpoint, decode_state, encode_state
+from pipeline.health import HealthEvent
 from sandmeter import names as n
 from sandmeter.wire import SampleBatch
 
@@ -123,3 +125,21 @@ class ClickHouseWriter:
         except Exception as exc:
             raise WriteError(f"reading checkpoints: {exc}") from exc
         return {int(p): Checkpoint(topic, int(p), int(o), int(t), decode_state(str(st))) for p, o, t, st in rows}
+
+    def write_health(self, events: Sequence[HealthEvent]) -> None:
+        if not events:
+            return
+        df = pd.DataFrame(
+            {
+                "kind": [e.kind for e in events],
+                "event": [e.event for e in events],
+                "node": [e.node for e in events],
+                "sandbox_id": [e.sandbox_id for e in events],
+                "tenant": [e.tenant for e in events],
+                "ts_ms": np.array([e.ts_ms for e in events], np.uint64),
+                "opened_ms": np.array([e.opened_ms for e in events], np.uint64),
+                "incident_id": [e.incident_id for e in events],
+                "evidence": [json.dumps(e.evidence, sort_keys=True, default=str) for e in events],
+            }
+        )
+        self._insert(n.T_HEALTH, df)

@@ -66,6 +66,7 @@ class ProcessorSettings(_Base):
     kafka_bootstrap: str = "127.0.0.1:19092"
     topic: str = "sandmeter.samples.v1"
     deadletter_topic: str = "sandmeter.samples.dlq"
+    alerts_topic: str = "sandmeter.alerts"
     group_id: str = "sandmeter-processor"
     # Tansu (and Kafka) hold a group join for about the session timeout: keep it short.
     session_timeout_ms: int = 6000

@@ -40,8 +40,8 @@ class FakeProducer:
     def close(self, timeout: float) -> None:
         self.closed = True
 
-    def send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> Sent:
-        self.sent.append((topic, value, dict(headers)))
+    def send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> Sent:
+        self.sent.append((topic, value, dict(headers or [])))
         return Sent()
 
 
@@ -65,12 +65,16 @@ class FakeWriter:
         self.fail_times = fail_times
         self.writes: list[Result] = []
         self.checkpoints: list[Checkpoint] = []
+        self.health: list[Any] = []
 
     def write(self, batches: list[SampleBatch], result: Result, now_ms: int, late: Any = None) -> None:
         if self.fail_times:
             self.fail_times -= 1
             raise WriteError("clickhouse down")
         self.writes.append(result)
+
+    def write_health(self, events: list[Any]) -> None:
+        self.health.extend(events)
 
     def save_checkpoints(self, cps: list[Checkpoint]) -> None:
         self.checkpoints.extend(cps)
