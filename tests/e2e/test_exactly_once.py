@@ -12,22 +12,14 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from collectors.agent import CollectorAgent, build_agent, run_agent
 from collectors.sim.model import FleetSpec
 from collectors.sim.runner import Simulator
-from pipeline.migrate import migrate
 from pipeline.processor import BATCHES, CHECKPOINTS
-from pipeline.writer import client
-from sandmeter.clock import wall_ms
-from sandmeter.settings import CollectorSettings
 from sandmeter.stack import Stack, create_topics
 from sandmeter.stack.procs import free_port
 
@@ -94,18 +86,9 @@ def group_caught_up(bootstrap: str, group: str, topic: str) -> bool:
         cons.close(autocommit=False)
 
 
-@pytest.fixture
-def db(stack: Stack) -> Iterator[tuple[str, Any]]:
-    name = f"eo_{uuid.uuid4().hex[:8]}"
-    ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
-    ch.execute(f"CREATE DATABASE {name}")
-    dbc = client("127.0.0.1", stack.settings.clickhouse_tcp_port, name)
-    migrate(dbc, wall_ms())
-    yield name, dbc
-    ch.execute(f"DROP DATABASE {name}")
-
-
-def test_sigkill_and_two_instances_give_ground_truth_exactly(stack: Stack, db: tuple[str, Any], tmp_path: Path) -> None:
+def test_sigkill_and_two_instances_give_ground_truth_exactly(
+    stack: Stack, db: tuple[str, Any], tmp_path: Path, collectors: Any
+) -> None:
     name, ch = db
     topic = f"samples-{name}"
     create_topics(stack.kafka_bootstrap, 4, (topic, topic + ".dlq"))
@@ -114,20 +97,7 @@ def test_sigkill_and_two_instances_give_ground_truth_exactly(stack: Stack, db: t
     sim = Simulator(tmp_path / "fleet", spec)
     sim.start()
     stop = threading.Event()
-    agents: list[CollectorAgent] = []
-    threads = []
-    for nd in sim.describe()["nodes"]:
-        cs = CollectorSettings(
-            node_id=nd["node_id"], kafka_bootstrap=stack.kafka_bootstrap, topic=topic,
-            cgroup_root=Path(nd["cgroup_root"]), proc_root=Path(nd["proc_root"]),
-            sandbox_dirs=(Path(nd["sandbox_dir"]),), bundle_dirs=(Path(nd["bundle_dir"]),),
-            kata_monitor_url=nd["kata_monitor_url"], spool_dir=tmp_path / "spool", spool_fsync=False,
-        )  # fmt: skip
-        agent = build_agent(cs, CollectorRegistry())
-        agents.append(agent)
-        threads.append(threading.Thread(target=run_agent, args=(agent, 0.5, stop, 60.0), daemon=True))
-    for t in threads:
-        t.start()
+    agents, threads = collectors(sim, stack.kafka_bootstrap, topic, tmp_path / "spool", 0.5, stop)
     try:
         port = free_port()
         first = procs.start(metrics_port=port)
