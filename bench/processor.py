@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from pipeline.accounting import Accountant
 from pipeline.migrate import migrate
 from pipeline.processor import Processor
 from pipeline.writer import ClickHouseWriter, client
@@ -139,7 +140,101 @@ def through_broker(stack: Stack, msgs: list[Msg], keep_raw: bool) -> tuple[float
     return elapsed, p.total_samples
 
 
+def state_memory(series_target: int = 100_000) -> None:
+    """RSS growth and state size for `series_target` accounted series (7 per sandbox)."""
+    import gc
+    import resource
+
+    per_node = 100
+    nodes = -(-series_target // (7 * per_node))
+    gc.collect()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    acct = Accountant()
+    for s in range(3):
+        ts = BASE_MS + s * 5000
+        batches = []
+        for nd in range(nodes):
+            b = BatchBuilder(f"mem-{nd:04d}")
+            for i in range(per_node):
+                e = b.entity(f"sb-{nd:04d}-{i:03d}", {"tenant": f"tenant-{i % 50}", "cri_name": f"fn-{i}"})
+                b.add(e, n.M_CG_CPU_USAGE_US, "", ts, float(s * 1000))
+                b.add(e, n.M_CG_MEM_CURRENT, "", ts, float(1 << 28))
+                b.add(e, n.M_CG_IO_RBYTES, "", ts, float(s))
+                b.add(e, n.M_CG_IO_WBYTES, "", ts, float(s))
+                b.add(e, n.M_KATA_NETDEV, 'interface="eth0",item="recv_bytes"', ts, float(s))
+                b.add(e, n.M_SPEC_VCPU_MILLI, "", ts, 1000.0)
+                b.add(e, n.M_SPEC_MEM_BYTES, "", ts, float(1 << 30))
+            batches.append(b.build(1, s, ts))
+        acct.process(batches)
+    gc.collect()
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        f"processor state: {len(acct.series)} series of {len(acct.sandboxes)} sandboxes; series arrays and index "
+        f"{acct.series.nbytes() / 1e6:.1f} MB; process max RSS grew {(rss1 - rss0) / 1024:.0f} MB "
+        f"(to {rss1 / 1024:.0f} MB)"
+    )
+
+
+def freshness(stack: Stack, samples_per_s: int = 100_000, seconds: float = 30.0) -> None:
+    """Sample timestamp -> written to ClickHouse, at `samples_per_s` through the local broker."""
+    import threading
+
+    from kafka import KafkaProducer
+
+    from pipeline.processor import FRESHNESS, build_processor
+    from sandmeter.stack import create_topics
+
+    db, topic = "bench_fresh", f"fresh-{wall_ms()}"
+    create_topics(stack.kafka_bootstrap, 4, (topic, topic + ".dlq"))
+    ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
+    ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+    migrate(client("127.0.0.1", stack.settings.clickhouse_tcp_port, db), wall_ms())
+    reg = CollectorRegistry()
+    s = ProcessorSettings(
+        kafka_bootstrap=stack.kafka_bootstrap, topic=topic, deadletter_topic=topic + ".dlq", group_id=topic,
+        clickhouse_port=stack.settings.clickhouse_tcp_port, clickhouse_database=db, metrics_port=0,
+        flush_interval_s=0.5, keep_raw_samples=True,
+    )  # fmt: skip
+    p = build_processor(s, reg)
+    stop = threading.Event()
+    th = threading.Thread(target=p.run, args=(stop,), daemon=True)
+    th.start()
+    prod = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all", linger_ms=5)
+    enc, per_batch, nodes = Encoder(), 300 * SANDBOXES // 10, 20  # 1,500 samples per batch
+    interval = per_batch * nodes / samples_per_s  # one round of nodes every `interval` s
+    time.sleep(8)  # the group join
+    readings: list[float] = []
+    t_end, seq = time.monotonic() + seconds, 0
+    while time.monotonic() < t_end:
+        t_round = time.monotonic()
+        ts = wall_ms()
+        for nd in range(nodes):
+            b = BatchBuilder(f"fresh-{nd:02d}")
+            for i in range(5):
+                e = b.entity(f"sb-{nd}-{i}", {"tenant": "t"})
+                b.add(e, n.M_CG_CPU_USAGE_US, "", ts, float(seq * 1000))
+                b.add_many(e, "kata_guest_vm_stat", [f'item="k{j}"' for j in range(299)], ts, [float(seq)] * 299)
+            prod.send(topic, key=b.node.encode(), value=enc.encode(b.build(1, seq, ts)))
+        seq += 1
+        v = reg.get_sample_value(FRESHNESS)
+        if v:
+            readings.append(v)
+        time.sleep(max(0.0, interval - (time.monotonic() - t_round)))
+    prod.close()
+    stop.set()
+    th.join(timeout=30)
+    p.close()
+    ch.execute(f"DROP DATABASE {db}")
+    sent = seq * nodes * per_batch
+    print(
+        f"freshness at {sent / seconds / 1e3:.0f}k samples/s for {seconds:.0f} s through Tansu (raw table on, "
+        f"0.5 s flushes): median {statistics.median(readings):.2f} s, p90 "
+        f"{sorted(readings)[int(len(readings) * 0.9)]:.2f} s over {len(readings)} readings"
+    )
+
+
 def main(nodes: int = 20, scrapes: int = 10, repeats: int = 3) -> None:
+    state_memory()
     msgs = encoded_batches(nodes, scrapes)
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(
@@ -166,6 +261,7 @@ def main(nodes: int = 20, scrapes: int = 10, repeats: int = 3) -> None:
                 f"{elapsed:.1f} s = {samples / elapsed / 1e6:.2f} M samples/s, "
                 f"{sum(len(m.value) for m in msgs) / elapsed / 1e6:.1f} MB/s from Tansu"
             )
+            freshness(stack)
         finally:
             stack.down()
 
