@@ -31,10 +31,23 @@ def db(stack: Stack) -> Iterator[tuple[str, Any]]:
     ch.execute(f"DROP DATABASE {name}")
 
 
-def start_collectors(
-    sim: Simulator, bootstrap: str, topic: str, spool: Path, interval_s: float, stop: threading.Event
-) -> tuple[list[CollectorAgent], list[threading.Thread]]:
-    """A real collector per simulated node, each scraping on its own thread until `stop`."""
+class RunningCollectors:
+    def __init__(self, agents: list[CollectorAgent], threads: list[threading.Thread], stop: threading.Event) -> None:
+        self.agents, self.threads, self.stop_event = agents, threads, stop
+
+    def stop(self, sink_timeout_s: float) -> None:
+        """Stops scraping and watching, then gives each sink time to deliver its spool."""
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(timeout=10)
+        for a in self.agents:
+            a.close()
+            a.sink.close(timeout_s=sink_timeout_s)
+
+
+def start_collectors(sim: Simulator, bootstrap: str, topic: str, spool: Path, interval_s: float) -> RunningCollectors:
+    """A real collector per simulated node, each scraping on its own thread until stopped."""
+    stop = threading.Event()
     agents: list[CollectorAgent] = []
     threads = []
     for nd in sim.describe()["nodes"]:
@@ -49,7 +62,7 @@ def start_collectors(
         threads.append(threading.Thread(target=run_agent, args=(agent, interval_s, stop, 60.0), daemon=True))
     for t in threads:
         t.start()
-    return agents, threads
+    return RunningCollectors(agents, threads, stop)
 
 
 @pytest.fixture

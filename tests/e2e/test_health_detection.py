@@ -45,8 +45,8 @@ def test_injected_hang_and_stall_are_detected_and_nothing_else(
     spec = FleetSpec(nodes=3, sandboxes=12, tenants=3, churn_per_min=6, reset_per_min=0, seed=9, faults=faults)
     sim = Simulator(tmp_path / "fleet", spec)
     sim.start()
-    stop_collect, stop_process = threading.Event(), threading.Event()
-    agents, threads = collectors(sim, stack.kafka_bootstrap, topic, tmp_path / "spool", 1.0, stop_collect)
+    stop_process = threading.Event()
+    fleet = collectors(sim, stack.kafka_bootstrap, topic, tmp_path / "spool", 1.0)
     reg = CollectorRegistry()
     ps = ProcessorSettings(
         kafka_bootstrap=stack.kafka_bootstrap, topic=topic, deadletter_topic=topic + ".dlq", alerts_topic=alerts,
@@ -68,12 +68,7 @@ def test_injected_hang_and_stall_are_detected_and_nothing_else(
         sim.drain()
         time.sleep(3)
     finally:
-        stop_collect.set()
-        for t in threads:
-            t.join(timeout=10)
-        for a in agents:
-            a.close()
-            a.sink.close(timeout_s=10)
+        fleet.stop(sink_timeout_s=10)
         time.sleep(3)
         stop_process.set()
         pth.join(timeout=30)
