@@ -270,16 +270,16 @@ class Processor:
         self._commit(todo)
 
     def _evict(self, now_ms: int) -> None:
-        stopped = sum(1 for s in self.acct.sandboxes.values() if s.stopped)
-        if not stopped:
+        cutoff = now_ms - int(self.s.lateness_s * 1000)
+        # a stopped sandbox's allocation cursor is its stop time: rebuild only when one is old enough
+        if not any(s.stopped and (s.alloc_cursor or 0) < cutoff for s in self.acct.sandboxes.values()):
             return
         before = len(self.acct.sandboxes)
-        self.acct = rebuilt(self.acct, evict_before_ms=now_ms - int(self.s.lateness_s * 1000))
+        self.acct = rebuilt(self.acct, evict_before_ms=cutoff)
         gone = before - len(self.acct.sandboxes)
         if gone:
             self.m.evicted.inc(gone)
-            live = {s.node for s in self.acct.sandboxes.values()}
-            log.debug("evicted %d stopped sandboxes; %d nodes keep state", gone, len(live))
+            log.debug("evicted %d stopped sandboxes; %d keep state", gone, len(self.acct.sandboxes))
 
     def _commit(self, offsets: dict[TP, int]) -> None:
         """Kafka's committed offsets follow the checkpoints; the checkpoint is what counts."""

@@ -191,3 +191,20 @@ def test_checkpoint_then_replay_after_a_crash_writes_identical_rows() -> None:
     b.handle(Msg(batch("n1", 1, 2000, 300), 1))
     b.flush()
     pd.testing.assert_frame_equal(w.writes[-1].usage, crashed_rows)
+
+
+def test_checkpoint_evicts_sandboxes_stopped_longer_than_the_lateness_window() -> None:
+    w = FakeWriter()
+    p, _, _ = make(w)
+    p.s = p.s.model_copy(update={"lateness_s": 5.0})  # the fake clock says 10 s; stops before 5 s go
+    p.handle(Msg(batch("n1", 0, 1000, 100), 0))
+    b = BatchBuilder("n1")
+    e = b.entity("sb1", {"tenant": "acme"})
+    b.add(e, n.M_CG_CPU_USAGE_US, "", 2000, 200)
+    b.event(e, EventKind.STOP, 2000)
+    p.handle(Msg(encode(b.build(1, 1, 2000)), 1))
+    p.handle(Msg(batch("n2", 0, 9000, 100), 2))  # still running: kept
+    p.flush()
+    assert [s.node for s in p.acct.sandboxes.values()] == ["n2"]
+    assert REGISTRY[id(p)].get_sample_value("sandmeter_processor_evicted_sandboxes_total") == 1
+    assert w.checkpoints[-1].state.sandboxes["node"].tolist() == ["n2"]  # the checkpoint no longer carries it
