@@ -21,11 +21,11 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _serve_metrics(port: int, registry: object) -> None:
+def _serve_metrics(host: str, port: int, registry: object) -> None:
     from prometheus_client import start_http_server
 
     if port:
-        start_http_server(port, addr="0.0.0.0", registry=registry)  # type: ignore[arg-type]
+        start_http_server(port, addr=host, registry=registry)  # type: ignore[arg-type]
 
 
 def cmd_stack(a: argparse.Namespace) -> int:
@@ -68,7 +68,7 @@ def cmd_collect(a: argparse.Namespace) -> int:
 
     s = CollectorSettings()
     reg = CollectorRegistry()
-    _serve_metrics(s.metrics_port, reg)
+    _serve_metrics(s.metrics_host, s.metrics_port, reg)
     agent = build_agent(s, reg)
     stop = _stop_on_signals()
     try:
@@ -112,7 +112,7 @@ def cmd_process(a: argparse.Namespace) -> int:
 
     s = ProcessorSettings()
     reg = CollectorRegistry()
-    _serve_metrics(s.metrics_port, reg)
+    _serve_metrics(s.metrics_host, s.metrics_port, reg)
     proc = build_processor(s, reg)
     try:
         proc.run(_stop_on_signals())

@@ -53,6 +53,7 @@ class CollectorSettings(_Base):
     spool_max_bytes: int = Field(256 << 20, gt=0)
     spool_max_batches: int = Field(100_000, gt=0)
     spool_fsync: bool = True
+    metrics_host: str = "0.0.0.0"  # the /metrics listener; tests use 127.0.0.1, metrics_port 0 runs none
     metrics_port: int = Field(9464, ge=0, le=65535)
     status_every_s: float = 30.0
     log_level: LogLevel = "INFO"
@@ -82,6 +83,7 @@ class ProcessorSettings(_Base):
     # dropped once they have been silent this long
     lateness_s: float = Field(600.0, gt=0)
     max_counter_rate_per_s: float = 1e12
+    metrics_host: str = "0.0.0.0"
     metrics_port: int = Field(9465, ge=0, le=65535)
     status_every_s: float = 30.0
     log_level: LogLevel = "INFO"

@@ -37,6 +37,7 @@ class Processors:
             "SANDMETER_PROCESSOR_GROUP_ID": group,
             "SANDMETER_PROCESSOR_CLICKHOUSE_PORT": str(stack.settings.clickhouse_tcp_port),
             "SANDMETER_PROCESSOR_CLICKHOUSE_DATABASE": db,
+            "SANDMETER_PROCESSOR_METRICS_HOST": "127.0.0.1",
             "SANDMETER_PROCESSOR_METRICS_PORT": "0",
             "SANDMETER_PROCESSOR_FLUSH_INTERVAL_S": "0.5",
             "SANDMETER_PROCESSOR_CHECKPOINT_INTERVAL_S": "6",
