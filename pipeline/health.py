@@ -106,6 +106,7 @@ class SandboxHealth:
     last_heartbeat: float | None = None
     heartbeat_since: int | None = None  # when the heartbeat last changed
     last_done: float | None = None
+    last_seen_ms: int = 0
     evidence: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @property
@@ -210,9 +211,11 @@ class HealthDetector:
         stall_after_ms: int = 60_000,
         close_after_ms: int = 30_000,
         heartbeat_ms: int = 120_000,
+        forget_after_ms: int = 600_000,
     ) -> None:
         self.hang_after_ms, self.stall_after_ms, self.close_after_ms = hang_after_ms, stall_after_ms, close_after_ms
         self.heartbeat_ms = heartbeat_ms
+        self.forget_after_ms = forget_after_ms
         self.sandboxes: dict[tuple[str, str], SandboxHealth] = {}
         self.disks: dict[tuple[str, str], DiskHealth] = {}
 
@@ -234,7 +237,9 @@ class HealthDetector:
 
     def observe(self, batches: Sequence[SampleBatch]) -> list[HealthEvent]:
         events: list[HealthEvent] = []
+        newest: dict[str, int] = {}
         for b in batches:
+            newest[b.node] = max(newest.get(b.node, 0), b.scrape_ts_ms)
             obs, disks = observe_batch(b)
             for e, o in obs.items():
                 ent = b.entities[e]
@@ -264,10 +269,24 @@ class HealthDetector:
                     ev = {"disk": disk, "in_progress": infl, "completed": done}
                     who = (b.node, "", disk)
                     events.append(_event(HOST_DISK_STALL, change, who, b.scrape_ts_ms, dh.stall, ev))
-        return events
+        return events + self._forget_gone(newest)
+
+    def _forget_gone(self, newest: dict[str, int]) -> list[HealthEvent]:
+        """Sandboxes their node has not reported for `forget_after_ms` (gone without a stop event,
+        e.g. across a collector restart): their incidents close and their state goes."""
+        gone = [
+            h
+            for h in self.sandboxes.values()
+            if h.node in newest and newest[h.node] - h.last_seen_ms >= self.forget_after_ms
+        ]
+        out: list[HealthEvent] = []
+        for h in gone:
+            out += self._stopped(h.node, h.sandbox_id, newest[h.node], "sandbox no longer reported")
+        return out
 
     def _sandbox(self, h: SandboxHealth, o: Obs) -> list[HealthEvent]:
         out: list[HealthEvent] = []
+        h.last_seen_ms = o.ts
         # -- hang
         h.missing_scrapes = 0 if o.kata_present else h.missing_scrapes + 1
         flat = o.qemu_progress is not None and h.last_progress is not None and o.qemu_progress == h.last_progress
@@ -339,7 +358,7 @@ class HealthDetector:
             kind, change, node, sandbox, tenant, ts, opened if opened is not None else ts, dict(evidence)
         )
 
-    def _stopped(self, node: str, sandbox: str, ts: int) -> list[HealthEvent]:
+    def _stopped(self, node: str, sandbox: str, ts: int, why: str = "sandbox stopped") -> list[HealthEvent]:
         """A stopped sandbox's open incidents close with it; its state goes."""
         h = self.sandboxes.pop((node, sandbox), None)
         if h is None:
@@ -348,6 +367,6 @@ class HealthDetector:
         for kind, hy in ((QEMU_HANG, h.hang), (IO_STALL, h.stall)):
             if hy.opened_ms is not None:
                 hy.last_opened_ms, hy.opened_ms = hy.opened_ms, None
-                ev = {**h.evidence.get(kind, {}), "closed_by": "sandbox stopped"}
+                ev = {**h.evidence.get(kind, {}), "closed_by": why}
                 out.append(_event(kind, "close", h.who, ts, hy, ev))
         return out

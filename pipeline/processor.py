@@ -100,7 +100,7 @@ class Processor:
         self.writer = writer
         self.clock_ms = clock_ms
         self.acct = Accountant(settings.max_counter_rate_per_s)
-        self.health = HealthDetector()
+        self.health = HealthDetector(forget_after_ms=int(settings.lateness_s * 1000))
         self.m = ProcessorMetrics(registry)
         self._pending: list[SampleBatch] = []
         self._pending_samples = 0

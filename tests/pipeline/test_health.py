@@ -116,3 +116,21 @@ def test_host_disk_with_ios_in_flight_and_no_completions() -> None:
     det = HealthDetector()
     events = run(det, [scrape(t, disk_stuck=True) for t in range(0, 70, 5)] + [scrape(t) for t in range(70, 110, 5)])
     assert events == [(65.0, HOST_DISK_STALL, "open"), (100.0, HOST_DISK_STALL, "close")]
+
+
+def test_a_sandbox_that_vanishes_without_a_stop_is_forgotten_and_its_incident_closed() -> None:
+    det = HealthDetector(forget_after_ms=60_000)
+    run(det, [scrape(t, d=1, kata=False) for t in range(0, 35, 5)])  # hang open
+    events: list[HealthEvent] = []
+    for t in range(40, 110, 10):  # the node goes on reporting, without sb1
+        ts = 1_800_000_000_000 + t * 1000
+        other_b = BatchBuilder("node-1")
+        e = other_b.entity("sb2", {"tenant": "acme"})
+        other_b.add(e, "kata_hypervisor_threads", "", ts, 8)
+        events += det.observe([other_b.build(1, t, ts)])
+    gone = [e for e in events if e.sandbox_id == "sb1"]
+    assert [(e.kind, e.event, e.evidence["closed_by"]) for e in gone] == [
+        (QEMU_HANG, "close", "sandbox no longer reported")
+    ]
+    assert gone[0].ts_ms == 1_800_000_000_000 + 90_000  # 60 s after it was last seen at 30 s
+    assert ("node-1", "sb1") not in det.sandboxes and ("node-1", "sb2") in det.sandboxes
