@@ -33,6 +33,7 @@ class Checkpoint:
     offset: int  # the next offset to read
     saved_ms: int
     state: StateFrames
+    health: str = ""  # HealthDetector.export() of the partition's nodes
 
 
 def encode_state(state: StateFrames) -> str:

@@ -18,6 +18,7 @@ Extraction is per batch and per sandbox (numpy masks over the batch), never per 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -228,6 +229,32 @@ class HealthDetector:
         for (node, disk), dh in self.disks.items():
             if dh.stall.opened_ms is not None:
                 yield HOST_DISK_STALL, node, "", disk
+
+    def export(self, nodes: frozenset[str]) -> str:
+        """The state of `nodes` as JSON, for a checkpoint."""
+        return json.dumps(
+            {
+                "sandboxes": [dataclasses.asdict(h) for h in self.sandboxes.values() if h.node in nodes],
+                "disks": [
+                    {"node": nd, "disk": dk, **dataclasses.asdict(dh)}
+                    for (nd, dk), dh in self.disks.items()
+                    if nd in nodes
+                ],
+            },
+            default=str,
+        )
+
+    def import_(self, text: str) -> None:
+        """Adds the state `export` wrote (replacing what is held for the same sandboxes and disks)."""
+        if not text:
+            return
+        d = json.loads(text)
+        for h in d["sandboxes"]:
+            h["hang"], h["stall"] = Hysteresis(**h["hang"]), Hysteresis(**h["stall"])
+            sh = SandboxHealth(**h)
+            self.sandboxes[sh.node, sh.sandbox_id] = sh
+        for x in d["disks"]:
+            self.disks[x["node"], x["disk"]] = DiskHealth(Hysteresis(**x["stall"]), x["last_done"])
 
     def drop_nodes(self, nodes: frozenset[str]) -> None:
         for k in [k for k in self.sandboxes if k[0] in nodes]:

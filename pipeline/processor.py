@@ -261,7 +261,10 @@ class Processor:
         t0 = time.perf_counter()
         now = self.clock_ms()
         self._evict(now)
-        cps = [Checkpoint(t, p, off, now, export_state(self.acct, self._nodes((t, p)))) for (t, p), off in todo.items()]
+        cps = []
+        for (t, p), off in todo.items():
+            nodes = self._nodes((t, p))
+            cps.append(Checkpoint(t, p, off, now, export_state(self.acct, nodes), self.health.export(nodes)))
         self._retry("checkpoint", lambda: self.writer.save_checkpoints(cps), stop)
         for tp in todo:
             self._flushed.pop(tp, None)
@@ -304,6 +307,8 @@ class Processor:
                 nodes = frozenset(cp.state.sandboxes["node"].tolist())
                 self._drop_nodes(nodes)
                 import_state(self.acct, cp.state)
+                self.health.drop_nodes(nodes)
+                self.health.import_(cp.health)
                 for nd in nodes:
                     self._node_part[nd] = (cp.topic, cp.partition)
                 self._seek(cp)

@@ -107,6 +107,7 @@ class ClickHouseWriter:
                 "saved_ms": np.array([c.saved_ms for c in cps], np.uint64),
                 "series": np.array([len(c.state.series) for c in cps], np.uint64),
                 "state": [encode_state(c.state) for c in cps],
+                "health": [c.health for c in cps],
             }
         )
         self._insert(n.T_CHECKPOINTS, df)
@@ -117,14 +118,16 @@ class ClickHouseWriter:
             return {}
         try:
             rows = self.ch.execute(
-                f"SELECT partition, offset, saved_ms, state FROM {n.T_CHECKPOINTS} "
+                f"SELECT partition, offset, saved_ms, state, health FROM {n.T_CHECKPOINTS} "
                 "WHERE topic = %(topic)s AND partition IN %(parts)s "
                 "ORDER BY partition, offset DESC LIMIT 1 BY partition",
                 {"topic": topic, "parts": tuple(int(p) for p in partitions)},
             )
         except Exception as exc:
             raise WriteError(f"reading checkpoints: {exc}") from exc
-        return {int(p): Checkpoint(topic, int(p), int(o), int(t), decode_state(str(st))) for p, o, t, st in rows}
+        return {
+            int(p): Checkpoint(topic, int(p), int(o), int(t), decode_state(str(st)), str(h)) for p, o, t, st, h in rows
+        }
 
     def write_health(self, events: Sequence[HealthEvent]) -> None:
         if not events:

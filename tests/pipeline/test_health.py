@@ -134,3 +134,20 @@ def test_a_sandbox_that_vanishes_without_a_stop_is_forgotten_and_its_incident_cl
     ]
     assert gone[0].ts_ms == 1_800_000_000_000 + 90_000  # 60 s after it was last seen at 30 s
     assert ("node-1", "sb1") not in det.sandboxes and ("node-1", "sb2") in det.sandboxes
+
+
+def test_detector_state_survives_a_move_through_a_checkpoint() -> None:
+    first = HealthDetector()
+    assert run(first, [scrape(t, d=1, kata=False, disk_stuck=True) for t in range(0, 20, 5)]) == []
+    moved = HealthDetector()
+    moved.import_(first.export(frozenset({"node-1"})))
+    assert HealthDetector().export(frozenset({"node-1"})) != first.export(frozenset({"node-1"}))
+    # the hang began at 0 s on the first processor; the second opens it at 30 s with that start
+    events: list[HealthEvent] = []
+    for t in range(20, 70, 5):
+        events += moved.observe([scrape(t, d=1, kata=False, disk_stuck=True)])
+    assert [((e.ts_ms - 1_800_000_000_000) // 1000, e.kind, e.opened_ms) for e in events] == [
+        (30, QEMU_HANG, 1_800_000_000_000),
+        (65, HOST_DISK_STALL, 1_800_000_005_000),  # stuck from the second scrape
+    ]
+    assert moved.export(frozenset({"other-node"})) == '{"sandboxes": [], "disks": []}'
