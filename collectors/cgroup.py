@@ -8,7 +8,7 @@ systemd driver). Otherwise vCPU threads stay in the pod cgroup and the rest of Q
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from collectors.base import Reading, read_file, sub_label
@@ -75,6 +75,12 @@ class CgroupLocator:
             self._cache.pop(sandbox, None)
         return paths
 
+    def each(self, sandboxes: frozenset[str], pod_uids: Mapping[str, str]) -> Iterator[tuple[str, list[Path]]]:
+        """(sandbox, its cgroup directories, [] if none yet) in id order; then forgets the others."""
+        for sb in sorted(sandboxes):
+            yield sb, self.find(sb, pod_uids.get(sb))
+        self.forget(sandboxes)
+
     def forget(self, keep: frozenset[str]) -> None:
         for k in [k for k in self._cache if k not in keep]:
             del self._cache[k]
@@ -116,8 +122,7 @@ class CgroupSource:
     def read(self, sandboxes: frozenset[str]) -> Reading:
         out = Reading(self.name, self.clock_ms())
         uids = self.pod_uids()
-        for sb in sorted(sandboxes):
-            dirs = self.locator.find(sb, uids.get(sb))
+        for sb, dirs in self.locator.each(sandboxes, uids):
             if not dirs:
                 if sb in uids or not (self.locator.root / "kata_overhead" / sb).is_dir():
                     out.error(f"{sb}: no cgroup found")
@@ -128,7 +133,6 @@ class CgroupSource:
                 self._read_one(out, sb, dirs)
             except (OSError, ValueError) as exc:
                 out.error(f"{sb}: {exc}")
-        self.locator.forget(sandboxes)
         return out
 
     def read_final(self, sandbox: str) -> Reading:

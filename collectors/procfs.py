@@ -49,12 +49,9 @@ class ProcSource:
 
     def read(self, sandboxes: frozenset[str]) -> Reading:
         out = Reading(self.name, self.clock_ms())
-        uids = self.pod_uids()
-        for sb in sorted(sandboxes):
-            dirs = self.locator.find(sb, uids.get(sb))
+        for sb, dirs in self.locator.each(sandboxes, self.pod_uids()):
             if dirs:  # no cgroup yet is the cgroup source's to report
                 self._sandbox(out, sb, dirs)
-        self.locator.forget(sandboxes)
         return out
 
     def _pids(self, out: Reading, sb: str, dirs: list[Path]) -> list[int]:

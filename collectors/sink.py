@@ -175,9 +175,6 @@ class KafkaSink:
         with self._cv:
             return len(self._spool)
 
-    def pending(self) -> int:
-        return len(self)
-
     def close(self, timeout_s: float = 10.0) -> None:
         """Sends what it can within `timeout_s`; the rest stays spooled for the next start."""
         deadline = time.monotonic() + timeout_s

@@ -358,7 +358,7 @@ class StateFrames:
 
 
 SANDBOX_COLUMNS = (
-    "node", "sandbox_id", "tenant", "labels", "vcpu_milli", "mem_max", "start_ms", "alloc_cursor", "stopped", "last_ms",
+    "node", "sandbox_id", "tenant", "labels", "vcpu_milli", "mem_max", "start_ms", "alloc_cursor", "stopped",
 )  # fmt: skip
 SERIES_COLUMNS = ("node", "sandbox_id", "metric", "sub", "ts", "val")
 
@@ -387,12 +387,11 @@ def export_state(
     sandboxes = pd.DataFrame(
         [
             (s.node, s.sandbox_id, s.tenant, json.dumps(s.labels, sort_keys=True), s.vcpu_milli, s.mem_max,
-             -1 if s.start_ms is None else s.start_ms, -1 if s.alloc_cursor is None else s.alloc_cursor, s.stopped, 0)
+             -1 if s.start_ms is None else s.start_ms, -1 if s.alloc_cursor is None else s.alloc_cursor, s.stopped)
             for s in kept
         ],
         columns=list(SANDBOX_COLUMNS),
     )  # fmt: skip
-    sandboxes["last_ms"] = last[keep_sb]
     metric_names = np.empty(len(acct._metric_ids), dtype=object)
     for name, ix in acct._metric_ids.items():
         metric_names[ix] = name
@@ -417,7 +416,7 @@ def export_state(
 def import_state(acct: Accountant, state: StateFrames) -> None:
     """Adds `state` to `acct`, whose state must not already hold these sandboxes."""
     d = state.sandboxes
-    cols = [d[c].tolist() for c in SANDBOX_COLUMNS[:9]]
+    cols = [d[c].tolist() for c in SANDBOX_COLUMNS]
     for node, sid, tenant, labels, vcpu, mem, start, cursor, stopped in zip(*cols, strict=True):  # per sandbox
         s = acct._sandbox(str(node), str(sid), json.loads(labels))
         s.tenant = str(tenant)

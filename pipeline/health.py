@@ -29,6 +29,7 @@ from sandmeter import names as n
 from sandmeter.wire import EventKind, SampleBatch
 
 QEMU_HANG, IO_STALL, HOST_DISK_STALL = "qemu_hang", "io_stall", "host_disk_stall"
+INCIDENT_KINDS = (QEMU_HANG, IO_STALL, HOST_DISK_STALL)
 CHECK = "kata_shim_agent_rpc_durations_histogram_milliseconds_count"
 
 

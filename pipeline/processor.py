@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from pipeline.accounting import Accountant, export_state, import_state, rebuilt
 from pipeline.checkpoint import Checkpoint
-from pipeline.health import HealthDetector, HealthEvent
+from pipeline.health import INCIDENT_KINDS, HealthDetector, HealthEvent
 from pipeline.writer import ClickHouseWriter, WriteError
 from sandmeter.clock import wall_ms
 from sandmeter.metrics import counter
@@ -230,10 +230,10 @@ class Processor:
 
     def _export_incidents(self) -> None:
         self.m.incident.clear()
-        counts = dict.fromkeys(("qemu_hang", "io_stall", "host_disk_stall"), 0)
+        counts = dict.fromkeys(INCIDENT_KINDS, 0)
         for kind, node, sandbox, tenant in self.health.open_incidents():
             self.m.incident.labels(kind, node, sandbox, tenant).set(1)
-            counts[kind] = counts.get(kind, 0) + 1
+            counts[kind] += 1
         for kind, c in counts.items():
             self.m.open_incidents.labels(kind).set(c)
 
@@ -307,7 +307,6 @@ class Processor:
                 nodes = frozenset(cp.state.sandboxes["node"].tolist())
                 self._drop_nodes(nodes)
                 import_state(self.acct, cp.state)
-                self.health.drop_nodes(nodes)
                 self.health.import_(cp.health)
                 for nd in nodes:
                     self._node_part[nd] = (cp.topic, cp.partition)
@@ -334,13 +333,14 @@ class Processor:
         for tp in gone:
             nodes = self._nodes(tp)
             self._drop_nodes(nodes)
-            self.health.drop_nodes(nodes)
             for nd in nodes:
                 del self._node_part[nd]
         if gone:
             log.info("revoked partitions %s", sorted(p for _, p in gone))
 
     def _drop_nodes(self, nodes: frozenset[str]) -> None:
+        """Forgets these nodes' accounting and health state (they moved, or are about to be loaded)."""
+        self.health.drop_nodes(nodes)
         held = {s.node for s in self.acct.sandboxes.values()}
         if held & nodes:
             self.acct = rebuilt(self.acct, nodes=frozenset(held - nodes))

@@ -34,9 +34,13 @@ def db(stack: Stack) -> Iterator[tuple[str, Any]]:
 class RunningCollectors:
     def __init__(self, agents: list[CollectorAgent], threads: list[threading.Thread], stop: threading.Event) -> None:
         self.agents, self.threads, self.stop_event = agents, threads, stop
+        self._stopped = False
 
     def stop(self, sink_timeout_s: float) -> None:
-        """Stops scraping and watching, then gives each sink time to deliver its spool."""
+        """Stops scraping and watching, then gives each sink time to deliver its spool (once)."""
+        if self._stopped:
+            return
+        self._stopped = True
         self.stop_event.set()
         for t in self.threads:
             t.join(timeout=10)

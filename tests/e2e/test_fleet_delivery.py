@@ -19,15 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from collectors.agent import CollectorAgent, build_agent, run_agent
 from collectors.sim.model import FleetSpec
 from collectors.sim.runner import Simulator
 from collectors.sink import SPOOL_DEPTH
 from collectors.spool import SpoolRecord
 from sandmeter.names import TOPIC_SAMPLES
-from sandmeter.settings import CollectorSettings
 from sandmeter.stack import broker_process, create_topics
 from sandmeter.stack.procs import ManagedProcess, free_port
 from sandmeter.wire import BATCH_ID_KEY, batch_id
@@ -127,7 +124,9 @@ def fleet_root() -> Iterator[Path]:
         yield Path(d)
 
 
-def test_every_batch_arrives_in_order_through_a_broker_restart(tmp_path: Path, fleet_root: Path) -> None:
+def test_every_batch_arrives_in_order_through_a_broker_restart(
+    tmp_path: Path, fleet_root: Path, collectors: Any
+) -> None:
     port = free_port()
     broker: ManagedProcess = broker_process(tmp_path / "broker", port)
     broker.start(30)
@@ -135,27 +134,10 @@ def test_every_batch_arrives_in_order_through_a_broker_restart(tmp_path: Path, f
     create_topics(bootstrap)
     sim = Simulator(fleet_root, FleetSpec(nodes=NODES, sandboxes=NODES * PER_NODE, churn_per_min=30), tick_s=1.0)
     sim.start()
-    stop = threading.Event()
-    agents: list[CollectorAgent] = []
-    threads = []
-    for nd in sim.describe()["nodes"]:
-        cs = CollectorSettings(
-            node_id=nd["node_id"],
-            kafka_bootstrap=bootstrap,
-            cgroup_root=Path(nd["cgroup_root"]),
-            proc_root=Path(nd["proc_root"]),
-            sandbox_dirs=(Path(nd["sandbox_dir"]),),
-            bundle_dirs=(Path(nd["bundle_dir"]),),
-            kata_monitor_url=nd["kata_monitor_url"],
-            spool_dir=tmp_path / "spool",
-        )
-        agent = build_agent(cs, CollectorRegistry())
-        agents.append(agent)
-        threads.append(threading.Thread(target=run_agent, args=(agent, INTERVAL_S, stop, 60.0), daemon=True))
+    fleet = collectors(sim, bootstrap, TOPIC_SAMPLES, tmp_path / "spool", INTERVAL_S)
+    agents = fleet.agents
     reader = Reader(bootstrap)
     reader.start()
-    for t in threads:
-        t.start()
 
     def produced() -> set[str]:
         return {batch_id(a.node, a.boot_epoch_ms, s) for a in agents for s in range(a.batches_made)}
@@ -179,19 +161,12 @@ def test_every_batch_arrives_in_order_through_a_broker_restart(tmp_path: Path, f
         create_topics(bootstrap)
         reader.paused.clear()
         wait_for(lambda: spooled() == 0, 120, "the spools to drain")
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
-        for a in agents:
-            a.close()  # the watchers too: a stop seen now would make one more batch
+        fleet.stop(sink_timeout_s=5)  # the watchers too: a stop seen later would make one more batch
         made = produced()
         wait_for(lambda: made <= set(reader.seen), 60, "every batch to reach the reader")
     finally:
-        stop.set()
+        fleet.stop(sink_timeout_s=5)
         reader.stop.set()
-        for a in agents:
-            a.close()
-            a.sink.close(timeout_s=5)
         sim.stop()
         broker.stop()
     reader.join(timeout=10)
