@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from billing.errors import bad_request
-from sandmeter.names import T_USAGE
+from sandmeter.names import T_USAGE, T_USAGE_HOUR, T_USAGE_MINUTE
 
 # API metric -> (column, divisor to the API unit). Values are exact Decimals.
 METRICS: Final[dict[str, tuple[str, int]]] = {
@@ -57,15 +57,30 @@ class UsageQuery:
             )
 
 
+def source(from_ms: int, to_ms: int, granularity_ms: int) -> tuple[str, str, str]:
+    """(table, bucket expression, range condition): the coarsest table that answers exactly.
+
+    A rollup row holds the intervals whose last millisecond falls in its bucket, so it
+    answers a range whose bounds sit on its bucket edges; anything else reads the intervals.
+    """
+    for table, col, size in ((T_USAGE_HOUR, "hour_ms", 3_600_000), (T_USAGE_MINUTE, "minute_ms", 60_000)):
+        if granularity_ms % size == 0 and from_ms % size == 0 and to_ms % size == 0:
+            bucket = f"intDiv({col}, {granularity_ms}) * {granularity_ms}"
+            return table, bucket, f"{col} >= %(from_ms)s AND {col} < %(to_ms)s"
+    bucket = f"intDiv(end_ms - 1, {granularity_ms}) * {granularity_ms}"
+    return T_USAGE, bucket, "end_ms > %(from_ms)s AND end_ms <= %(to_ms)s"
+
+
 def run_usage(ch: Any, q: UsageQuery) -> list[dict[str, Any]]:
     """Intervals count whole in the bucket holding their last millisecond (docs/metering.md)."""
     g = GRANULARITY_MS[q.granularity]
+    table, bucket, cond = source(q.from_ms, q.to_ms, g)
     sums = ", ".join(f"toString(sum(toDecimal128({METRICS[m][0]}, 0))) AS {m}" for m in q.metrics)
     by = ", sandbox_id" if q.group_by_sandbox else ""
     sql = (
-        f"SELECT intDiv(end_ms - 1, {g}) * {g} AS bucket{by}, {sums} "
-        f"FROM {T_USAGE} FINAL "
-        "WHERE tenant = %(tenant)s AND end_ms > %(from_ms)s AND end_ms <= %(to_ms)s "
+        f"SELECT {bucket} AS bucket{by}, {sums} "
+        f"FROM {table} FINAL "
+        f"WHERE tenant = %(tenant)s AND {cond} "
         f"GROUP BY bucket{by} ORDER BY bucket{by}"
     )
     rows = ch.execute(sql, {"tenant": q.tenant, "from_ms": q.from_ms, "to_ms": q.to_ms})

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from pipeline.accounting import Accountant, export_state, import_state, rebuilt
 from pipeline.checkpoint import Checkpoint
 from pipeline.health import INCIDENT_KINDS, HealthDetector, HealthEvent
+from pipeline.rollup import DirtyBuckets
 from pipeline.writer import ClickHouseWriter, WriteError
 from sandmeter.clock import wall_ms
 from sandmeter.metrics import counter
@@ -107,6 +108,7 @@ class Processor:
         self._offsets: dict[TP, int] = {}  # read, not yet flushed
         self._flushed: dict[TP, int] = {}  # covered by the accounting state, not yet checkpointed
         self._node_part: dict[str, TP] = {}  # node -> its partition (the node id is the Kafka key)
+        self._dirty = DirtyBuckets()  # rollup buckets written since the last checkpoint
         self._last_checkpoint = time.monotonic()
         self._first_at = 0.0
         self.total_samples = 0
@@ -170,6 +172,7 @@ class Processor:
             # stopping mid-retry leaves the offsets uncheckpointed: the batches are read again
             self._retry("ClickHouse write", lambda: self.writer.write(batches, res, now, late), stop)
             self.m.insert_seconds.observe(time.perf_counter() - t1)
+            self._dirty.note(result.usage)
             self._health(batches, stop)
             self.m.samples.inc(result.samples)
             self.m.batches.inc(len(batches))
@@ -261,6 +264,9 @@ class Processor:
         t0 = time.perf_counter()
         now = self.clock_ms()
         self._evict(now)
+        if self._dirty:  # rollups first: a checkpoint promises everything before it is rolled up
+            dirty = self._dirty.take()
+            self._retry("rollups", lambda: self.writer.roll(dirty), stop)
         cps = []
         for (t, p), off in todo.items():
             nodes = self._nodes((t, p))

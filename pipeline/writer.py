@@ -12,6 +12,7 @@ import pandas as pd
 from pipeline.accounting import USAGE_COLUMNS, Result
 from pipeline.checkpoint import Checkpoint, decode_state, encode_state
 from pipeline.health import HealthEvent
+from pipeline.rollup import rollup_statements
 from sandmeter import names as n
 from sandmeter.wire import SampleBatch
 
@@ -97,6 +98,14 @@ class ClickHouseWriter:
             self._insert(n.T_LIFECYCLE, life)
         if late is not None:
             self._insert(n.T_LATE, late)
+
+    def roll(self, dirty: dict[str, tuple[int, int]]) -> None:
+        """Recomputes the minute and hour rollups of these tenants' minute ranges."""
+        for sql, params in rollup_statements(dirty):
+            try:
+                self.ch.execute(sql, params)
+            except Exception as exc:
+                raise WriteError(f"rollup of {len(dirty)} tenants: {exc}") from exc
 
     def save_checkpoints(self, cps: Sequence[Checkpoint]) -> None:
         df = pd.DataFrame(

@@ -21,6 +21,8 @@ T_BATCHES: Final = "ingested_batches"
 T_HEALTH: Final = "health_events"
 T_LATE: Final = "late_samples"
 T_CHECKPOINTS: Final = "processor_checkpoints"
+T_USAGE_MINUTE: Final = "usage_minute"
+T_USAGE_HOUR: Final = "usage_hour"
 
 # Sample metric names on the wire (the collector's own view, before accounting).
 # cgroup v2, summed over the sandbox's pod cgroup and its kata_overhead cgroup.

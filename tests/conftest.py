@@ -7,6 +7,7 @@ quietly depend on a server.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,21 @@ def ch_migrated(stack: Stack) -> Any:
     ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
     migrate(ch, wall_ms())
     return ch
+
+
+@pytest.fixture
+def db(stack: Stack) -> Iterator[tuple[str, Any]]:
+    """A ClickHouse database of the test's own, migrated, dropped afterwards."""
+    from pipeline.migrate import migrate
+    from pipeline.writer import client
+
+    name = f"t_{uuid.uuid4().hex[:8]}"
+    ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
+    ch.execute(f"CREATE DATABASE {name}")
+    dbc = client("127.0.0.1", stack.settings.clickhouse_tcp_port, name)
+    migrate(dbc, wall_ms())
+    yield name, dbc
+    ch.execute(f"DROP DATABASE {name}")
 
 
 class _Blocked:

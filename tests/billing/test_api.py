@@ -17,6 +17,18 @@ def test_timestamps_round_trip_to_the_millisecond() -> None:
     assert format_ms(1795773600123) == "2026-11-27T10:00:00.123Z"
 
 
+def test_usage_reads_the_coarsest_table_whose_buckets_fit_the_range() -> None:
+    from billing.usage import source
+
+    h, m = 3_600_000, 60_000
+    assert source(0, 24 * h, 24 * h)[0] == n.T_USAGE_HOUR
+    assert source(0, 24 * h, h)[0] == n.T_USAGE_HOUR
+    assert source(0, 2 * h, m)[0] == n.T_USAGE_MINUTE  # minute buckets from hour rows: impossible
+    assert source(m, 2 * h, h)[0] == n.T_USAGE_MINUTE  # the range starts inside an hour
+    assert source(1, 2 * h, h)[0] == n.T_USAGE  # ... or inside a millisecond-exact minute
+    assert source(0, 2000, 1000)[0] == n.T_USAGE
+
+
 @pytest.fixture
 def api(ch_migrated: Any) -> Iterator[TestClient]:
     import numpy as np

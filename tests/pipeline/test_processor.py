@@ -66,6 +66,8 @@ class FakeWriter:
         self.writes: list[Result] = []
         self.checkpoints: list[Checkpoint] = []
         self.health: list[Any] = []
+        self.calls: list[str] = []
+        self.rolled: list[dict[str, tuple[int, int]]] = []
 
     def write(self, batches: list[SampleBatch], result: Result, now_ms: int, late: Any = None) -> None:
         if self.fail_times:
@@ -76,7 +78,12 @@ class FakeWriter:
     def write_health(self, events: list[Any]) -> None:
         self.health.extend(events)
 
+    def roll(self, dirty: dict[str, tuple[int, int]]) -> None:
+        self.calls.append("roll")
+        self.rolled.append(dirty)
+
     def save_checkpoints(self, cps: list[Checkpoint]) -> None:
+        self.calls.append("checkpoint")
         self.checkpoints.extend(cps)
 
     def load_checkpoints(self, topic: str, partitions: list[int]) -> dict[int, Checkpoint]:
@@ -208,3 +215,16 @@ def test_checkpoint_evicts_sandboxes_stopped_longer_than_the_lateness_window() -
     assert [s.node for s in p.acct.sandboxes.values()] == ["n2"]
     assert REGISTRY[id(p)].get_sample_value("sandmeter_processor_evicted_sandboxes_total") == 1
     assert w.checkpoints[-1].state.sandboxes["node"].tolist() == ["n2"]  # the checkpoint no longer carries it
+
+
+def test_the_buckets_a_flush_wrote_are_rolled_up_before_the_checkpoint() -> None:
+    w = FakeWriter()
+    p, _, cons = make(w)
+    p.handle(Msg(batch("n1", 0, 61_000, 100), 0))
+    p.handle(Msg(batch("n1", 1, 125_000, 300), 1))
+    p.flush()
+    assert w.calls == ["roll", "checkpoint"] and len(cons.commits) == 1
+    assert w.rolled == [{"acme": (60_000, 120_000)}]  # minutes of the intervals' last milliseconds
+    p.handle(Msg(batch("n1", 2, 126_000, 301), 2))
+    p.flush()
+    assert w.rolled[-1] == {"acme": (120_000, 120_000)}  # only what was written since
