@@ -48,6 +48,7 @@ class SimSandbox:
     truth_net_rx: int = 0
     truth_net_tx: int = 0
     resets: int = 0
+    restart_until_ms: int | None = None  # a VM restart in progress: nothing runs until then
 
     @property
     def cpu_overhead_us(self) -> int:
@@ -55,12 +56,19 @@ class SimSandbox:
         return self.cpu_us // 8 if self.overhead_layout else 0
 
     def advance(self, now_ms: int) -> None:
+        if self.restart_until_ms is not None and now_ms >= self.restart_until_ms:
+            self._advance(self.restart_until_ms)  # the VM was down until here, then starts from zero
+            self.cpu_us = self.io_read = self.io_write = self.net_rx = self.net_tx = 0
+            self.restart_until_ms = None
+        self._advance(now_ms)
+
+    def _advance(self, now_ms: int) -> None:
         dt = now_ms - self.last_ms
         if dt <= 0:
             return
         self.truth_mem_byte_ms += self.mem_bytes * dt  # memory stays allocated and used through a fault
         self.last_ms = now_ms
-        if self.hung:  # nothing progresses: counters, heartbeats, context switches
+        if self.hung or self.restart_until_ms is not None:  # nothing progresses: counters, heartbeats
             return
         cpu = self.cpu_rate_us_per_ms * dt
         rd, wr = 4096 * dt, 2048 * dt
@@ -82,9 +90,14 @@ class SimSandbox:
         self.truth_net_tx += tx
         self.check_count = self.alive_ms // 5000
 
-    def reset_counters(self) -> None:
-        """A VM restart: every cumulative counter starts again from zero."""
-        self.cpu_us = self.io_read = self.io_write = self.net_rx = self.net_tx = 0
+    def restart(self, now_ms: int, downtime_ms: int) -> None:
+        """A VM restart: nothing runs for `downtime_ms`, then every counter starts again from 0.
+
+        The counters stand still while the VM is down, so a collector scraping more often
+        than `downtime_ms` sees their last value before the reset: the truth stays observable.
+        """
+        self.advance(now_ms)
+        self.restart_until_ms = now_ms + downtime_ms
         self.resets += 1
 
     def truth(self) -> dict[str, Any]:
@@ -161,6 +174,7 @@ class FleetSpec:
     tenants: int = 3
     churn_per_min: float = 6.0  # sandbox stops (each replaced by a start) per minute
     reset_per_min: float = 1.0  # VM restarts (counter resets) per minute
+    restart_ms: int = 3000  # a restart's downtime; longer than a scrape interval keeps the truth observable
     seed: int = 7
     faults: tuple[FaultSpec, ...] = ()
     kata_detail: bool = False  # kata-monitor exports every family (~300 series per sandbox), as a real one does
@@ -227,14 +241,14 @@ class Fleet:
         p_stop = self.spec.churn_per_min * dt_ms / 60_000
         p_reset = self.spec.reset_per_min * dt_ms / 60_000
         for sb in self.live():
-            if sb.hung or sb.stalled:  # a faulted sandbox neither stops nor restarts until it recovers
+            if sb.hung or sb.stalled or sb.restart_until_ms is not None:  # busy: no stop or restart until done
                 continue
             if self.rng.random() < p_stop / max(1, len(self.live())):
                 self.stop_sandbox(sb, now_ms)
                 stopped.append(sb)
                 started.append(self.start_sandbox(sb.node, now_ms))
-            elif self.rng.random() < p_reset / max(1, len(self.live())):
-                sb.reset_counters()
+            elif self.rng.random() < p_reset / max(1, len(self.live())) and now_ms - sb.start_ms > 10_000:
+                sb.restart(now_ms, self.spec.restart_ms)
         return started, stopped
 
     def _faults(self, now_ms: int) -> None:

@@ -1,10 +1,8 @@
-"""Helpers for end-to-end tests that need their own ClickHouse database and topics."""
+"""Helpers for end-to-end tests: real collectors over a simulated fleet."""
 
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,28 +11,50 @@ from prometheus_client import CollectorRegistry
 
 from collectors.agent import CollectorAgent, build_agent, run_agent
 from collectors.sim.runner import Simulator
-from pipeline.migrate import migrate
-from pipeline.writer import client
-from sandmeter.clock import wall_ms
+from collectors.sink import BatchSink
 from sandmeter.settings import CollectorSettings
-from sandmeter.stack import Stack
+from sandmeter.wire import SampleBatch
 
 
-@pytest.fixture
-def db(stack: Stack) -> Iterator[tuple[str, Any]]:
-    name = f"eo_{uuid.uuid4().hex[:8]}"
-    ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
-    ch.execute(f"CREATE DATABASE {name}")
-    dbc = client("127.0.0.1", stack.settings.clickhouse_tcp_port, name)
-    migrate(dbc, wall_ms())
-    yield name, dbc
-    ch.execute(f"DROP DATABASE {name}")
+class HeldSink:
+    """Holds a node's batches back (a node cut off from Kafka), then delivers them in order.
+
+    Wraps the node's real KafkaSink, so the held batches reach the real broker, late.
+    """
+
+    def __init__(self, inner: BatchSink) -> None:
+        self.inner = inner
+        self.held: list[SampleBatch] = []
+        self.holding = True
+        self._lock = threading.Lock()
+
+    def put(self, batch: SampleBatch) -> None:
+        with self._lock:
+            if self.holding:
+                self.held.append(batch)
+                return
+        self.inner.put(batch)
+
+    def release(self) -> int:
+        with self._lock:
+            for b in self.held:
+                self.inner.put(b)
+            n, self.held, self.holding = len(self.held), [], False
+        return n
+
+    def close(self, timeout_s: float) -> None:
+        self.release()
+        self.inner.close(timeout_s)
 
 
 class RunningCollectors:
     def __init__(self, agents: list[CollectorAgent], threads: list[threading.Thread], stop: threading.Event) -> None:
         self.agents, self.threads, self.stop_event = agents, threads, stop
         self._stopped = False
+
+    def release(self) -> int:
+        """Delivers what the held nodes' sinks kept back; returns how many batches."""
+        return sum(a.sink.release() for a in self.agents if isinstance(a.sink, HeldSink))
 
     def stop(self, sink_timeout_s: float) -> None:
         """Stops scraping and watching, then gives each sink time to deliver its spool (once)."""
@@ -49,8 +69,13 @@ class RunningCollectors:
             a.sink.close(timeout_s=sink_timeout_s)
 
 
-def start_collectors(sim: Simulator, bootstrap: str, topic: str, spool: Path, interval_s: float) -> RunningCollectors:
-    """A real collector per simulated node, each scraping on its own thread until stopped."""
+def start_collectors(
+    sim: Simulator, bootstrap: str, topic: str, spool: Path, interval_s: float, held: tuple[str, ...] = ()
+) -> RunningCollectors:
+    """A real collector per simulated node, each scraping on its own thread until stopped.
+
+    The nodes in `held` keep their batches back until `release()` (see HeldSink).
+    """
     stop = threading.Event()
     agents: list[CollectorAgent] = []
     threads = []
@@ -62,6 +87,8 @@ def start_collectors(sim: Simulator, bootstrap: str, topic: str, spool: Path, in
             kata_monitor_url=nd["kata_monitor_url"], spool_dir=spool, spool_fsync=False,
         )  # fmt: skip
         agent = build_agent(cs, CollectorRegistry())
+        if nd["node_id"] in held:
+            agent.sink = HeldSink(agent.sink)
         agents.append(agent)
         threads.append(threading.Thread(target=run_agent, args=(agent, interval_s, stop, 60.0), daemon=True))
     for t in threads:
