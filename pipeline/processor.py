@@ -42,6 +42,8 @@ STATE_BYTES = "sandmeter_processor_state_bytes"
 INCIDENTS_OPEN = "sandmeter_health_open_incidents"
 INCIDENT = "sandmeter_health_incident_open"
 HEALTH_EVENTS = "sandmeter_health_events_total"
+RAW_DROPPED = "sandmeter_processor_raw_partitions_dropped_total"
+ROLLUP_SECONDS = "sandmeter_processor_rollup_duration_seconds"
 
 TP = tuple[str, int]  # (topic, partition)
 
@@ -70,6 +72,8 @@ class ProcessorMetrics:
             registry=registry,
         )  # fmt: skip
         self.health_events = counter(HEALTH_EVENTS, "Incident opens and closes", registry, ["kind", "event"])
+        self.raw_dropped = counter(RAW_DROPPED, "Raw-sample days dropped by retention", registry)
+        self.rollup_seconds = Histogram(ROLLUP_SECONDS, "Time to recompute the rollups touched", registry=registry)
         for reason in ("unknown_version", "truncated", "corrupt", "processing_error"):
             self.dlq.labels(reason)
 
@@ -266,7 +270,9 @@ class Processor:
         self._evict(now)
         if self._dirty:  # rollups first: a checkpoint promises everything before it is rolled up
             dirty = self._dirty.take()
+            t1 = time.perf_counter()
             self._retry("rollups", lambda: self.writer.roll(dirty), stop)
+            self.m.rollup_seconds.observe(time.perf_counter() - t1)
         cps = []
         for (t, p), off in todo.items():
             nodes = self._nodes((t, p))
@@ -351,6 +357,20 @@ class Processor:
         if held & nodes:
             self.acct = rebuilt(self.acct, nodes=frozenset(held - nodes))
 
+    def retention(self) -> None:
+        """Drops raw-sample days older than `raw_retention_days`; a failure waits for the next hour."""
+        if not (self.s.keep_raw_samples and self.s.raw_retention_days):
+            return
+        cutoff = time.gmtime(self.clock_ms() / 1000 - self.s.raw_retention_days * 86400)
+        try:
+            dropped = self.writer.drop_raw_days_before(int(time.strftime("%Y%m%d", cutoff)))
+        except WriteError as exc:
+            log.error("raw retention failed, next try in an hour: %s", exc)
+            return
+        if dropped:
+            self.m.raw_dropped.inc(len(dropped))
+            log.info("raw retention: dropped days %s", ", ".join(dropped))
+
     def update_lag(self) -> None:
         try:
             parts = list(self.consumer.assignment())
@@ -364,6 +384,7 @@ class Processor:
 
     def run(self, stop: threading.Event) -> None:
         last_status = last_lag = time.monotonic()
+        last_retention = -3600.0
         while not stop.is_set():
             records = self.consumer.poll(timeout_ms=200, max_records=2000)
             for msgs in records.values():
@@ -374,6 +395,9 @@ class Processor:
             now = time.monotonic()
             if self._flushed and now - self._last_checkpoint >= self.s.checkpoint_interval_s:
                 self.checkpoint(stop=stop)  # the stream went quiet after the last flush
+            if now - last_retention >= 3600:
+                last_retention = now
+                self.retention()
             if now - last_lag >= 5:
                 last_lag = now
                 self.update_lag()

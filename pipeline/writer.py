@@ -12,11 +12,10 @@ import pandas as pd
 from pipeline.accounting import USAGE_COLUMNS, Result
 from pipeline.checkpoint import Checkpoint, decode_state, encode_state
 from pipeline.health import HealthEvent
+from pipeline.rawstore import RawSeries
 from pipeline.rollup import rollup_statements
 from sandmeter import names as n
 from sandmeter.wire import SampleBatch
-
-RAW_COLUMNS = ("node", "sandbox_id", "tenant", "metric", "labels", "ts_ms", "value", "batch_id")
 
 
 class WriteError(RuntimeError):
@@ -32,35 +31,11 @@ def client(host: str, port: int, database: str) -> Any:
     )  # fmt: skip
 
 
-def raw_frame(batches: Sequence[SampleBatch]) -> pd.DataFrame:
-    """All samples as rows, built by fancy indexing the small per-batch tables."""
-    parts = []
-    for b in batches:
-        ids = np.array([e.id for e in b.entities], dtype=object)
-        tenants = np.array([e.labels.get("tenant", "") for e in b.entities], dtype=object)
-        metrics = np.array(b.metrics, dtype=object)
-        subs = np.array(b.subs, dtype=object)
-        parts.append(
-            pd.DataFrame(
-                {
-                    "node": np.full(len(b), b.node, dtype=object),
-                    "sandbox_id": ids[b.entity],
-                    "tenant": tenants[b.entity],
-                    "metric": metrics[b.metric],
-                    "labels": subs[b.sub],
-                    "ts_ms": b.ts_ms.astype(np.uint64),
-                    "value": b.value,
-                    "batch_id": np.full(len(b), b.batch_id, dtype=object),
-                }
-            )
-        )
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(RAW_COLUMNS))
-
-
 class ClickHouseWriter:
     def __init__(self, ch: Any, keep_raw: bool = True) -> None:
         self.ch = ch
         self.keep_raw = keep_raw
+        self.raw = RawSeries()
 
     def _insert(self, table: str, df: pd.DataFrame) -> None:
         if df.empty:
@@ -75,7 +50,9 @@ class ClickHouseWriter:
         self, batches: Sequence[SampleBatch], result: Result, now_ms: int, late: pd.DataFrame | None = None
     ) -> None:
         if self.keep_raw:
-            self._insert(n.T_SAMPLES, raw_frame(batches))
+            samples, named = self.raw.frames(batches)
+            self._insert(n.T_RAW_SERIES, named)  # names first: a reader never meets an unnamed id
+            self._insert(n.T_SAMPLES, samples)
         usage = result.usage.copy()
         for c in USAGE_COLUMNS:
             if c not in ("tenant", "sandbox_id", "node", "batch_id"):
@@ -106,6 +83,21 @@ class ClickHouseWriter:
                 self.ch.execute(sql, params)
             except Exception as exc:
                 raise WriteError(f"rollup of {len(dirty)} tenants: {exc}") from exc
+
+    def drop_raw_days_before(self, day: int) -> list[str]:
+        """Drops the raw-sample partitions (days, YYYYMMDD) older than `day`; returns them."""
+        try:
+            rows = self.ch.execute(
+                "SELECT DISTINCT partition FROM system.parts "
+                "WHERE database = currentDatabase() AND table = %(t)s AND active",
+                {"t": n.T_SAMPLES},
+            )
+            old = sorted(str(p) for (p,) in rows if str(p).isdigit() and int(str(p)) < day)
+            for part in old:
+                self.ch.execute(f"ALTER TABLE {n.T_SAMPLES} DROP PARTITION {int(part)}")
+        except Exception as exc:
+            raise WriteError(f"raw retention: {exc}") from exc
+        return old
 
     def save_checkpoints(self, cps: Sequence[Checkpoint]) -> None:
         df = pd.DataFrame(

@@ -14,7 +14,8 @@ ALL_TOPICS: Final = (TOPIC_SAMPLES, TOPIC_DEADLETTER, TOPIC_ALERTS, TOPIC_SCALE)
 
 # ClickHouse tables
 T_MIGRATIONS: Final = "sandmeter_migrations"
-T_SAMPLES: Final = "samples_raw"
+T_SAMPLES: Final = "raw_samples"
+T_RAW_SERIES: Final = "raw_series"
 T_USAGE: Final = "usage_intervals"
 T_LIFECYCLE: Final = "sandbox_lifecycle"
 T_BATCHES: Final = "ingested_batches"

@@ -77,6 +77,8 @@ class ProcessorSettings(_Base):
     flush_max_samples: int = Field(200_000, gt=0)
     flush_interval_s: float = Field(1.0, gt=0)
     keep_raw_samples: bool = True
+    # raw-sample days older than this are dropped whole (checked hourly); 0 keeps them all
+    raw_retention_days: int = Field(7, ge=0)
     # state and offsets go to ClickHouse this often; Kafka offsets are committed after them
     checkpoint_interval_s: float = Field(10.0, ge=0)
     # samples this much older than their series' state are late; stopped sandboxes' state is

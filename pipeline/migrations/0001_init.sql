@@ -1,19 +1,6 @@
 -- Base schema. Runs on ClickHouse 18.16 and current ClickHouse: epoch-ms in UInt64, no
 -- DateTime64/TTL/LowCardinality/codecs; retention drops whole partitions.
 
-CREATE TABLE IF NOT EXISTS samples_raw (
-    node String,
-    sandbox_id String,
-    tenant String,
-    metric String,
-    labels String,
-    ts_ms UInt64,
-    value Float64,
-    batch_id String
-) ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMMDD(toDateTime(intDiv(ts_ms, 1000)))
-ORDER BY (node, sandbox_id, metric, labels, ts_ms);
-
 -- One row per sandbox per processed scrape, covering [start_ms, end_ms).
 -- Rows are a pure function of the samples, so a replay writes identical rows: the
 -- ReplacingMergeTree key dedups them, and billing reads dedup again (FINAL / LIMIT 1 BY).

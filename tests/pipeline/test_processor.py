@@ -82,6 +82,10 @@ class FakeWriter:
         self.calls.append("roll")
         self.rolled.append(dirty)
 
+    def drop_raw_days_before(self, day: int) -> list[str]:
+        self.calls.append(f"retention {day}")
+        return ["20261101"]
+
     def save_checkpoints(self, cps: list[Checkpoint]) -> None:
         self.calls.append("checkpoint")
         self.checkpoints.extend(cps)
@@ -228,3 +232,16 @@ def test_the_buckets_a_flush_wrote_are_rolled_up_before_the_checkpoint() -> None
     p.handle(Msg(batch("n1", 2, 126_000, 301), 2))
     p.flush()
     assert w.rolled[-1] == {"acme": (120_000, 120_000)}  # only what was written since
+
+
+def test_retention_drops_raw_days_older_than_the_setting() -> None:
+    w = FakeWriter()
+    s = ProcessorSettings(raw_retention_days=7)
+    reg = CollectorRegistry()
+    p = Processor(s, FakeConsumer(), FakeProducer(), w, reg, clock_ms=lambda: 1_795_773_600_000)  # type: ignore[arg-type]
+    p.retention()  # 2026-11-27T10:00Z
+    assert w.calls == ["retention 20261120"]
+    assert reg.get_sample_value("sandmeter_processor_raw_partitions_dropped_total") == 1
+    p.s = s.model_copy(update={"raw_retention_days": 0})
+    p.retention()
+    assert w.calls == ["retention 20261120"]  # 0 keeps everything

@@ -1,0 +1,104 @@
+"""Raw samples as numbers: (series id, ts, value) rows plus a table naming each id once.
+
+A series id is a 64-bit hash of (node, sandbox, metric, labels): each distinct string is
+hashed once (blake2b, cached) and the per-sample combination is numpy arithmetic over the
+whole flush, so no per-sample Python runs. The ids the processor has already named are kept
+in a sorted array; only series new to this process get a `raw_series` row (a restart names
+them again, which the table's replacing key absorbs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from sandmeter.wire import SampleBatch
+
+U64 = npt.NDArray[np.uint64]
+SERIES_COLUMNS = ("series_id", "node", "sandbox_id", "tenant", "metric", "labels", "first_ms")
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+
+
+def _mix(x: U64) -> U64:
+    """splitmix64's finaliser: a bijection that spreads every input bit over the output."""
+    x = (x ^ (x >> _S30)) * _M1
+    x = (x ^ (x >> _S27)) * _M2
+    return x ^ (x >> _S31)
+
+
+class RawSeries:
+    def __init__(self, max_cached: int = 2_000_000) -> None:
+        self._hashes: dict[str, int] = {}
+        self.known = pd.Index(np.zeros(0, np.uint64))  # its hash table is built once per change
+        self.max_cached = max_cached
+
+    def _h(self, kind: str, values: Sequence[str]) -> U64:
+        out = np.empty(len(values), np.uint64)
+        for i, v in enumerate(values):  # per distinct string of a batch, not per sample
+            key = kind + v
+            h = self._hashes.get(key)
+            if h is None:
+                h = self._hashes[key] = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+            out[i] = h
+        return out
+
+    def ids(self, b: SampleBatch) -> U64:
+        """The series id of every sample of `b`."""
+        node = self._h("n\0", [b.node])
+        ent = self._h("e\0", [e.id for e in b.entities])
+        met = self._h("m\0", b.metrics)
+        sub = self._h("s\0", b.subs)
+        return _mix(_mix(_mix(node[np.zeros(len(b), np.intp)] ^ ent[b.entity]) ^ met[b.metric]) ^ sub[b.sub])
+
+    def frames(self, batches: Sequence[SampleBatch]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(raw sample rows, rows naming the series this process has not named before)."""
+        if len(self._hashes) > self.max_cached:
+            self._hashes.clear()
+        if len(self.known) > self.max_cached:
+            self.known = pd.Index(np.zeros(0, np.uint64))
+        ids = [self.ids(b) for b in batches]
+        all_ids = np.concatenate(ids) if ids else np.zeros(0, np.uint64)
+        samples = pd.DataFrame(
+            {
+                "series_id": all_ids,
+                "ts_ms": np.concatenate([b.ts_ms for b in batches]).astype(np.uint64) if batches else all_ids,
+                "value": np.concatenate([b.value for b in batches]) if batches else np.zeros(0),
+            }
+        )
+        unknown = np.flatnonzero(self.known.get_indexer(pd.Index(all_ids)) < 0)  # hash lookups, no sort
+        if not unknown.size:
+            return samples, pd.DataFrame(columns=list(SERIES_COLUMNS))
+        new_ids, first = np.unique(all_ids[unknown], return_index=True)
+        self.known = self.known.append(pd.Index(new_ids))
+        return samples, self._names(batches, new_ids, unknown[first])
+
+    @staticmethod
+    def _names(batches: Sequence[SampleBatch], ids: U64, at: npt.NDArray[np.intp]) -> pd.DataFrame:
+        """One row per new series, from the first sample of each, by fancy indexing per batch."""
+        ends = np.cumsum([len(b) for b in batches])
+        bix = np.searchsorted(ends, at, side="right")
+        local = at - np.concatenate([[0], ends[:-1]])[bix]
+        parts = []
+        for bi in np.unique(bix).tolist():
+            b, li = batches[bi], local[bix == bi]
+            ent = b.entity[li]
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "node": b.node,
+                        "sandbox_id": np.array([e.id for e in b.entities], dtype=object)[ent],
+                        "tenant": np.array([e.labels.get("tenant", "") for e in b.entities], dtype=object)[ent],
+                        "metric": np.array(b.metrics, dtype=object)[b.metric[li]],
+                        "labels": np.array(b.subs, dtype=object)[b.sub[li]],
+                        "first_ms": b.ts_ms[li].astype(np.uint64),
+                    }
+                )
+            )
+        df = pd.concat(parts, ignore_index=True)
+        df.insert(0, "series_id", ids[np.argsort(bix, kind="stable")])  # the rows' order: by batch, then as in `at`
+        return df
