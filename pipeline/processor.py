@@ -432,6 +432,7 @@ def build_processor(s: ProcessorSettings, registry: CollectorRegistry) -> Proces
         auto_offset_reset="earliest",
         session_timeout_ms=s.session_timeout_ms,
         heartbeat_interval_ms=max(500, s.session_timeout_ms // 3),
+        max_poll_interval_ms=s.max_poll_interval_ms,
         max_partition_fetch_bytes=8 << 20,
     )
     producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")

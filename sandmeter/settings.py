@@ -71,6 +71,9 @@ class ProcessorSettings(_Base):
     group_id: str = "sandmeter-processor"
     # Tansu (and Kafka) hold a group join for about the session timeout: keep it short.
     session_timeout_ms: int = 6000
+    # a flush blocked longer than this (ClickHouse away) leaves the group; the checkpoints make
+    # the rejoin safe (docs/operations.md)
+    max_poll_interval_ms: int = Field(300_000, gt=0)
     clickhouse_host: str = "127.0.0.1"
     clickhouse_port: int = 19000
     clickhouse_database: str = "default"
