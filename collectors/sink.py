@@ -29,6 +29,7 @@ BATCHES_SENT = "sandmeter_collector_batches_sent_total"
 SEND_ERRORS = "sandmeter_collector_send_errors_total"
 SPOOL_DEPTH = "sandmeter_collector_spool_batches"
 SPOOL_BYTES = "sandmeter_collector_spool_bytes"
+SPOOL_LIMIT = "sandmeter_collector_spool_limit_bytes"
 SPOOL_DROPPED = "sandmeter_collector_spool_dropped_total"
 WIRE_BYTES = "sandmeter_collector_wire_bytes_total"
 
@@ -68,6 +69,8 @@ class KafkaSink:
             self.dropped.labels(reason)
         self.depth = Gauge(SPOOL_DEPTH, "Batches waiting to be sent", registry=registry)
         self.depth_bytes = Gauge(SPOOL_BYTES, "Bytes waiting to be sent", registry=registry)
+        limit = Gauge(SPOOL_LIMIT, "Spool size at which the oldest batches are dropped", registry=registry)
+        limit.set(max_bytes)
         if len(self._spool):
             log.info("spool %s: %d batches from an earlier run to send first", spool_dir, len(self._spool))
         self._gauges()

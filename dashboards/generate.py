@@ -1,11 +1,17 @@
-"""`sandmeter dashboards --out DIR`: Grafana dashboards and provisioning, from code.
+"""`sandmeter dashboards --out DIR`: Grafana dashboards, provisioning and Prometheus rules.
 
-Table, column and metric names are imported from the modules that define them.
+Table, column, metric and label names are imported from the modules that define them, so a
+rename breaks the tests instead of a dashboard. ClickHouse panels use the
+grafana-clickhouse-datasource query model and only the `$__fromTime` / `$__toTime` /
+`$__interval_s` macros, which expand to SQL that ClickHouse 18.16 and current releases both
+run (the `_ms` macros expand to DateTime64 functions 18.16 lacks).
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +19,24 @@ import attr
 from grafanalib._gen import DashboardEncoder
 from grafanalib.core import Dashboard, GridPos, Table, Target, Template, Templating, TimeSeries
 
-from collectors import agent as collector_metrics
-from collectors import sink as sink_metrics
+from collectors import agent as am
+from collectors import sink as sm
+from collectors.base import sub_label
+from dashboards import rules
 from pipeline import processor as pm
 from sandmeter import names as n
 
 CH_UID = "clickhouse"
 PROM_UID = "prometheus"
 CH_TYPE = "grafana-clickhouse-datasource"
+CH_DS = {"type": CH_TYPE, "uid": CH_UID}
+PROM_DS = {"type": "prometheus", "uid": PROM_UID}
+GIB = 1 << 30
 
 
 @attr.s
 class ClickHouseTarget:
-    """A query in the grafana-clickhouse-datasource plugin's model."""
+    """A query in the grafana-clickhouse-datasource plugin's model (SQL editor)."""
 
     rawSql: str = attr.ib()
     refId: str = attr.ib(default="A")
@@ -33,7 +44,7 @@ class ClickHouseTarget:
 
     def to_json_data(self) -> dict[str, Any]:
         return {
-            "datasource": {"type": CH_TYPE, "uid": CH_UID},
+            "datasource": CH_DS,
             "editorType": "sql",
             "queryType": "timeseries" if self.format == 0 else "table",
             "format": self.format,
@@ -42,110 +53,272 @@ class ClickHouseTarget:
         }
 
 
-def _ch_ts(title: str, sql: str, pid: int, x: int, y: int, unit: str = "short") -> TimeSeries:
-    return TimeSeries(
-        title=title, dataSource={"type": CH_TYPE, "uid": CH_UID}, targets=[ClickHouseTarget(sql)],
-        id=pid, gridPos=GridPos(h=8, w=12, x=x, y=y), unit=unit,
+# -- SQL building blocks ---------------------------------------------------------------------
+def in_range(col_ms: str) -> str:
+    """The dashboard's time range over an epoch-ms column."""
+    return f"{col_ms} >= toUInt64($__fromTime) * 1000 AND {col_ms} < toUInt64($__toTime) * 1000"
+
+
+def bucket(col_ms: str, floor_s: int = 60) -> str:
+    """A time column: `col_ms` floored to the panel interval, never finer than `floor_s`."""
+    step = f"greatest({floor_s}, $__interval_s)"
+    return f"toDateTime(intDiv({col_ms}, {step} * 1000) * {step}) AS time"
+
+
+TENANTS = "tenant IN (${tenant:singlequote})"
+
+
+def raw_series(metric: str, labels: str | None = None, host: bool = False) -> str:
+    """Raw samples of one metric (optionally one sub-label string), joined to their names."""
+    where = [f"metric = '{metric}'"]
+    if labels is not None:
+        where.append(f"labels = '{labels}'")
+    if host:
+        where.append("sandbox_id = ''")
+    return (
+        f"{n.T_SAMPLES} ANY INNER JOIN (SELECT series_id, node, sandbox_id, labels FROM {n.T_RAW_SERIES} "
+        f"WHERE {' AND '.join(where)}) USING series_id"
+    )
+
+
+def _ch_ts(title: str, sql: str, unit: str = "short", w: int = 12) -> TimeSeries:
+    return TimeSeries(title=title, dataSource=CH_DS, targets=[ClickHouseTarget(sql)], unit=unit, gridPos=_pos(w, 8))
+
+
+def _ch_table(title: str, sql: str, w: int = 24, h: int = 10) -> Table:
+    return Table(title=title, dataSource=CH_DS, targets=[ClickHouseTarget(sql, format=1)], gridPos=_pos(w, h))
+
+
+def _prom_ts(title: str, expr: str, unit: str = "short", legend: str = "", w: int = 12) -> TimeSeries:
+    target = Target(expr=expr, refId="A", legendFormat=legend, datasource=PROM_DS)
+    return TimeSeries(title=title, dataSource=PROM_DS, targets=[target], unit=unit, gridPos=_pos(w, 8))
+
+
+def _pos(w: int, h: int) -> GridPos:
+    return GridPos(h=h, w=w, x=0, y=0)  # laid out by _layout
+
+
+def _layout(panels: list[Any]) -> list[Any]:
+    """Rows left to right, 24 columns wide; ids 1..n in order."""
+    x = y = row_h = 0
+    for pid, p in enumerate(panels, start=1):
+        w, h = p.gridPos.w, p.gridPos.h
+        if x + w > 24:
+            x, y, row_h = 0, y + row_h, 0
+        p.gridPos = GridPos(h=h, w=w, x=x, y=y)
+        p.id = pid
+        x += w
+        row_h = max(row_h, h)
+    return panels
+
+
+def _tenant_var() -> Template:
+    return Template(
+        name="tenant", label="Tenant", query=f"SELECT DISTINCT tenant FROM {n.T_USAGE_MINUTE} ORDER BY tenant",
+        dataSource=CH_DS, type="query", multi=True, includeAll=True, default="$__all",
     )  # fmt: skip
 
 
-def _usage_sql(expr: str) -> str:
+def _node_var() -> Template:
+    return Template(
+        name="node", label="Node", query=f"SELECT DISTINCT node FROM {n.T_USAGE_MINUTE} ORDER BY node",
+        dataSource=CH_DS, type="query", multi=True, includeAll=True, default="$__all",
+    )  # fmt: skip
+
+
+# -- dashboards -------------------------------------------------------------------------------
+def _usage(expr: str) -> str:
     return (
-        "SELECT toDateTime(intDiv(end_ms, 60000) * 60) AS time, tenant, "
-        f"{expr} AS value FROM {n.T_USAGE} FINAL "
-        "WHERE end_ms >= $__fromTime_ms AND end_ms < $__toTime_ms AND tenant IN (${tenant:singlequote}) "
-        "GROUP BY time, tenant ORDER BY time"
+        f"SELECT {bucket('minute_ms')}, tenant, {expr} AS value FROM {n.T_USAGE_MINUTE} FINAL "
+        f"WHERE {in_range('minute_ms')} AND {TENANTS} GROUP BY time, tenant ORDER BY time"
     )
 
 
 def tenant_usage() -> Dashboard:
+    """Per-tenant usage over time from the minute rollups, the top tenants, and a drill-down."""
     panels = [
-        _ch_ts("Used CPU (ms per minute)", _usage_sql("sum(cpu_used_us) / 1000"), 1, 0, 0, "ms"),
-        _ch_ts("Allocated vCPU-ms per minute", _usage_sql("sum(vcpu_alloc_mcpu_ms) / 1000"), 2, 12, 0),
-        _ch_ts("Used memory (GiB-ms per minute)", _usage_sql("sum(mem_used_byte_ms) / 1073741824"), 3, 0, 8),
-        _ch_ts("Allocated memory (GiB-ms per minute)", _usage_sql("sum(mem_alloc_byte_ms) / 1073741824"), 4, 12, 8),
-        _ch_ts("IO bytes per minute", _usage_sql("sum(io_read_bytes + io_write_bytes)"), 5, 0, 16, "bytes"),
-        _ch_ts("Network bytes per minute", _usage_sql("sum(net_rx_bytes + net_tx_bytes)"), 6, 12, 16, "bytes"),
-        Table(
-            title="Sandboxes (drill-down)",
-            dataSource={"type": CH_TYPE, "uid": CH_UID},
-            id=7,
-            gridPos=GridPos(h=10, w=24, x=0, y=24),
-            targets=[
-                ClickHouseTarget(
-                    "SELECT tenant, sandbox_id, node, min(start_ms) AS first_ms, max(end_ms) AS last_ms, "
-                    "sum(cpu_used_us) / 1000 AS cpu_used_ms, sum(vcpu_alloc_mcpu_ms) / 1000 AS vcpu_alloc_ms "
-                    f"FROM {n.T_USAGE} FINAL WHERE end_ms >= $__fromTime_ms AND end_ms < $__toTime_ms "
-                    "AND tenant IN (${tenant:singlequote}) GROUP BY tenant, sandbox_id, node "
-                    "ORDER BY cpu_used_ms DESC LIMIT 100",
-                    format=1,
-                )
-            ],
+        _ch_ts("Used CPU (ms)", _usage("sum(cpu_used_us) / 1000"), "ms"),
+        _ch_ts("Allocated vCPU-ms", _usage("sum(vcpu_alloc_mcpu_ms) / 1000")),
+        _ch_ts("Used memory (GiB-ms)", _usage(f"sum(mem_used_byte_ms) / {GIB}")),
+        _ch_ts("Allocated memory (GiB-ms)", _usage(f"sum(mem_alloc_byte_ms) / {GIB}")),
+        _ch_ts("IO read + write", _usage("sum(io_read_bytes + io_write_bytes)"), "bytes"),
+        _ch_ts("Network rx + tx", _usage("sum(net_rx_bytes + net_tx_bytes)"), "bytes"),
+        _ch_table(
+            "Top 10 tenants by allocated vCPU-ms",
+            "SELECT tenant, sum(vcpu_alloc_mcpu_ms) / 1000 AS vcpu_alloc_ms, sum(cpu_used_us) / 1000 AS cpu_used_ms, "
+            f"sum(mem_alloc_byte_ms) / {GIB} AS mem_alloc_gib_ms, uniqExact(sandbox_id) AS sandboxes "
+            f"FROM {n.T_USAGE_MINUTE} FINAL WHERE {in_range('minute_ms')} "
+            "GROUP BY tenant ORDER BY vcpu_alloc_ms DESC LIMIT 10",
+            w=12,
+        ),
+        _ch_table(
+            "Sandboxes (drill-down)",
+            "SELECT tenant, sandbox_id, node, toDateTime(intDiv(min(minute_ms), 1000)) AS first_minute, "
+            "toDateTime(intDiv(max(minute_ms), 1000)) AS last_minute, sum(cpu_used_us) / 1000 AS cpu_used_ms, "
+            f"sum(vcpu_alloc_mcpu_ms) / 1000 AS vcpu_alloc_ms, sum(mem_used_byte_ms) / {GIB} AS mem_used_gib_ms, "
+            "sum(io_read_bytes + io_write_bytes) AS io_bytes, sum(net_rx_bytes + net_tx_bytes) AS net_bytes "
+            f"FROM {n.T_USAGE_MINUTE} FINAL WHERE {in_range('minute_ms')} AND {TENANTS} "
+            "GROUP BY tenant, sandbox_id, node ORDER BY vcpu_alloc_ms DESC LIMIT 200",
+            w=12,
         ),
     ]
-    tenant_var = Template(
-        name="tenant", label="Tenant", query=f"SELECT DISTINCT tenant FROM {n.T_USAGE}",
-        dataSource={"type": CH_TYPE, "uid": CH_UID}, type="query", multi=True, includeAll=True,
-    )  # fmt: skip
     return Dashboard(
-        title="sandmeter: tenant usage", uid="sandmeter-tenant-usage", panels=panels,
-        templating=Templating(list=[tenant_var]), timezone="utc",
-    ).auto_panel_ids()  # fmt: skip
-
-
-def _prom_ts(title: str, expr: str, pid: int, x: int, y: int, unit: str = "short") -> TimeSeries:
-    return TimeSeries(
-        title=title, dataSource={"type": "prometheus", "uid": PROM_UID},
-        targets=[Target(expr=expr, refId="A", datasource={"type": "prometheus", "uid": PROM_UID})],
-        id=pid, gridPos=GridPos(h=8, w=12, x=x, y=y), unit=unit,
+        title="sandmeter: tenant usage", uid="sandmeter-tenant-usage", panels=_layout(panels),
+        templating=Templating(list=[_tenant_var()]), timezone="utc",
     )  # fmt: skip
+
+
+NODES = "node IN (${node:singlequote})"
+
+
+def fleet_health() -> Dashboard:
+    """Nodes, sandboxes, incidents with their evidence, host pressure, disks, blocked QEMU threads."""
+    psi = sub_label(item="avg10", kind="some", resource="io")
+    io_ms = f"labels LIKE '%{sub_label(item='io_ms')}%'"
+    d_threads = sub_label(proc="qemu", state="D")
+    panels = [
+        _ch_ts(
+            "Nodes reporting",
+            f"SELECT {bucket('minute_ms')}, uniqExact(node) AS nodes FROM {n.T_USAGE_MINUTE} "
+            f"WHERE {in_range('minute_ms')} GROUP BY time ORDER BY time",
+            w=8,
+        ),
+        _ch_ts(
+            "Sandboxes per node",
+            f"SELECT {bucket('minute_ms')}, node, uniqExact(sandbox_id) AS sandboxes FROM {n.T_USAGE_MINUTE} "
+            f"WHERE {in_range('minute_ms')} AND {NODES} GROUP BY time, node ORDER BY time",
+            w=8,
+        ),
+        _prom_ts("Open incidents", f"sum by (kind) ({pm.INCIDENTS_OPEN})", legend="{{kind}}", w=8),
+        _ch_table(
+            "Incidents (qemu hang, IO stall) with evidence",
+            "SELECT incident_id, kind, node, sandbox_id, tenant, toDateTime(intDiv(min(opened_ms), 1000)) AS opened, "
+            "if(countIf(event = 'close') > 0, toString(toDateTime(intDiv(maxIf(ts_ms, event = 'close'), 1000))), "
+            "'open') AS closed, argMax(evidence, ts_ms) AS evidence "
+            f"FROM {n.T_HEALTH} WHERE {in_range('ts_ms')} AND {NODES} "
+            "GROUP BY incident_id, kind, node, sandbox_id, tenant ORDER BY opened DESC LIMIT 200",
+        ),
+        _ch_ts(
+            "Incident timeline (opens and closes)",
+            f"SELECT {bucket('ts_ms')}, concat(kind, ' ', event) AS what, count() AS events FROM {n.T_HEALTH} "
+            f"WHERE {in_range('ts_ms')} AND {NODES} GROUP BY time, what ORDER BY time",
+            w=24,
+        ),
+        _ch_ts(
+            "Host IO pressure (some avg10, %)",
+            f"SELECT {bucket('ts_ms', 10)}, node, max(value) AS psi FROM {raw_series(n.M_HOST_PRESSURE, psi, True)} "
+            f"WHERE {in_range('ts_ms')} AND {NODES} GROUP BY time, node ORDER BY time",
+            "percent",
+            w=8,
+        ),
+        _ch_ts(
+            "Disk busy (fraction of time with IO in flight)",
+            "SELECT time, node, max(busy) AS busiest FROM ("
+            f"SELECT {bucket('ts_ms')}, node, labels, (max(value) - min(value)) / (max(ts_ms) - min(ts_ms)) AS busy "
+            f"FROM {n.T_SAMPLES} ANY INNER JOIN (SELECT series_id, node, labels FROM {n.T_RAW_SERIES} "
+            f"WHERE metric = '{n.M_HOST_DISK}' AND {io_ms}) USING series_id "
+            f"WHERE {in_range('ts_ms')} AND {NODES} GROUP BY time, node, labels HAVING max(ts_ms) > min(ts_ms)"
+            ") GROUP BY time, node ORDER BY time",
+            "percentunit",
+            w=8,
+        ),
+        _ch_ts(
+            "QEMU threads in D state",
+            "SELECT time, node, sum(d) AS threads FROM ("
+            f"SELECT {bucket('ts_ms', 10)}, node, sandbox_id, max(value) AS d "
+            f"FROM {raw_series(n.M_PROC_THREADS, d_threads)} WHERE {in_range('ts_ms')} AND {NODES} "
+            "GROUP BY time, node, sandbox_id) GROUP BY time, node ORDER BY time",
+            w=8,
+        ),
+    ]
+    return Dashboard(
+        title="sandmeter: fleet health", uid="sandmeter-fleet-health", panels=_layout(panels),
+        templating=Templating(list=[_node_var()]), timezone="utc",
+    )  # fmt: skip
+
+
+def _p99(hist: str, by: str = "") -> str:
+    return f"histogram_quantile(0.99, sum by (le{by}) (rate({hist}_bucket[5m])))"
 
 
 def pipeline_health() -> Dashboard:
+    """The processor's and the collectors' own metrics, from Prometheus."""
     panels = [
-        _prom_ts("Consumer lag (messages)", f"sum by (partition) ({pm.LAG})", 1, 0, 0),
-        _prom_ts("Samples/s", f"rate({pm.SAMPLES}[1m])", 2, 12, 0),
-        _prom_ts("Freshness", pm.FRESHNESS, 3, 0, 8, "s"),
-        _prom_ts("Dead-letter and late /s", f"sum(rate({pm.DLQ}[5m])) or vector(0)", 4, 12, 8),
+        _prom_ts("Consumer lag (messages)", f"sum by (partition) ({pm.LAG})", legend="partition {{partition}}"),
+        _prom_ts("Samples/s (processor, collectors)", f"sum(rate({pm.SAMPLES}[1m]))", legend="processor"),
+        _prom_ts("Freshness (now - newest sample written)", f"max({pm.FRESHNESS})", "s"),
+        _prom_ts("Dead-lettered /s by reason", f"sum by (reason) (rate({pm.DLQ}[5m]))", legend="{{reason}}"),
+        _prom_ts("Late and duplicate samples /s", f"sum(rate({pm.LATE}[5m]))", legend="late"),
+        _prom_ts("Insert latency p99", _p99(pm.INSERT_SECONDS), "s"),
+        _prom_ts("Flush latency p99", _p99(pm.FLUSH_SECONDS), "s"),
+        _prom_ts("ClickHouse write failures /s", f"sum(rate({pm.WRITE_FAILURES}[5m]))"),
+        _prom_ts("Checkpoint and rollup p99", _p99(pm.CHECKPOINT_SECONDS), "s"),
+        _prom_ts("Series with state", f"sum({pm.SERIES})"),
         _prom_ts(
-            "Insert latency p99",
-            f"histogram_quantile(0.99, sum by (le) (rate({pm.INSERT_SECONDS}_bucket[5m])))",
-            5,
-            0,
-            16,
-            "s",
+            "Collector scrape errors /s by source",
+            f"sum by (source) (rate({am.SCRAPE_ERRORS}[5m]))",
+            legend="{{source}}",
         ),
+        _prom_ts("Collector scrape p99 by source", _p99(am.SCRAPE_SECONDS, ", source"), "s", "{{source}}"),
+        _prom_ts("Collector spool depth (batches)", f"max by (instance) ({sm.SPOOL_DEPTH})", legend="{{instance}}"),
         _prom_ts(
-            "Collector scrape errors /s", f"sum by (source) (rate({collector_metrics.SCRAPE_ERRORS}[5m]))", 6, 12, 16
+            "Collector spool fill",
+            f"max by (instance) ({sm.SPOOL_BYTES} / {sm.SPOOL_LIMIT})",
+            "percentunit",
+            "{{instance}}",
         ),
-        _prom_ts("Collector spool depth", f"max by (instance) ({sink_metrics.SPOOL_DEPTH})", 7, 0, 24),
+        _prom_ts("Collector batches sent /s", f"sum(rate({sm.BATCHES_SENT}[1m]))"),
+        _prom_ts("Collector send errors /s", f"sum by (instance) (rate({sm.SEND_ERRORS}[5m]))", legend="{{instance}}"),
     ]
-    return Dashboard(title="sandmeter: pipeline health", uid="sandmeter-pipeline", panels=panels, timezone="utc")
+    return Dashboard(
+        title="sandmeter: pipeline health", uid="sandmeter-pipeline", panels=_layout(panels), timezone="utc"
+    )
 
 
-DASHBOARDS = {"tenant-usage": tenant_usage, "pipeline-health": pipeline_health}
+DASHBOARDS: dict[str, Callable[[], Dashboard]] = {
+    "tenant-usage": tenant_usage,
+    "fleet-health": fleet_health,
+    "pipeline-health": pipeline_health,
+}
+PURPOSE = {name: (make.__doc__ or "").strip() for name, make in DASHBOARDS.items()}
 
 
+def dashboard_json(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(json.dumps(DASHBOARDS[name]().to_json_data(), cls=DashboardEncoder))
+    return data
+
+
+def targets(dashboard: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(panel, target) for every query of a dashboard's JSON."""
+    for panel in dashboard.get("panels", []):
+        for t in panel.get("targets", []):
+            yield panel, t
+
+
+# -- what Grafana does to a query before the data source sees it (for the tests) -------------
+def render_sql(sql: str, from_s: int, to_s: int, interval_s: int, variables: dict[str, list[str]]) -> str:
+    """Grafana's variable interpolation and the ClickHouse plugin's macros, as they expand."""
+
+    def var(m: re.Match[str]) -> str:
+        values = variables[m[1]]
+        return ",".join("'" + v.replace("'", "\\'") + "'" for v in values)
+
+    sql = re.sub(r"\$\{(\w+):singlequote\}", var, sql)
+    sql = sql.replace("$__fromTime", f"toDateTime({from_s})").replace("$__toTime", f"toDateTime({to_s})")
+    return sql.replace("$__interval_s", str(interval_s))
+
+
+# -- provisioning -------------------------------------------------------------------------------
 def provisioning(
     clickhouse_host: str = "clickhouse", clickhouse_port: int = 9000, prometheus_url: str = "http://prometheus:9090"
 ) -> dict[str, str]:
     datasources = {
         "apiVersion": 1,
         "datasources": [
-            {
-                "name": "ClickHouse",
-                "uid": CH_UID,
-                "type": CH_TYPE,
-                "jsonData": {"host": clickhouse_host, "port": clickhouse_port, "protocol": "native"},
-            },
-            {
-                "name": "Prometheus",
-                "uid": PROM_UID,
-                "type": "prometheus",
-                "url": prometheus_url,
-                "access": "proxy",
-                "isDefault": True,
-            },
+            {"name": "ClickHouse", "uid": CH_UID, "type": CH_TYPE,
+             "jsonData": {"host": clickhouse_host, "port": clickhouse_port, "protocol": "native"}},
+            {"name": "Prometheus", "uid": PROM_UID, "type": "prometheus", "url": prometheus_url, "access": "proxy",
+             "isDefault": True},
         ],
     }  # fmt: skip
     providers = {
@@ -156,19 +329,26 @@ def provisioning(
         ],
     }  # fmt: skip
     return {
-        "provisioning/datasources/sandmeter.json": json.dumps(datasources, indent=2),
-        "provisioning/dashboards/sandmeter.json": json.dumps(providers, indent=2),
+        "grafana/provisioning/datasources/sandmeter.yaml": json.dumps(datasources, indent=2) + "\n",
+        "grafana/provisioning/dashboards/sandmeter.yaml": json.dumps(providers, indent=2) + "\n",
     }
+
+
+def files() -> dict[str, str]:
+    """Every generated file, by path relative to the output directory."""
+    out = {
+        f"grafana/dashboards/{name}.json": json.dumps(dashboard_json(name), indent=2, sort_keys=True) + "\n"
+        for name in DASHBOARDS
+    }
+    out.update(provisioning())
+    out["prometheus/rules/sandmeter.rules.yml"] = rules.rules_yaml()
+    out["prometheus/prometheus.yml"] = rules.prometheus_yaml()
+    return out
 
 
 def write_all(out: Path) -> list[Path]:
     written = []
-    for name, make in DASHBOARDS.items():
-        p = out / "dashboards" / f"{name}.json"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(make().to_json_data(), cls=DashboardEncoder, indent=2, sort_keys=True))
-        written.append(p)
-    for rel, text in provisioning().items():
+    for rel, text in files().items():
         p = out / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)

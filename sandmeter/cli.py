@@ -178,7 +178,7 @@ def parser() -> argparse.ArgumentParser:
     sm.set_defaults(fn=cmd_simulate)
     sub.add_parser("process", help="run the stream processor (SANDMETER_PROCESSOR_*)").set_defaults(fn=cmd_process)
     sub.add_parser("api", help="run the billing API (SANDMETER_API_*)").set_defaults(fn=cmd_api)
-    d = sub.add_parser("dashboards", help="write Grafana dashboards and provisioning")
+    d = sub.add_parser("dashboards", help="write Grafana dashboards and provisioning, Prometheus config and rules")
     d.add_argument("--out", type=Path, required=True)
     d.set_defaults(fn=cmd_dashboards)
     dm = sub.add_parser("demo", help="run the whole pipeline on a local stack and print per-tenant usage")

@@ -7,12 +7,12 @@ quietly depend on a server.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import private_db
 
 from sandmeter.clock import wall_ms
 from sandmeter.settings import StackSettings
@@ -52,16 +52,8 @@ def ch_migrated(stack: Stack) -> Any:
 @pytest.fixture
 def db(stack: Stack) -> Iterator[tuple[str, Any]]:
     """A ClickHouse database of the test's own, migrated, dropped afterwards."""
-    from pipeline.migrate import migrate
-    from pipeline.writer import client
-
-    name = f"t_{uuid.uuid4().hex[:8]}"
-    ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
-    ch.execute(f"CREATE DATABASE {name}")
-    dbc = client("127.0.0.1", stack.settings.clickhouse_tcp_port, name)
-    migrate(dbc, wall_ms())
-    yield name, dbc
-    ch.execute(f"DROP DATABASE {name}")
+    with private_db(stack) as d:
+        yield d
 
 
 class _Blocked:

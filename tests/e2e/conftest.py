@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, start_http_server
+from support import private_db
 
 from collectors.agent import CollectorAgent, build_agent, run_agent
+from collectors.sim.model import FaultSpec, FleetSpec
 from collectors.sim.runner import Simulator
 from collectors.sink import BatchSink
-from sandmeter.settings import CollectorSettings
+from pipeline.processor import INCIDENT, build_processor
+from sandmeter.clock import wall_ms
+from sandmeter.settings import CollectorSettings, ProcessorSettings
+from sandmeter.stack import Stack, create_topics
+from sandmeter.stack.procs import free_port
 from sandmeter.wire import SampleBatch
 
 
@@ -100,3 +110,73 @@ def start_collectors(
 def collectors() -> Any:
     """`start_collectors`, for tests to call with their simulator, topic and stop event."""
     return start_collectors
+
+
+@dataclass
+class FaultRun:
+    """One simulator run with an injected hang and stall through every real component."""
+
+    db: str
+    ch: Any
+    truth: dict[str, Any]
+    open_now: set[tuple[str, str]]  # incidents open on the processor's gauges mid-run
+    alerts_topic: str
+    metrics_text: dict[str, str]  # "processor" / "collector" -> what their /metrics served
+    from_ms: int
+    to_ms: int
+
+
+def _serve(registry: CollectorRegistry) -> int:
+    port = free_port()
+    start_http_server(port, addr="127.0.0.1", registry=registry)  # what `sandmeter process|collect` run
+    return port
+
+
+@pytest.fixture(scope="session")
+def fault_run(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRun]:
+    """Simulator (a hung QEMU on one node, an IO stall on another) -> real collectors -> Tansu
+    -> processor -> ClickHouse. Shared by the health-detection and dashboard tests."""
+    tmp = tmp_path_factory.mktemp("fault-run")
+    with private_db(stack) as (name, ch):
+        topic, alerts = f"samples-{name}", f"alerts-{name}"
+        create_topics(stack.kafka_bootstrap, 4, (topic, topic + ".dlq", alerts))
+        faults = (FaultSpec("qemu_hang", at_s=5, duration_s=45, node=0), FaultSpec("io_stall", at_s=5, node=1))
+        spec = FleetSpec(nodes=3, sandboxes=12, tenants=3, churn_per_min=6, reset_per_min=0, seed=9, faults=faults)
+        sim = Simulator(tmp / "fleet", spec)
+        from_ms = wall_ms()
+        sim.start()
+        stop_process = threading.Event()
+        fleet = start_collectors(sim, stack.kafka_bootstrap, topic, tmp / "spool", 1.0)
+        reg = CollectorRegistry()
+        ps = ProcessorSettings(
+            kafka_bootstrap=stack.kafka_bootstrap, topic=topic, deadletter_topic=topic + ".dlq",
+            alerts_topic=alerts, group_id=f"group-{name}", clickhouse_port=stack.settings.clickhouse_tcp_port,
+            clickhouse_database=name, metrics_port=0, flush_interval_s=0.5,
+        )  # fmt: skip
+        proc = build_processor(ps, reg)
+        ports = {"processor": _serve(reg), "collector": _serve(fleet.agents[0].registry)}
+        pth = threading.Thread(target=proc.run, args=(stop_process,), daemon=True)
+        pth.start()
+        try:
+            time.sleep(95)  # the hang opens at ~35 s and closes at ~80 s; the stall opens at ~65 s
+            open_now = {
+                (s.labels["kind"], s.labels["sandbox_id"])
+                for m in reg.collect()
+                if m.name == INCIDENT
+                for s in m.samples
+                if s.value == 1
+            }
+            texts = {
+                who: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+                for who, port in ports.items()
+            }
+            sim.drain()
+            time.sleep(3)
+        finally:
+            fleet.stop(sink_timeout_s=10)
+            time.sleep(3)
+            stop_process.set()
+            pth.join(timeout=30)
+            proc.close()
+            truth = sim.stop()
+        yield FaultRun(name, ch, truth, open_now, alerts, texts, from_ms, wall_ms())

@@ -1,25 +1,18 @@
 """Every injected fault is detected within 2 minutes, and nothing else is reported.
 
-Simulator (a hung QEMU on one node, an IO stall on another) -> real collectors -> Tansu ->
-the processor -> health_events in ClickHouse and the alerts topic.
+The `fault_run` fixture (tests/e2e/conftest.py): a simulator with a hung QEMU on one node and
+an IO stall on another -> real collectors -> Tansu -> the processor -> health_events in
+ClickHouse and the alerts topic.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from collectors.sim.model import FaultSpec, FleetSpec
-from collectors.sim.runner import Simulator
-from pipeline.processor import INCIDENT, build_processor
-from sandmeter.settings import ProcessorSettings
-from sandmeter.stack import Stack, create_topics
+from sandmeter.stack import Stack
 
 pytestmark = pytest.mark.e2e
 DETECT_WITHIN_MS = 120_000
@@ -35,46 +28,8 @@ def read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     return out
 
 
-def test_injected_hang_and_stall_are_detected_and_nothing_else(
-    stack: Stack, db: tuple[str, Any], tmp_path: Path, collectors: Any
-) -> None:
-    name, ch = db
-    topic, alerts = f"samples-{name}", f"alerts-{name}"
-    create_topics(stack.kafka_bootstrap, 4, (topic, topic + ".dlq", alerts))
-    faults = (FaultSpec("qemu_hang", at_s=5, duration_s=45, node=0), FaultSpec("io_stall", at_s=5, node=1))
-    spec = FleetSpec(nodes=3, sandboxes=12, tenants=3, churn_per_min=6, reset_per_min=0, seed=9, faults=faults)
-    sim = Simulator(tmp_path / "fleet", spec)
-    sim.start()
-    stop_process = threading.Event()
-    fleet = collectors(sim, stack.kafka_bootstrap, topic, tmp_path / "spool", 1.0)
-    reg = CollectorRegistry()
-    ps = ProcessorSettings(
-        kafka_bootstrap=stack.kafka_bootstrap, topic=topic, deadletter_topic=topic + ".dlq", alerts_topic=alerts,
-        group_id=f"group-{name}", clickhouse_port=stack.settings.clickhouse_tcp_port, clickhouse_database=name,
-        metrics_port=0, flush_interval_s=0.5,
-    )  # fmt: skip
-    proc = build_processor(ps, reg)
-    pth = threading.Thread(target=proc.run, args=(stop_process,), daemon=True)
-    pth.start()
-    try:
-        time.sleep(95)  # the hang opens at ~35 s and closes at ~80 s; the stall opens at ~65 s
-        open_now = {
-            (s.labels["kind"], s.labels["sandbox_id"])
-            for m in reg.collect()
-            if m.name == INCIDENT
-            for s in m.samples
-            if s.value == 1
-        }
-        sim.drain()
-        time.sleep(3)
-    finally:
-        fleet.stop(sink_timeout_s=10)
-        time.sleep(3)
-        stop_process.set()
-        pth.join(timeout=30)
-        proc.close()
-        truth = sim.stop()
-
+def test_injected_hang_and_stall_are_detected_and_nothing_else(stack: Stack, fault_run: Any) -> None:
+    ch, truth, open_now, alerts = fault_run.ch, fault_run.truth, fault_run.open_now, fault_run.alerts_topic
     injected = {f["kind"]: f for f in truth["faults"]}
     assert set(injected) == {"qemu_hang", "io_stall"}
     rows = [
