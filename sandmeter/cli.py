@@ -122,14 +122,56 @@ def cmd_process(a: argparse.Namespace) -> int:
 
 
 def cmd_api(a: argparse.Namespace) -> int:
-    import uvicorn
-
-    from billing.app import create_app
     from pipeline.writer import client
 
     s = ApiSettings()
-    app = create_app(s, lambda: client(s.clickhouse_host, s.clickhouse_port, s.clickhouse_database))
+
+    def ch() -> object:
+        return client(s.clickhouse_host, s.clickhouse_port, s.clickhouse_database)
+
+    if getattr(a, "keys_cmd", None):
+        return _api_keys(a, ch())
+    import uvicorn
+
+    from billing.app import create_app
+    from billing.plans import PlanError
+
+    try:
+        app = create_app(s, ch)
+    except PlanError as exc:
+        print(f"sandmeter api: bad price plan: {exc}", file=sys.stderr)
+        return 2
+    threading.Thread(target=_api_status, args=(app, s.status_every_s), daemon=True).start()
     uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level.lower())
+    return 0
+
+
+def _api_status(app: object, every_s: float) -> None:
+    log = logging.getLogger("billing.app")
+    while True:
+        time.sleep(every_s)
+        log.info("api: requests=%d errors=%d", app.state.requests, app.state.errors)  # type: ignore[attr-defined]
+
+
+def _api_keys(a: argparse.Namespace, ch: object) -> int:
+    from billing.keys import OPERATOR, TENANT, create_key, list_keys, revoke_key
+
+    if a.keys_cmd == "create":
+        if bool(a.tenant) == a.operator:
+            print("give exactly one of --tenant T or --operator", file=sys.stderr)
+            return 2
+        key_id, key = create_key(ch, OPERATOR if a.operator else TENANT, a.tenant or "")
+        print(f"key id {key_id}; the key (shown once): {key}")
+        return 0
+    if a.keys_cmd == "revoke":
+        if not revoke_key(ch, a.key_id):
+            print(f"no key {a.key_id}", file=sys.stderr)
+            return 1
+        print(f"revoked {a.key_id}")
+        return 0
+    for k in list_keys(ch):
+        state = "revoked" if k["revoked_ms"] else "active"
+        print(f"{k['key_id']}  {k['role']:<8}  {k['tenant'] or '-':<24}  {state}")
     return 0
 
 
@@ -177,7 +219,18 @@ def parser() -> argparse.ArgumentParser:
     )
     sm.set_defaults(fn=cmd_simulate)
     sub.add_parser("process", help="run the stream processor (SANDMETER_PROCESSOR_*)").set_defaults(fn=cmd_process)
-    sub.add_parser("api", help="run the billing API (SANDMETER_API_*)").set_defaults(fn=cmd_api)
+    api = sub.add_parser("api", help="run the billing API (SANDMETER_API_*), or manage its keys")
+    api.set_defaults(fn=cmd_api)
+    keys = (
+        api.add_subparsers(dest="keys_cmd")
+        .add_parser("keys", help="API keys")
+        .add_subparsers(dest="keys_cmd", required=True)
+    )
+    kc = keys.add_parser("create", help="a key for one tenant (--tenant) or the operator (--operator)")
+    kc.add_argument("--tenant", default="")
+    kc.add_argument("--operator", action="store_true")
+    keys.add_parser("revoke", help="revoke a key by its id").add_argument("key_id")
+    keys.add_parser("list", help="key ids, roles, tenants, state (never the keys)")
     d = sub.add_parser("dashboards", help="write Grafana dashboards and provisioning, Prometheus config and rules")
     d.add_argument("--out", type=Path, required=True)
     d.set_defaults(fn=cmd_dashboards)

@@ -24,6 +24,8 @@ T_LATE: Final = "late_samples"
 T_CHECKPOINTS: Final = "processor_checkpoints"
 T_USAGE_MINUTE: Final = "usage_minute"
 T_USAGE_HOUR: Final = "usage_hour"
+T_API_KEYS: Final = "api_keys"
+T_INVOICES: Final = "invoices"
 
 # Sample metric names on the wire (the collector's own view, before accounting).
 # cgroup v2, summed over the sandbox's pod cgroup and its kata_overhead cgroup.

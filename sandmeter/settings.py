@@ -105,4 +105,11 @@ class ApiSettings(_Base):
     clickhouse_port: int = 19000
     clickhouse_database: str = "default"
     max_rows: int = Field(100_000, gt=0)
+    # price plans: *.toml plan versions plus assignments.toml (docs/billing.md)
+    plans_dir: Path = Path("plans")
+    # a month's invoice stays a draft this long after the month ends, then is finalized
+    invoice_grace_s: float = Field(3600.0, ge=0)
+    # API keys are re-read from ClickHouse this often: a revocation takes effect within it
+    key_cache_s: float = Field(5.0, ge=0)
+    status_every_s: float = 30.0
     log_level: LogLevel = "INFO"
