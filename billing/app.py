@@ -11,7 +11,6 @@ import io
 import json
 import time
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import pandas as pd
@@ -28,7 +27,7 @@ from billing.keys import OPERATOR, KeyCache, Principal
 from billing.plans import PlanBook, load_book
 from billing.rating import ROUNDING, fmt, quantities, rate
 from billing.timeparse import format_ms, parse_ms
-from billing.usage import METRICS, UsageQuery, check_tenant, list_tenants, run_usage
+from billing.usage import METRICS, UsageQuery, check_tenant, list_tenants, run_usage, scaled
 from sandmeter.clock import wall_ms
 from sandmeter.settings import ApiSettings
 
@@ -49,10 +48,6 @@ EXPORTS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
     200: {"content": {"application/json": {}, "text/csv": {}, "application/vnd.apache.parquet": {}}},
 }
-
-
-def _dec(d: Decimal) -> str:
-    return format(d.normalize(), "f") if d == d.to_integral() else format(d, "f")
 
 
 def _principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
@@ -170,10 +165,10 @@ def create_app(
         rows = run_usage(ch_factory(), q)
         series = [
             {"start": format_ms(r["bucket_ms"]),
-             **{k: (_dec(v) if isinstance(v, Decimal) else v) for k, v in r.items() if k != "bucket_ms"}}
+             **{k: (scaled(v, k) if k in METRICS else v) for k, v in r.items() if k != "bucket_ms"}}
             for r in rows
         ]  # fmt: skip
-        totals = {m: _dec(sum((r[m] for r in rows), Decimal(0))) for m in q.metrics}
+        totals = {m: scaled(sum(r[m] for r in rows), m) for m in q.metrics}
         body = {
             "tenant": tenant, "from": format_ms(q.from_ms), "to": format_ms(q.to_ms), "granularity": granularity,
             "totals": totals, "series": series,

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Final
 
 from billing.errors import bad_request
 from sandmeter.names import T_USAGE, T_USAGE_HOUR, T_USAGE_MINUTE
 
-# API metric -> (column, divisor to the API unit). Values are exact Decimals.
+# API metric -> (column, divisor to the API unit, a power of ten). Values are exact.
 METRICS: Final[dict[str, tuple[str, int]]] = {
     "cpu_used_ms": ("cpu_used_us", 1000),
     "vcpu_alloc_ms": ("vcpu_alloc_mcpu_ms", 1000),
@@ -92,9 +91,21 @@ def run_usage(ch: Any, q: UsageQuery) -> list[dict[str, Any]]:
             item["sandbox_id"] = r[1]
             vals = r[2:]
         for m, v in zip(q.metrics, vals, strict=True):
-            item[m] = Decimal(v) / METRICS[m][1]
+            item[m] = int(v)  # the column's integer sum; `scaled` turns it into the API unit
         out.append(item)
     return out
+
+
+def scaled(total: int, metric: str) -> str:
+    """An integer column sum in the metric's API unit, exactly, as the shortest decimal string
+    (1500 us -> "1.5" ms); plain integer arithmetic, no Decimal per value."""
+    div = METRICS[metric][1]
+    if div == 1:
+        return str(total)
+    q, r = divmod(total, div)
+    if not r:
+        return str(q)
+    return f"{q}.{str(r).rjust(len(str(div)) - 1, '0').rstrip('0')}"
 
 
 def list_tenants(ch: Any, from_ms: int, to_ms: int) -> list[str]:
