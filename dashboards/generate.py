@@ -19,6 +19,7 @@ import attr
 from grafanalib._gen import DashboardEncoder
 from grafanalib.core import Dashboard, GridPos, Table, Target, Template, Templating, TimeSeries
 
+from billing.plans import PlanBook, load_book
 from collectors import agent as am
 from collectors import sink as sm
 from collectors.base import sub_label
@@ -126,6 +127,28 @@ def _node_var() -> Template:
     )  # fmt: skip
 
 
+# plan metric -> its quantity over usage rows, in the plan's unit (billing/rating.py `quantities`)
+PLAN_SQL: dict[str, str] = {
+    "vcpu_alloc_ms": "sum(vcpu_alloc_mcpu_ms) / 1000",
+    "cpu_used_ms": "sum(cpu_used_us) / 1000",
+    "mem_alloc_gib_ms": f"sum(mem_alloc_byte_ms) / {GIB}",
+    "io_gb": "sum(io_read_bytes + io_write_bytes) / 1e9",
+    "net_gb": "sum(net_rx_bytes + net_tx_bytes) / 1e9",
+}
+DEFAULT_PLANS = Path("plans")
+
+
+def list_price(book: PlanBook) -> tuple[str, str]:
+    """(SQL, currency): the default plan's cost at its first-tier prices, before allowances.
+
+    An operator's view of cost over time; tiers, allowances and minimums apply per month and
+    only the invoice (the API) applies them.
+    """
+    plan = book.versions[book.default][-1]
+    terms = [f"{PLAN_SQL[ln.metric]} * {ln.tiers[0].price}" for ln in plan.lines]
+    return " + ".join(terms) or "0", plan.currency
+
+
 # -- dashboards -------------------------------------------------------------------------------
 def _usage(expr: str) -> str:
     return (
@@ -134,9 +157,12 @@ def _usage(expr: str) -> str:
     )
 
 
-def tenant_usage() -> Dashboard:
-    """Per-tenant usage over time from the minute rollups, the top tenants, and a drill-down."""
+def tenant_usage(book: PlanBook | None = None) -> Dashboard:
+    """Per-tenant usage and list-price cost over time from the minute rollups, the top tenants
+    by cost, and a sandbox drill-down."""
+    cost, currency = list_price(book or load_book(DEFAULT_PLANS))
     panels = [
+        _ch_ts(f"Cost at list price ({currency}, default plan, before allowances)", _usage(cost), w=24),
         _ch_ts("Used CPU (ms)", _usage("sum(cpu_used_us) / 1000"), "ms"),
         _ch_ts("Allocated vCPU-ms", _usage("sum(vcpu_alloc_mcpu_ms) / 1000")),
         _ch_ts("Used memory (GiB-ms)", _usage(f"sum(mem_used_byte_ms) / {GIB}")),
@@ -144,11 +170,11 @@ def tenant_usage() -> Dashboard:
         _ch_ts("IO read + write", _usage("sum(io_read_bytes + io_write_bytes)"), "bytes"),
         _ch_ts("Network rx + tx", _usage("sum(net_rx_bytes + net_tx_bytes)"), "bytes"),
         _ch_table(
-            "Top 10 tenants by allocated vCPU-ms",
-            "SELECT tenant, sum(vcpu_alloc_mcpu_ms) / 1000 AS vcpu_alloc_ms, sum(cpu_used_us) / 1000 AS cpu_used_ms, "
-            f"sum(mem_alloc_byte_ms) / {GIB} AS mem_alloc_gib_ms, uniqExact(sandbox_id) AS sandboxes "
-            f"FROM {n.T_USAGE_MINUTE} FINAL WHERE {in_range('minute_ms')} "
-            "GROUP BY tenant ORDER BY vcpu_alloc_ms DESC LIMIT 10",
+            "Top 10 tenants by cost at list price",
+            f"SELECT tenant, {cost} AS list_cost, sum(vcpu_alloc_mcpu_ms) / 1000 AS vcpu_alloc_ms, "
+            f"sum(cpu_used_us) / 1000 AS cpu_used_ms, sum(mem_alloc_byte_ms) / {GIB} AS mem_alloc_gib_ms, "
+            f"uniqExact(sandbox_id) AS sandboxes FROM {n.T_USAGE_MINUTE} FINAL WHERE {in_range('minute_ms')} "
+            "GROUP BY tenant ORDER BY list_cost DESC LIMIT 10",
             w=12,
         ),
         _ch_table(
@@ -283,8 +309,9 @@ DASHBOARDS: dict[str, Callable[[], Dashboard]] = {
 PURPOSE = {name: (make.__doc__ or "").strip() for name, make in DASHBOARDS.items()}
 
 
-def dashboard_json(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(json.dumps(DASHBOARDS[name]().to_json_data(), cls=DashboardEncoder))
+def dashboard_json(name: str, plans: Path = DEFAULT_PLANS) -> dict[str, Any]:
+    d = tenant_usage(load_book(plans)) if name == "tenant-usage" else DASHBOARDS[name]()
+    data: dict[str, Any] = json.loads(json.dumps(d.to_json_data(), cls=DashboardEncoder))
     return data
 
 
@@ -334,10 +361,10 @@ def provisioning(
     }
 
 
-def files() -> dict[str, str]:
+def files(plans: Path = DEFAULT_PLANS) -> dict[str, str]:
     """Every generated file, by path relative to the output directory."""
     out = {
-        f"grafana/dashboards/{name}.json": json.dumps(dashboard_json(name), indent=2, sort_keys=True) + "\n"
+        f"grafana/dashboards/{name}.json": json.dumps(dashboard_json(name, plans), indent=2, sort_keys=True) + "\n"
         for name in DASHBOARDS
     }
     out.update(provisioning())
@@ -346,9 +373,9 @@ def files() -> dict[str, str]:
     return out
 
 
-def write_all(out: Path) -> list[Path]:
+def write_all(out: Path, plans: Path = DEFAULT_PLANS) -> list[Path]:
     written = []
-    for rel, text in files().items():
+    for rel, text in files(plans).items():
         p = out / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)

@@ -178,7 +178,7 @@ def _api_keys(a: argparse.Namespace, ch: object) -> int:
 def cmd_dashboards(a: argparse.Namespace) -> int:
     from dashboards.generate import write_all
 
-    for p in write_all(a.out):
+    for p in write_all(a.out, a.plans):
         print(p)
     return 0
 
@@ -233,6 +233,7 @@ def parser() -> argparse.ArgumentParser:
     keys.add_parser("list", help="key ids, roles, tenants, state (never the keys)")
     d = sub.add_parser("dashboards", help="write Grafana dashboards and provisioning, Prometheus config and rules")
     d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--plans", type=Path, default=Path("plans"), help="price plans for the list-price cost panels")
     d.set_defaults(fn=cmd_dashboards)
     dm = sub.add_parser("demo", help="run the whole pipeline on a local stack and print per-tenant usage")
     dm.add_argument("--seconds", type=float, default=60)

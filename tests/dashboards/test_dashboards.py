@@ -72,3 +72,15 @@ def test_render_sql_expands_macros_and_variables_as_grafana_does() -> None:
         "SELECT 60 FROM t WHERE ts_ms >= toUInt64(toDateTime(100)) * 1000 AND ts_ms < toUInt64(toDateTime(200)) "
         "* 1000 AND tenant IN ('a','o\\'b')"
     )
+
+
+def test_cost_panels_price_every_plan_metric_from_the_plan_files() -> None:
+    from billing.plans import PLAN_METRICS, load_book
+
+    assert set(g.PLAN_SQL) == set(PLAN_METRICS)
+    sql, currency = g.list_price(load_book(ROOT / "plans"))
+    plan = load_book(ROOT / "plans").versions["standard"][-1]
+    assert currency == plan.currency and all(str(ln.tiers[0].price) in sql for ln in plan.lines)
+    titles = [p["title"] for p in g.dashboard_json("tenant-usage")["panels"]]
+    assert any(t.startswith("Cost at list price") for t in titles)
+    assert "Top 10 tenants by cost at list price" in titles
