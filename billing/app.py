@@ -28,6 +28,8 @@ from billing.plans import PlanBook, load_book
 from billing.rating import ROUNDING, fmt, quantities, rate
 from billing.timeparse import format_ms, parse_ms
 from billing.usage import METRICS, UsageQuery, check_tenant, list_tenants, run_usage, scaled
+from pipeline.autoscale import Stale, UnknownFunction, recommend
+from pipeline.functions import FUNCTION_RE
 from sandmeter.clock import wall_ms
 from sandmeter.settings import ApiSettings
 
@@ -212,6 +214,20 @@ def create_app(
         rows.append({"kind": "total", "metric": "", "unit": doc["currency"], "quantity": "", "unit_price": "",
                      "amount": doc["total"]})  # fmt: skip
         return export(rows, format, f"invoice-{tenant}-{period}")
+
+    @app.get("/v1/scale/{tenant}/{function}", responses=ERRORS)
+    def scale(who: Auth, tenant: str, function: str) -> dict[str, Any]:
+        """A KPA-style recommendation for KEDA's metrics-api scaler (`valueLocation: desired_replicas`)."""
+        tenant_of(who, tenant)
+        if not FUNCTION_RE.match(function):
+            raise ApiError(400, "bad_function", "function names are 1-128 of [A-Za-z0-9._-]")
+        try:
+            rec = recommend(ch_factory(), tenant, function, clock_ms(), settings.scale_stale_s)
+        except Stale as exc:
+            raise ApiError(503, "stale", str(exc)) from None
+        except UnknownFunction as exc:
+            raise ApiError(404, "unknown_function", str(exc)) from None
+        return {**rec, "timestamp": format_ms(rec.pop("timestamp_ms"))}
 
     @app.get("/v1/health/sandboxes", responses=ERRORS)
     def fleet_health(who: Auth, state: Annotated[str, Query()] = "open") -> dict[str, Any]:

@@ -19,6 +19,7 @@ RUNBOOK: Final = "https://github.com/sandmeter/sandmeter/blob/main/docs/operatio
 PROCESSOR_JOB: Final = "sandmeter-processor"
 COLLECTOR_JOB: Final = "sandmeter-collector"
 API_JOB: Final = "sandmeter-api"
+SCALE_JOB: Final = "sandmeter-scale"
 LAG_MAX: Final = 50_000  # messages behind, summed over partitions
 FRESHNESS_MAX_S: Final = 120
 SPOOL_FILL_MAX: Final = 0.5
@@ -119,13 +120,14 @@ def rules_yaml() -> str:
 
 
 def prometheus_yaml() -> str:
-    """Scrape config for docker-compose.yml: processor, API, and the host-network collector."""
+    """Scrape config for docker-compose.yml: processor, API, scale publisher, host-network collector."""
     doc = {
         "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
         "rule_files": ["/etc/prometheus/rules/*.yml"],
         "scrape_configs": [
             {"job_name": PROCESSOR_JOB, "static_configs": [{"targets": ["processor:9465"]}]},
             {"job_name": API_JOB, "static_configs": [{"targets": ["api:8080"]}]},
+            {"job_name": SCALE_JOB, "static_configs": [{"targets": ["scale:9466"]}]},
             {"job_name": COLLECTOR_JOB, "static_configs": [{"targets": ["host.docker.internal:9464"]}]},
         ],
     }

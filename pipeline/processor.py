@@ -9,13 +9,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
 from pipeline.accounting import Accountant, export_state, import_state, rebuilt
 from pipeline.checkpoint import Checkpoint
+from pipeline.functions import Functions
 from pipeline.health import INCIDENT_KINDS, HealthDetector, HealthEvent
 from pipeline.rollup import DirtyBuckets
 from pipeline.writer import ClickHouseWriter, WriteError
+from sandmeter import names as n
 from sandmeter.clock import wall_ms
 from sandmeter.metrics import counter
 from sandmeter.settings import ProcessorSettings
@@ -42,10 +46,11 @@ STATE_BYTES = "sandmeter_processor_state_bytes"
 INCIDENTS_OPEN = "sandmeter_health_open_incidents"
 INCIDENT = "sandmeter_health_incident_open"
 HEALTH_EVENTS = "sandmeter_health_events_total"
-RAW_DROPPED = "sandmeter_processor_raw_partitions_dropped_total"
+RAW_DROPPED = "sandmeter_processor_partitions_dropped_total"
 ROLLUP_SECONDS = "sandmeter_processor_rollup_duration_seconds"
 
 TP = tuple[str, int]  # (topic, partition)
+FUNCTION_LOAD_DAYS = 2  # scale recommendations look back minutes; keep two days for inspection
 
 
 class ProcessorMetrics:
@@ -72,7 +77,9 @@ class ProcessorMetrics:
             registry=registry,
         )  # fmt: skip
         self.health_events = counter(HEALTH_EVENTS, "Incident opens and closes", registry, ["kind", "event"])
-        self.raw_dropped = counter(RAW_DROPPED, "Raw-sample days dropped by retention", registry)
+        self.raw_dropped = counter(
+            RAW_DROPPED, "Day partitions dropped by retention (raw samples, function load)", registry
+        )
         self.rollup_seconds = Histogram(ROLLUP_SECONDS, "Time to recompute the rollups touched", registry=registry)
         for reason in ("unknown_version", "truncated", "corrupt", "processing_error"):
             self.dlq.labels(reason)
@@ -113,6 +120,7 @@ class Processor:
         self._flushed: dict[TP, int] = {}  # covered by the accounting state, not yet checkpointed
         self._node_part: dict[str, TP] = {}  # node -> its partition (the node id is the Kafka key)
         self._dirty = DirtyBuckets()  # rollup buckets written since the last checkpoint
+        self.functions = Functions.from_file(settings.functions_file)
         self._last_checkpoint = time.monotonic()
         self._first_at = 0.0
         self.total_samples = 0
@@ -173,8 +181,9 @@ class Processor:
             late = self.acct.late_frame(result.late, now) if result.late is not None and len(result.late) else None
             t1 = time.perf_counter()
             res = result
+            fl = self._function_load(result.usage)
             # stopping mid-retry leaves the offsets uncheckpointed: the batches are read again
-            self._retry("ClickHouse write", lambda: self.writer.write(batches, res, now, late), stop)
+            self._retry("ClickHouse write", lambda: self.writer.write(batches, res, now, late, fl), stop)
             self.m.insert_seconds.observe(time.perf_counter() - t1)
             self._dirty.note(result.usage)
             self._health(batches, stop)
@@ -195,6 +204,22 @@ class Processor:
         self.m.flush_seconds.observe(time.perf_counter() - t0)
         if time.monotonic() - self._last_checkpoint >= self.s.checkpoint_interval_s:
             self.checkpoint(stop=stop)
+
+    def _function_load(self, usage: pd.DataFrame) -> pd.DataFrame | None:
+        """The usage rows with each sandbox's function and vCPU spec (a lookup per sandbox)."""
+        if usage.empty:
+            return None
+        keys = list(zip(usage["node"].tolist(), usage["sandbox_id"].tolist(), strict=True))
+        spec: dict[tuple[str, str], tuple[str, int]] = {}
+        for k in set(keys):
+            sb = self.acct.sandboxes.get(k)
+            spec[k] = (self.functions.of(sb.labels, k[1]), sb.vcpu_milli) if sb else (k[1], 0)
+        df = usage[["tenant", "sandbox_id", "node", "start_ms", "end_ms", "cpu_used_us"]].copy()
+        df.insert(1, "function", [spec[k][0] for k in keys])
+        df["vcpu_milli"] = np.array([spec[k][1] for k in keys], np.uint32)
+        for c in ("start_ms", "end_ms", "cpu_used_us"):
+            df[c] = df[c].astype(np.uint64)
+        return df[df["end_ms"] > df["start_ms"]]
 
     def _accountable(self, batches: list[SampleBatch]) -> list[SampleBatch]:
         """Drops (to the DLQ) the batches that the accounting itself rejects.
@@ -358,18 +383,22 @@ class Processor:
             self.acct = rebuilt(self.acct, nodes=frozenset(held - nodes))
 
     def retention(self) -> None:
-        """Drops raw-sample days older than `raw_retention_days`; a failure waits for the next hour."""
-        if not (self.s.keep_raw_samples and self.s.raw_retention_days):
-            return
-        cutoff = time.gmtime(self.clock_ms() / 1000 - self.s.raw_retention_days * 86400)
+        """Drops raw-sample days older than `raw_retention_days` (0: never) and function-load days
+        older than two; a failure waits for the next hour."""
+        if self.s.keep_raw_samples and self.s.raw_retention_days:
+            self._drop_old(n.T_SAMPLES, self.s.raw_retention_days)
+        self._drop_old(n.T_FUNCTION_LOAD, FUNCTION_LOAD_DAYS)
+
+    def _drop_old(self, table: str, days: int) -> None:
+        cutoff = time.gmtime(self.clock_ms() / 1000 - days * 86400)
         try:
-            dropped = self.writer.drop_raw_days_before(int(time.strftime("%Y%m%d", cutoff)))
+            dropped = self.writer.drop_days_before(table, int(time.strftime("%Y%m%d", cutoff)))
         except WriteError as exc:
-            log.error("raw retention failed, next try in an hour: %s", exc)
+            log.error("retention failed, next try in an hour: %s", exc)
             return
         if dropped:
             self.m.raw_dropped.inc(len(dropped))
-            log.info("raw retention: dropped days %s", ", ".join(dropped))
+            log.info("retention: dropped %s days %s", table, ", ".join(dropped))
 
     def update_lag(self) -> None:
         try:

@@ -47,7 +47,12 @@ class ClickHouseWriter:
             raise WriteError(f"insert into {table} ({len(df)} rows): {exc}") from exc
 
     def write(
-        self, batches: Sequence[SampleBatch], result: Result, now_ms: int, late: pd.DataFrame | None = None
+        self,
+        batches: Sequence[SampleBatch],
+        result: Result,
+        now_ms: int,
+        late: pd.DataFrame | None = None,
+        function_load: pd.DataFrame | None = None,
     ) -> None:
         if self.keep_raw:
             samples, named = self.raw.frames(batches)
@@ -75,6 +80,8 @@ class ClickHouseWriter:
             self._insert(n.T_LIFECYCLE, life)
         if late is not None:
             self._insert(n.T_LATE, late)
+        if function_load is not None:
+            self._insert(n.T_FUNCTION_LOAD, function_load)
 
     def roll(self, dirty: dict[str, tuple[int, int]]) -> None:
         """Recomputes the minute and hour rollups of these tenants' minute ranges."""
@@ -84,19 +91,19 @@ class ClickHouseWriter:
             except Exception as exc:
                 raise WriteError(f"rollup of {len(dirty)} tenants: {exc}") from exc
 
-    def drop_raw_days_before(self, day: int) -> list[str]:
-        """Drops the raw-sample partitions (days, YYYYMMDD) older than `day`; returns them."""
+    def drop_days_before(self, table: str, day: int) -> list[str]:
+        """Drops `table`'s day partitions (YYYYMMDD) older than `day`; returns them."""
         try:
             rows = self.ch.execute(
                 "SELECT DISTINCT partition FROM system.parts "
                 "WHERE database = currentDatabase() AND table = %(t)s AND active",
-                {"t": n.T_SAMPLES},
+                {"t": table},
             )
             old = sorted(str(p) for (p,) in rows if str(p).isdigit() and int(str(p)) < day)
             for part in old:
-                self.ch.execute(f"ALTER TABLE {n.T_SAMPLES} DROP PARTITION {int(part)}")
+                self.ch.execute(f"ALTER TABLE {table} DROP PARTITION {int(part)}")
         except Exception as exc:
-            raise WriteError(f"raw retention: {exc}") from exc
+            raise WriteError(f"retention of {table}: {exc}") from exc
         return old
 
     def save_checkpoints(self, cps: Sequence[Checkpoint]) -> None:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from sandmeter.clock import wall_ms
-from sandmeter.settings import ApiSettings, CollectorSettings, ProcessorSettings, StackSettings
+from sandmeter.settings import ApiSettings, CollectorSettings, ProcessorSettings, ScaleSettings, StackSettings
 
 
 def _stop_on_signals() -> threading.Event:
@@ -175,6 +175,27 @@ def _api_keys(a: argparse.Namespace, ch: object) -> int:
     return 0
 
 
+def cmd_scale(a: argparse.Namespace) -> int:
+    from kafka import KafkaProducer
+    from prometheus_client import CollectorRegistry
+
+    from pipeline.autoscale import Publisher
+    from pipeline.kpa import KpaConfig
+    from pipeline.writer import client
+
+    s = ScaleSettings()
+    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    reg = CollectorRegistry()
+    _serve_metrics(s.metrics_host, s.metrics_port, reg)
+    producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+    ch = client(s.clickhouse_host, s.clickhouse_port, s.clickhouse_database)
+    pub = Publisher(ch, producer, s.topic, s.stale_s, wall_ms, KpaConfig(), reg)
+    stop = _stop_on_signals()
+    pub.run(stop, s.status_every_s)
+    producer.close(timeout=5)
+    return 0
+
+
 def cmd_dashboards(a: argparse.Namespace) -> int:
     from dashboards.generate import write_all
 
@@ -219,6 +240,9 @@ def parser() -> argparse.ArgumentParser:
     )
     sm.set_defaults(fn=cmd_simulate)
     sub.add_parser("process", help="run the stream processor (SANDMETER_PROCESSOR_*)").set_defaults(fn=cmd_process)
+    sub.add_parser("scale", help="publish changed scale decisions to Kafka (SANDMETER_SCALE_*)").set_defaults(
+        fn=cmd_scale
+    )
     api = sub.add_parser("api", help="run the billing API (SANDMETER_API_*), or manage its keys")
     api.set_defaults(fn=cmd_api)
     keys = (

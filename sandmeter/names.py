@@ -26,6 +26,7 @@ T_USAGE_MINUTE: Final = "usage_minute"
 T_USAGE_HOUR: Final = "usage_hour"
 T_API_KEYS: Final = "api_keys"
 T_INVOICES: Final = "invoices"
+T_FUNCTION_LOAD: Final = "function_load"
 
 # Sample metric names on the wire (the collector's own view, before accounting).
 # cgroup v2, summed over the sandbox's pod cgroup and its kata_overhead cgroup.

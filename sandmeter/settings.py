@@ -82,6 +82,8 @@ class ProcessorSettings(_Base):
     keep_raw_samples: bool = True
     # raw-sample days older than this are dropped whole (checked hourly); 0 keeps them all
     raw_retention_days: int = Field(7, ge=0)
+    # rules naming the function (workload) of each sandbox, for scale recommendations
+    functions_file: Path | None = None
     # state and offsets go to ClickHouse this often; Kafka offsets are committed after them
     checkpoint_interval_s: float = Field(10.0, ge=0)
     # samples this much older than their series' state are late; stopped sandboxes' state is
@@ -90,6 +92,24 @@ class ProcessorSettings(_Base):
     max_counter_rate_per_s: float = 1e12
     metrics_host: str = "0.0.0.0"
     metrics_port: int = Field(9465, ge=0, le=65535)
+    status_every_s: float = 30.0
+    log_level: LogLevel = "INFO"
+
+
+class ScaleSettings(_Base):
+    """`sandmeter scale`: publishes changed scale decisions (docs/autoscaling.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="SANDMETER_SCALE_", frozen=True)
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    topic: str = "sandmeter.scale-decisions"
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int = 19000
+    clickhouse_database: str = "default"
+    # no decision when the newest load data anywhere is older than this
+    stale_s: float = Field(15.0, gt=0)
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(9466, ge=0, le=65535)
     status_every_s: float = 30.0
     log_level: LogLevel = "INFO"
 
@@ -111,5 +131,7 @@ class ApiSettings(_Base):
     invoice_grace_s: float = Field(3600.0, ge=0)
     # API keys are re-read from ClickHouse this often: a revocation takes effect within it
     key_cache_s: float = Field(5.0, ge=0)
+    # /v1/scale answers 503 when the newest load data anywhere is older than this
+    scale_stale_s: float = Field(15.0, gt=0)
     status_every_s: float = 30.0
     log_level: LogLevel = "INFO"

@@ -116,6 +116,15 @@ class Simulator:
         while not self._stop.wait(self.tick_s):
             self.tick()
 
+    def set_cpu_load(self, fraction: float, tenant: str | None = None) -> None:
+        """From now on every live sandbox (of `tenant`) uses `fraction` of its vCPUs."""
+        with self._lock:
+            now = max(self.clock_ms(), self.fleet.now_ms)
+            for sb in self.fleet.live():
+                if tenant is None or sb.tenant == tenant:
+                    sb.advance(now)  # usage so far at the old rate
+                    sb.cpu_rate_us_per_ms = int(fraction * sb.vcpu_milli)
+
     def tick(self) -> None:
         now = self.clock_ms()
         with self._lock:

@@ -69,7 +69,9 @@ class FakeWriter:
         self.calls: list[str] = []
         self.rolled: list[dict[str, tuple[int, int]]] = []
 
-    def write(self, batches: list[SampleBatch], result: Result, now_ms: int, late: Any = None) -> None:
+    def write(
+        self, batches: list[SampleBatch], result: Result, now_ms: int, late: Any = None, function_load: Any = None
+    ) -> None:
         if self.fail_times:
             self.fail_times -= 1
             raise WriteError("clickhouse down")
@@ -82,8 +84,8 @@ class FakeWriter:
         self.calls.append("roll")
         self.rolled.append(dirty)
 
-    def drop_raw_days_before(self, day: int) -> list[str]:
-        self.calls.append(f"retention {day}")
+    def drop_days_before(self, table: str, day: int) -> list[str]:
+        self.calls.append(f"retention {table} {day}")
         return ["20261101"]
 
     def save_checkpoints(self, cps: list[Checkpoint]) -> None:
@@ -240,8 +242,9 @@ def test_retention_drops_raw_days_older_than_the_setting() -> None:
     reg = CollectorRegistry()
     p = Processor(s, FakeConsumer(), FakeProducer(), w, reg, clock_ms=lambda: 1_795_773_600_000)  # type: ignore[arg-type]
     p.retention()  # 2026-11-27T10:00Z
-    assert w.calls == ["retention 20261120"]
-    assert reg.get_sample_value("sandmeter_processor_raw_partitions_dropped_total") == 1
+    assert w.calls == ["retention raw_samples 20261120", "retention function_load 20261125"]
+    assert reg.get_sample_value("sandmeter_processor_partitions_dropped_total") == 2
     p.s = s.model_copy(update={"raw_retention_days": 0})
+    w.calls.clear()
     p.retention()
-    assert w.calls == ["retention 20261120"]  # 0 keeps everything
+    assert w.calls == ["retention function_load 20261125"]  # 0 keeps the raw samples

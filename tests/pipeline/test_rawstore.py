@@ -80,7 +80,7 @@ def test_raw_samples_round_trip_and_old_days_are_dropped(db: tuple[str, Any]) ->
     import datetime as dt
 
     day2 = int(dt.datetime.fromtimestamp((T0 + 2 * DAY_MS) / 1000, dt.UTC).strftime("%Y%m%d"))
-    assert len(w.drop_raw_days_before(day2)) == 2
+    assert len(w.drop_days_before(n.T_SAMPLES, day2)) == 2
     left = ch.execute(f"SELECT min(ts_ms), count() FROM {n.T_SAMPLES}")[0]
     assert (int(left[0]) - T0, int(left[1])) == (2 * DAY_MS + 1000, 8)
 

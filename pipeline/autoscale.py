@@ -1,0 +1,193 @@
+"""Scale recommendations per (tenant, function) from `function_load` (docs/autoscaling.md).
+
+The load of a function is the CPU its sandboxes use, in cores, per second: each usage
+interval's `cpu_used_us` spread evenly over its `[start_ms, end_ms)`. One replica's target
+is `target_utilization` x its allocated vCPUs (the mean spec of the function's sandboxes).
+The KPA (pipeline/kpa.py) replays the last `history_s` seconds to the newest second every
+node has reported, so the API and the `sandmeter scale` publisher agree on every decision.
+
+Fail closed: when the newest load row anywhere is older than `stale_s`, there is no
+recommendation (an error, never a 0 that would scale a function to zero).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from pipeline.kpa import DEFAULT, KpaConfig, replay
+from sandmeter.metrics import counter
+from sandmeter.names import T_FUNCTION_LOAD
+
+log = logging.getLogger(__name__)
+KNOWN_FOR_S = 3600  # a function with load this recent is known (and may be recommended 0)
+
+
+class Stale(Exception):
+    """No fresh load data: the caller must not act on a recommendation."""
+
+
+class UnknownFunction(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class History:
+    load: np.ndarray[Any, np.dtype[np.float64]]  # cores, per second, ending at end_s
+    ready: np.ndarray[Any, np.dtype[np.int64]]  # sandboxes reporting, per second
+    per_replica: float  # cores allocated per sandbox
+    end_s: int
+
+
+def newest_ms(ch: Any, now_ms: int) -> int | None:
+    rows = ch.execute(
+        f"SELECT max(end_ms), count() FROM {T_FUNCTION_LOAD} WHERE end_ms > %(since)s",
+        {"since": now_ms - KNOWN_FOR_S * 1000},
+        settings={"use_numpy": False},
+    )
+    return int(rows[0][0]) if rows and int(rows[0][1]) else None
+
+
+def history(ch: Any, tenant: str, function: str, end_ms: int, seconds: int) -> History:
+    """Per-second load and replica counts of the `seconds` before `end_ms` (second-aligned)."""
+    end_s = end_ms // 1000
+    first_ms = (end_s - seconds + 1) * 1000
+    rows = ch.execute(
+        f"SELECT sandbox_id, start_ms, end_ms, cpu_used_us, vcpu_milli FROM {T_FUNCTION_LOAD} FINAL "
+        "WHERE tenant = %(t)s AND function = %(f)s AND end_ms > %(lo)s AND start_ms < %(hi)s",
+        {"t": tenant, "f": function, "lo": first_ms, "hi": (end_s + 1) * 1000},
+        settings={"use_numpy": False},
+    )
+    load = np.zeros(seconds)
+    ready = np.zeros(seconds, np.int64)
+    spans: dict[str, tuple[int, int]] = {}
+    spec = []
+    for sid, start, end, cpu, vcpu in rows:  # per interval (sandboxes x seconds / scrape), not per sample
+        start, end = int(start), int(end)
+        cores = int(cpu) / ((end - start) * 1000)
+        lo_s, hi_s = max(start // 1000, end_s - seconds + 1), min((end - 1) // 1000, end_s)
+        for sec in range(lo_s, hi_s + 1):
+            overlap = min(end, (sec + 1) * 1000) - max(start, sec * 1000)
+            load[sec - (end_s - seconds + 1)] += cores * overlap / 1000
+        a, b = spans.get(sid, (start, end))
+        spans[sid] = (min(a, start), max(b, end))
+        spec.append(int(vcpu))
+    for a, b in spans.values():
+        lo = max(a // 1000 - (end_s - seconds + 1), 0)
+        hi = min((b - 1) // 1000 - (end_s - seconds + 1), seconds - 1)
+        if hi >= lo:
+            ready[lo : hi + 1] += 1
+    per_replica = (sum(spec) / len(spec) / 1000) if spec and sum(spec) else 1.0
+    return History(load, ready, per_replica, end_s)
+
+
+def recommend(
+    ch: Any, tenant: str, function: str, now_ms: int, stale_s: float, cfg: KpaConfig = DEFAULT
+) -> dict[str, Any]:
+    """The current recommendation, in the shape the API serves and KEDA's metrics-api reads."""
+    newest = newest_ms(ch, now_ms)
+    if newest is None or now_ms - newest > stale_s * 1000:
+        age = "no load data" if newest is None else f"newest load data is {(now_ms - newest) / 1000:.1f} s old"
+        raise Stale(f"{age} (limit {stale_s:g} s): the processor or the collectors are not keeping up")
+    known = ch.execute(
+        f"SELECT count() FROM {T_FUNCTION_LOAD} WHERE tenant = %(t)s AND function = %(f)s AND end_ms > %(since)s",
+        {"t": tenant, "f": function, "since": now_ms - KNOWN_FOR_S * 1000},
+        settings={"use_numpy": False},
+    )
+    if not int(known[0][0]):
+        raise UnknownFunction(f"no load for {tenant}/{function} in the last {KNOWN_FOR_S // 60} minutes")
+    end_ms = newest - 1000  # the last second every node has had time to report
+    h = history(ch, tenant, function, end_ms, cfg.history_s)
+    d = replay(h.load, h.ready, h.per_replica, cfg)[-1]
+    return {
+        "tenant": tenant,
+        "function": function,
+        "desired_replicas": d.desired,
+        "panic": d.panicking,
+        "load": {"total": round(float(h.load[-1]), 6), "stable": round(d.stable, 6), "panic": round(d.panic_load, 6)},
+        "ready_replicas": d.ready,
+        "per_replica_target": round(cfg.target_utilization * h.per_replica, 6),
+        "unit": "cores",
+        "timestamp_ms": (h.end_s + 1) * 1000,
+        "window": {"stable_s": cfg.stable_s, "panic_s": cfg.panic_s, "grace_s": cfg.grace_s},
+    }
+
+
+def active_functions(ch: Any, now_ms: int) -> list[tuple[str, str]]:
+    rows = ch.execute(
+        f"SELECT DISTINCT tenant, function FROM {T_FUNCTION_LOAD} WHERE end_ms > %(since)s ORDER BY tenant, function",
+        {"since": now_ms - KNOWN_FOR_S * 1000},
+        settings={"use_numpy": False},
+    )
+    return [(str(t), str(f)) for t, f in rows]
+
+
+PUBLISHED = "sandmeter_scale_decisions_published_total"
+EVALUATIONS = "sandmeter_scale_evaluations_total"
+STALE = "sandmeter_scale_stale_ticks_total"
+
+
+class Publisher:
+    """`sandmeter scale`: every tick, each known function's decision; changes go to Kafka."""
+
+    def __init__(
+        self, ch: Any, producer: Any, topic: str, stale_s: float, clock_ms: Any, cfg: KpaConfig,
+        registry: CollectorRegistry,
+    ) -> None:  # fmt: skip
+        self.ch, self.producer, self.topic, self.stale_s, self.clock_ms, self.cfg = (
+            ch, producer, topic, stale_s, clock_ms, cfg,
+        )  # fmt: skip
+        self.last: dict[tuple[str, str], tuple[int, bool]] = {}
+        self.published = self.evaluations = self.stale_ticks = 0
+        self.m_published = counter(PUBLISHED, "Changed decisions sent to the scale-decisions topic", registry)
+        self.m_evaluations = counter(EVALUATIONS, "Function decisions computed", registry)
+        self.m_stale = counter(STALE, "Ticks without decisions because the load data was stale", registry)
+
+    def tick(self) -> int:
+        """One round; returns how many changed decisions were published."""
+        now = self.clock_ms()
+        sent = 0
+        for tenant, function in active_functions(self.ch, now):
+            try:
+                rec = recommend(self.ch, tenant, function, now, self.stale_s, self.cfg)
+            except Stale as exc:
+                self.stale_ticks += 1
+                self.m_stale.inc()
+                log.warning("no decisions: %s", exc)
+                return sent
+            except UnknownFunction:
+                continue
+            self.evaluations += 1
+            self.m_evaluations.inc()
+            key = (tenant, function)
+            state = (rec["desired_replicas"], rec["panic"])
+            if self.last.get(key) != state:
+                self.producer.send(self.topic, key=f"{tenant}/{function}".encode(), value=json.dumps(rec).encode())
+                self.last[key] = state
+                sent += 1
+        if sent:
+            self.producer.flush(timeout=10)
+            self.published += sent
+            self.m_published.inc(sent)
+        return sent
+
+    def run(self, stop: threading.Event, status_every_s: float = 30.0) -> None:
+        last_status = time.monotonic()
+        while not stop.wait(self.cfg.tick_s):
+            try:
+                self.tick()
+            except Exception as exc:  # ClickHouse or Kafka away: try again next tick
+                log.error("scale tick failed: %s", exc)
+            if time.monotonic() - last_status >= status_every_s:
+                last_status = time.monotonic()
+                log.info(
+                    "scale: functions=%d evaluations=%d published=%d stale_ticks=%d",
+                    len(self.last), self.evaluations, self.published, self.stale_ticks,
+                )  # fmt: skip

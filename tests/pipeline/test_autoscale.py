@@ -1,0 +1,91 @@
+"""Function load from ClickHouse into the KPA, fail-closed staleness, publishing changes only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from pipeline.autoscale import Publisher, Stale, UnknownFunction, history, recommend
+from pipeline.functions import FunctionRule, Functions
+from pipeline.kpa import KpaConfig
+from sandmeter import names as n
+
+NOW = 1_795_773_600_000
+
+
+def rows(function: str, sandboxes: int, seconds: int, cores: float, end_ms: int = NOW, step_ms: int = 500) -> list:
+    out = []
+    for i in range(sandboxes):
+        for k in range(seconds * 1000 // step_ms):
+            end = end_ms - k * step_ms
+            out.append({"tenant": "acme", "function": function, "sandbox_id": f"{function}-{i}", "node": "n1",
+                        "start_ms": end - step_ms, "end_ms": end, "cpu_used_us": int(cores * step_ms * 1000),
+                        "vcpu_milli": 2000})  # fmt: skip
+    return out
+
+
+def insert(ch: Any, data: list) -> None:
+    ch.execute(f"INSERT INTO {n.T_FUNCTION_LOAD} VALUES", data, settings={"use_numpy": False})
+
+
+def test_function_rules_first_match_then_kubernetes_naming() -> None:
+    f = Functions((FunctionRule("thumbs", namespace="t1", pod_prefix="th-"), FunctionRule("web", label=("app", "web"))))
+    assert f.of({"cri_namespace": "t1", "cri_name": "th-abc-1"}, "sb") == "thumbs"
+    assert f.of({"cri_namespace": "t2", "cri_name": "th-abc-1", "app": "web"}, "sb") == "web"
+    assert f.of({"cri_name": "resize-7d9f8b6c5-x2x4q"}, "sb") == "resize"
+    assert f.of({"cri_name": "solo"}, "sb") == "solo" and f.of({}, "sb9") == "sb9"
+
+
+@pytest.mark.clickhouse
+def test_history_spreads_intervals_over_seconds_and_counts_replicas(db: tuple[str, Any]) -> None:
+    _, ch = db
+    insert(ch, rows("fn", 3, 30, 0.5))
+    h = history(ch, "acme", "fn", NOW - 1, 60)
+    assert h.per_replica == 2.0
+    assert list(h.load[-30:]) == pytest.approx([1.5] * 30) and not h.load[:30].any()
+    assert list(h.ready[-30:]) == [3] * 30 and not h.ready[:30].any()
+
+
+@pytest.mark.clickhouse
+def test_recommendation_fails_closed_on_stale_data_and_names_unknown_functions(db: tuple[str, Any]) -> None:
+    _, ch = db
+    with pytest.raises(Stale, match="no load data"):
+        recommend(ch, "acme", "fn", NOW, stale_s=15)
+    insert(ch, rows("fn", 4, 160, 1.4))  # 4 replicas of 2 cores, each at 70%: exactly on target
+    rec = recommend(ch, "acme", "fn", NOW + 2000, stale_s=15)
+    assert rec["desired_replicas"] == 4 and not rec["panic"] and rec["load"]["stable"] == pytest.approx(5.6)
+    assert rec["per_replica_target"] == pytest.approx(1.4)
+    with pytest.raises(UnknownFunction):
+        recommend(ch, "acme", "nope", NOW + 2000, stale_s=15)
+    with pytest.raises(Stale, match="old"):
+        recommend(ch, "acme", "fn", NOW + 16_000, stale_s=15)
+
+
+class Producer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes]] = []
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        self.sent.append((topic, key, value))
+
+    def flush(self, timeout: float) -> None:
+        pass
+
+
+@pytest.mark.clickhouse
+def test_publisher_sends_only_changed_decisions(db: tuple[str, Any]) -> None:
+    _, ch = db
+    insert(ch, rows("fn", 2, 160, 0.2))
+    clock = [NOW + 1000]
+    prod = Producer()
+    pub = Publisher(ch, prod, "decisions", 15, lambda: clock[0], KpaConfig(), CollectorRegistry())
+    assert pub.tick() == 1 and pub.tick() == 0  # the same decision is not sent twice
+    topic, key, _ = prod.sent[0]
+    assert (topic, key) == ("decisions", b"acme/fn")
+    insert(ch, rows("fn", 2, 20, 2.0, end_ms=NOW + 20_000))  # 20 s at full load on top
+    clock[0] = NOW + 21_000
+    assert pub.tick() == 1 and len(prod.sent) == 2
+    clock[0] = NOW + 60_000
+    assert pub.tick() == 0 and pub.stale_ticks == 1  # stale: nothing published, no zero
