@@ -36,11 +36,13 @@ from sandmeter.stack.procs import free_port
 
 log = logging.getLogger("sandmeter.demo")
 GIB = Decimal(1 << 30)
+PLANS = Path(__file__).resolve().parents[1] / "plans"  # the repository's example price plans
 
 
 @dataclass
 class DemoResult:
     api_totals: dict[str, dict[str, Decimal]]
+    invoices: dict[str, str]  # tenant -> this month's invoice total, as the API gives it
     truth: dict[str, Any]
     wire_bytes: int
     samples: int
@@ -149,13 +151,17 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
     proc.close()
     truth = sim.stop()
 
-    api_settings = ApiSettings(port=free_port(), clickhouse_port=st.clickhouse_tcp_port)
+    from billing.keys import OPERATOR, create_key
+
+    api_settings = ApiSettings(port=free_port(), clickhouse_port=st.clickhouse_tcp_port, plans_dir=PLANS)
+    key = create_key(client("127.0.0.1", st.clickhouse_tcp_port, "default"), OPERATOR)[1]
     totals: dict[str, dict[str, Decimal]] = {}
+    invoices: dict[str, str] = {}
     frm = "2000-01-01T00:00:00.000Z"
     to = "2100-01-01T00:00:00.000Z"
     with (
         serve_api(api_settings, lambda: client("127.0.0.1", st.clickhouse_tcp_port, "default")) as url,
-        httpx.Client(base_url=url, timeout=30) as http,
+        httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as http,
     ):
         r = http.get("/v1/tenants", params={"from": frm, "to": to})
         r.raise_for_status()
@@ -163,9 +169,14 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
             u = http.get(f"/v1/tenants/{tenant}/usage", params={"from": frm, "to": to, "granularity": "day"})
             u.raise_for_status()
             totals[tenant] = {k: Decimal(v) for k, v in u.json()["totals"].items()}
-    dash = write_all(workdir / "grafana")
+            month = time.strftime("%Y-%m", time.gmtime())
+            inv = http.get(f"/v1/tenants/{tenant}/invoices/{month}")
+            inv.raise_for_status()
+            invoices[tenant] = f"{inv.json()['total']} {inv.json()['currency']} ({inv.json()['status']})"
+    dash = write_all(workdir / "grafana", PLANS)
     return DemoResult(
         api_totals=totals,
+        invoices=invoices,
         truth=truth,
         wire_bytes=_total(agents, WIRE_BYTES),
         samples=_total(agents, SAMPLES),
@@ -179,7 +190,7 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
 def format_table(res: DemoResult) -> str:
     head = (
         f"{'tenant':<14}{'CPU ms':>14}{'truth CPU ms':>14}{'alloc vCPU-ms':>16}{'truth vCPU-ms':>16}"
-        f"{'alloc GiB-ms':>16}{'used GiB-ms':>14}"
+        f"{'alloc GiB-ms':>16}{'used GiB-ms':>14}  {'invoice (this month)'}"
     )
     lines = [head, "-" * len(head)]
     for tenant, t in sorted(res.api_totals.items()):
@@ -187,7 +198,7 @@ def format_table(res: DemoResult) -> str:
         lines.append(
             f"{tenant:<14}{t['cpu_used_ms']:>14.3f}{Decimal(truth.get('cpu_used_us', 0)) / 1000:>14.3f}"
             f"{t['vcpu_alloc_ms']:>16.3f}{Decimal(truth.get('vcpu_alloc_mcpu_ms', 0)) / 1000:>16.3f}"
-            f"{t['mem_alloc_byte_ms'] / GIB:>16.1f}{t['mem_used_byte_ms'] / GIB:>14.1f}"
+            f"{t['mem_alloc_byte_ms'] / GIB:>16.1f}{t['mem_used_byte_ms'] / GIB:>14.1f}  {res.invoices.get(tenant, '')}"
         )
     return "\n".join(lines)
 

@@ -19,8 +19,10 @@ from sandmeter.settings import ApiSettings
 
 pytestmark = pytest.mark.e2e
 
-# priced on the quantities the pipeline meters exactly (used CPU, IO and network bytes); the
-# allocation lines are checked against lifetimes, within 10 ms each, by the exactly-once test
+# priced on the quantities the pipeline meters exactly (used CPU and IO bytes, from cgroup
+# counters read one last time at each stop). Allocation is within 10 ms of each lifetime (the
+# exactly-once test); network comes from kata-monitor, which forgets a sandbox at its stop,
+# so bytes sent after the last scrape are unobservable: checked here as a bound, not priced.
 PLAN = """
 id = "exact"
 version = 1
@@ -36,25 +38,18 @@ metric = "io_gb"
 model = "graduated"
 free = "0.25"
 tiers = [ { up_to = "1", price = "0.731" }, { price = "0.377" } ]
-
-[[lines]]
-metric = "net_gb"
-model = "volume"
-tiers = [ { up_to = "0.5", price = "0.09" }, { price = "0.0613" } ]
 """
 CENT = Decimal("0.01")
 
 
-def by_hand(t: dict[str, int]) -> tuple[Decimal, Decimal, Decimal]:
-    """The three line amounts, computed here without the rating code."""
+def by_hand(t: dict[str, int]) -> tuple[Decimal, Decimal]:
+    """The two line amounts, computed here without the rating code."""
     cpu = (Decimal(t["cpu_used_us"]) / 1000 * Decimal("0.0000137")).quantize(CENT, ROUND_HALF_EVEN)
     io_q = max(Decimal(t["io_read_bytes"] + t["io_write_bytes"]) / Decimal(10**9) - Decimal("0.25"), Decimal(0))
     io = (min(io_q, Decimal(1)) * Decimal("0.731") + max(io_q - 1, Decimal(0)) * Decimal("0.377")).quantize(
         CENT, ROUND_HALF_EVEN
     )
-    net_q = Decimal(t["net_rx_bytes"] + t["net_tx_bytes"]) / Decimal(10**9)
-    net = (net_q * (Decimal("0.09") if net_q <= Decimal("0.5") else Decimal("0.0613"))).quantize(CENT, ROUND_HALF_EVEN)
-    return cpu, io, net
+    return cpu, io
 
 
 def test_cost_and_invoice_equal_hand_computed_totals_from_ground_truth(fault_run: Any, tmp_path: Path) -> None:
@@ -68,20 +63,24 @@ def test_cost_and_invoice_equal_hand_computed_totals_from_ground_truth(fault_run
         pytest.skip("the run crossed a month boundary; its usage is split over two invoices")
     with TestClient(app) as c:
         for tenant, truth in fault_run.truth["tenants"].items():
-            cpu, io, net = by_hand(truth)
-            expected = cpu + io + net
+            cpu, io = by_hand(truth)
+            expected = cpu + io
             key = create_key(ch, TENANT, tenant)[1]
             h = {"Authorization": f"Bearer {key}"}
             r = c.get(f"/v1/tenants/{tenant}/cost", headers=h,
                       params={"from": format_ms(period.start_ms), "to": format_ms(period.end_ms)})  # fmt: skip
             assert r.status_code == 200, r.text
             amounts = {ln["metric"]: Decimal(ln["amount"]) for ln in r.json()["lines"]}
-            assert amounts == {"cpu_used_ms": cpu, "io_gb": io, "net_gb": net}, tenant
+            assert amounts == {"cpu_used_ms": cpu, "io_gb": io}, tenant
             assert Decimal(r.json()["total"]) == expected
             inv = c.get(f"/v1/tenants/{tenant}/invoices/{period}", headers=h).json()
             assert inv["status"] == "draft" and Decimal(inv["total"]) == expected, (tenant, inv["total"], expected)
             assert Decimal(inv["quantities"]["cpu_used_ms"]) == Decimal(truth["cpu_used_us"]) / 1000
-            print(f"{tenant}: cpu {cpu} + io {io} + net {net} = {expected} USD, as invoiced")
+            net_truth = Decimal(truth["net_rx_bytes"] + truth["net_tx_bytes"]) / Decimal(10**9)
+            stops = sum(1 for sb in fault_run.truth["sandboxes"] if sb["tenant"] == tenant)
+            # never over-billed; at most two 1 s scrape intervals (2,200 B/ms) lost per stopped sandbox
+            assert 0 <= net_truth - Decimal(inv["quantities"]["net_gb"]) <= Decimal(2 * 2200 * 1000 * stops) / 10**9
+            print(f"{tenant}: cpu {cpu} + io {io} = {expected} USD, as invoiced")
             assert expected > Decimal("0.10")  # amounts large enough that an error shows
         health = c.get("/v1/health/sandboxes", headers={"Authorization": f"Bearer {op}"}, params={"state": "all"})
         kinds = {i["kind"] for i in health.json()["incidents"]}
