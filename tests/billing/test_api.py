@@ -211,6 +211,8 @@ D1, D2 = "2026-11-01T00:00:00Z", "2026-11-02T00:00:00Z"
         ("/v1/tenants/acme/health", {"state": "sick"}, "bad_state"),
         ("/v1/health/sandboxes", {"state": "sick"}, "bad_state"),
         ("/v1/tenants", {"from": D2}, "bad_request"),
+        ("/v1/scale/acme/a$b", {}, "bad_function"),
+        ("/v1/scale/ACME/fn", {}, "bad_tenant"),
     ],
 )
 def test_bad_input_is_4xx_with_code(env: Env, path: str, params: dict[str, str], code: str) -> None:
