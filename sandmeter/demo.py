@@ -232,7 +232,7 @@ def main(seconds: float, nodes: int, sandboxes: int, tenants: int, out: Path) ->
         f"\nwire: {res.samples} samples in {res.batches_sent} batches, {res.wire_bytes} bytes "
         f"= {res.wire_bytes / max(1, res.samples):.2f} bytes/sample; dead-lettered: {res.dlq}"
     )
-    print(f"dashboards written to {out}/dashboards; wall time {time.monotonic() - t0:.1f} s")
+    print(f"dashboards, provisioning and alert rules written to {out}/; wall time {time.monotonic() - t0:.1f} s")
     (out / "demo-result.json").write_text(
         json.dumps(
             {
