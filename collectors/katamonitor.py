@@ -8,8 +8,12 @@ import urllib.request
 from collections.abc import Callable
 
 from collectors.base import Reading, SourceError
+from sandmeter.names import M_INFLIGHT
 
-KEPT_PREFIXES = ("kata_hypervisor_", "kata_shim_", "kata_guest_", "kata_agent_", "kata_virtiofsd_")
+KEPT_PREFIXES = (
+    "kata_hypervisor_", "kata_shim_", "kata_guest_", "kata_agent_", "kata_virtiofsd_",
+    M_INFLIGHT,  # a per-sandbox in-flight requests gauge, where an exporter provides one
+)  # fmt: skip
 CRI_KEYS = ("cri_uid", "cri_name", "cri_namespace")
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")

@@ -28,6 +28,7 @@ from sandmeter.names import T_FUNCTION_LOAD
 
 log = logging.getLogger(__name__)
 KNOWN_FOR_S = 3600  # a function with load this recent is known (and may be recommended 0)
+CONCURRENCY = 100.0  # requests one replica is sized for (Knative's container-concurrency-target-default)
 
 
 class Stale(Exception):
@@ -40,10 +41,11 @@ class UnknownFunction(Exception):
 
 @dataclass(frozen=True)
 class History:
-    load: np.ndarray[Any, np.dtype[np.float64]]  # cores, per second, ending at end_s
+    load: np.ndarray[Any, np.dtype[np.float64]]  # cores or requests in flight, per second, ending at end_s
     ready: np.ndarray[Any, np.dtype[np.int64]]  # sandboxes reporting, per second
-    per_replica: float  # cores allocated per sandbox
+    per_replica: float  # cores allocated per sandbox, or the concurrency one replica is sized for
     end_s: int
+    unit: str = "cores"  # or "requests"
 
 
 def newest_ms(ch: Any, now_ms: int) -> int | None:
@@ -55,12 +57,19 @@ def newest_ms(ch: Any, now_ms: int) -> int | None:
     return int(rows[0][0]) if rows and int(rows[0][1]) else None
 
 
-def history(ch: Any, tenant: str, function: str, end_ms: int, seconds: int) -> History:
-    """Per-second load and replica counts of the `seconds` before `end_ms` (second-aligned)."""
+def history(
+    ch: Any, tenant: str, function: str, end_ms: int, seconds: int, concurrency: float = CONCURRENCY
+) -> History:
+    """Per-second load and replica counts of the `seconds` before `end_ms` (second-aligned).
+
+    Where the function's sandboxes export an in-flight requests gauge the load is requests in
+    flight (each interval's gauge held over it) against `concurrency` per replica; otherwise
+    it is cores used against each replica's allocated cores.
+    """
     end_s = end_ms // 1000
     first_ms = (end_s - seconds + 1) * 1000
     rows = ch.execute(
-        f"SELECT sandbox_id, start_ms, end_ms, cpu_used_us, vcpu_milli FROM {T_FUNCTION_LOAD} FINAL "
+        f"SELECT sandbox_id, start_ms, end_ms, cpu_used_us, vcpu_milli, inflight FROM {T_FUNCTION_LOAD} FINAL "
         "WHERE tenant = %(t)s AND function = %(f)s AND end_ms > %(lo)s AND start_ms < %(hi)s",
         {"t": tenant, "f": function, "lo": first_ms, "hi": (end_s + 1) * 1000},
         settings={"use_numpy": False},
@@ -69,9 +78,10 @@ def history(ch: Any, tenant: str, function: str, end_ms: int, seconds: int) -> H
     ready = np.zeros(seconds, np.int64)
     spans: dict[str, tuple[int, int]] = {}
     spec = []
-    for sid, start, end, cpu, vcpu in rows:  # per interval (sandboxes x seconds / scrape), not per sample
+    requests = any(float(r[5]) >= 0 for r in rows)
+    for sid, start, end, cpu, vcpu, inflight in rows:  # per interval (sandboxes x seconds / scrape)
         start, end = int(start), int(end)
-        cores = int(cpu) / ((end - start) * 1000)
+        cores = max(float(inflight), 0.0) if requests else int(cpu) / ((end - start) * 1000)
         lo_s, hi_s = max(start // 1000, end_s - seconds + 1), min((end - 1) // 1000, end_s)
         for sec in range(lo_s, hi_s + 1):
             overlap = min(end, (sec + 1) * 1000) - max(start, sec * 1000)
@@ -84,6 +94,8 @@ def history(ch: Any, tenant: str, function: str, end_ms: int, seconds: int) -> H
         hi = min((b - 1) // 1000 - (end_s - seconds + 1), seconds - 1)
         if hi >= lo:
             ready[lo : hi + 1] += 1
+    if requests:
+        return History(load, ready, concurrency, end_s, "requests")
     per_replica = (sum(spec) / len(spec) / 1000) if spec and sum(spec) else 1.0
     return History(load, ready, per_replica, end_s)
 
@@ -114,7 +126,7 @@ def recommend(
         "load": {"total": round(float(h.load[-1]), 6), "stable": round(d.stable, 6), "panic": round(d.panic_load, 6)},
         "ready_replicas": d.ready,
         "per_replica_target": round(cfg.target_utilization * h.per_replica, 6),
-        "unit": "cores",
+        "unit": h.unit,
         "timestamp_ms": (h.end_s + 1) * 1000,
         "window": {"stable_s": cfg.stable_s, "panic_s": cfg.panic_s, "grace_s": cfg.grace_s},
     }

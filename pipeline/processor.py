@@ -181,7 +181,7 @@ class Processor:
             late = self.acct.late_frame(result.late, now) if result.late is not None and len(result.late) else None
             t1 = time.perf_counter()
             res = result
-            fl = self._function_load(result.usage)
+            fl = self._function_load(result.usage, batches)
             # stopping mid-retry leaves the offsets uncheckpointed: the batches are read again
             self._retry("ClickHouse write", lambda: self.writer.write(batches, res, now, late, fl), stop)
             self.m.insert_seconds.observe(time.perf_counter() - t1)
@@ -205,10 +205,17 @@ class Processor:
         if time.monotonic() - self._last_checkpoint >= self.s.checkpoint_interval_s:
             self.checkpoint(stop=stop)
 
-    def _function_load(self, usage: pd.DataFrame) -> pd.DataFrame | None:
-        """The usage rows with each sandbox's function and vCPU spec (a lookup per sandbox)."""
+    def _function_load(self, usage: pd.DataFrame, batches: list[SampleBatch]) -> pd.DataFrame | None:
+        """The usage rows with each sandbox's function, vCPU spec (a lookup per sandbox) and
+        in-flight requests gauge of that batch (-1 where the sandbox exports none)."""
         if usage.empty:
             return None
+        inflight: dict[tuple[str, str], float] = {}
+        for b in batches:  # per batch and sandbox: the gauge is one series per sandbox
+            if n.M_INFLIGHT in b.metrics:
+                sel = b.metric == b.metrics.index(n.M_INFLIGHT)
+                for e, v in zip(b.entity[sel].tolist(), b.value[sel].tolist(), strict=True):
+                    inflight[(b.batch_id, b.entities[e].id)] = float(v)
         keys = list(zip(usage["node"].tolist(), usage["sandbox_id"].tolist(), strict=True))
         spec: dict[tuple[str, str], tuple[str, int]] = {}
         for k in set(keys):
@@ -217,6 +224,10 @@ class Processor:
         df = usage[["tenant", "sandbox_id", "node", "start_ms", "end_ms", "cpu_used_us"]].copy()
         df.insert(1, "function", [spec[k][0] for k in keys])
         df["vcpu_milli"] = np.array([spec[k][1] for k in keys], np.uint32)
+        df["inflight"] = np.array(
+            [inflight.get(k, -1.0) for k in zip(usage["batch_id"].tolist(), usage["sandbox_id"].tolist(), strict=True)],
+            np.float64,
+        )
         for c in ("start_ms", "end_ms", "cpu_used_us"):
             df[c] = df[c].astype(np.uint64)
         return df[df["end_ms"] > df["start_ms"]]

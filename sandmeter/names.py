@@ -56,6 +56,9 @@ M_HOST_DISK: Final = "host_diskstat"
 M_HOST_PRESSURE: Final = "host_pressure"
 # kata-monitor families keep their own names (kata_hypervisor_*, kata_guest_*, ...)
 M_KATA_NETDEV: Final = "kata_hypervisor_netdev"
+# requests in flight in a sandbox, where something in the stream exports it per sandbox_id
+# (e.g. an agent-side exporter behind kata-monitor); scale recommendations prefer it to CPU
+M_INFLIGHT: Final = "kata_sandbox_inflight_requests"
 
 # Counters that the processor turns into deltas; everything else is a gauge.
 CUMULATIVE_METRICS: Final = frozenset(

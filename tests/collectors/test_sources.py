@@ -28,6 +28,7 @@ def test_kata_monitor_keeps_families_and_labels() -> None:
             f'kata_guest_cpu_time{{cpu="total",item="idle",{CRI}}} 1.5e3',
             f'kata_shim_agent_rpc_durations_histogram_milliseconds_count{{action="grpc.CheckRequest",{CRI}}} 12',
             "kata_monitor_running_shim_count 1",
+            f"kata_sandbox_inflight_requests{{{CRI}}} 7",
             "go_goroutines 12",
         ]
     )
@@ -37,6 +38,7 @@ def test_kata_monitor_keeps_families_and_labels() -> None:
         ("sb1", "kata_hypervisor_proc_stat", 'item="utime"', 4310.0),
         ("sb1", "kata_guest_cpu_time", 'cpu="total",item="idle"', 1500.0),
         ("sb1", "kata_shim_agent_rpc_durations_histogram_milliseconds_count", 'action="grpc.CheckRequest"', 12.0),
+        ("sb1", "kata_sandbox_inflight_requests", "", 7.0),  # the gauge scale recommendations prefer
     ]
     assert r.labels["sb1"] == {"cri_uid": "u1", "cri_name": "web-0", "cri_namespace": "tenant-a"}
 

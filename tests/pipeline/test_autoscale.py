@@ -15,14 +15,17 @@ from sandmeter import names as n
 NOW = 1_795_773_600_000
 
 
-def rows(function: str, sandboxes: int, seconds: int, cores: float, end_ms: int = NOW, step_ms: int = 500) -> list:
+def rows(
+    function: str, sandboxes: int, seconds: int, cores: float, end_ms: int = NOW, step_ms: int = 500,
+    inflight: float = -1.0,
+) -> list:  # fmt: skip
     out = []
     for i in range(sandboxes):
         for k in range(seconds * 1000 // step_ms):
             end = end_ms - k * step_ms
             out.append({"tenant": "acme", "function": function, "sandbox_id": f"{function}-{i}", "node": "n1",
                         "start_ms": end - step_ms, "end_ms": end, "cpu_used_us": int(cores * step_ms * 1000),
-                        "vcpu_milli": 2000})  # fmt: skip
+                        "vcpu_milli": 2000, "inflight": inflight})  # fmt: skip
     return out
 
 
@@ -61,6 +64,19 @@ def test_recommendation_fails_closed_on_stale_data_and_names_unknown_functions(d
         recommend(ch, "acme", "nope", NOW + 2000, stale_s=15)
     with pytest.raises(Stale, match="old"):
         recommend(ch, "acme", "fn", NOW + 16_000, stale_s=15)
+
+
+@pytest.mark.clickhouse
+def test_an_inflight_gauge_drives_the_load_and_can_panic(db: tuple[str, Any]) -> None:
+    _, ch = db
+    insert(ch, rows("api", 2, 150, 0.1, end_ms=NOW - 6000, inflight=60.0))  # 120 in flight: 2 replicas' worth
+    insert(ch, rows("api", 2, 6, 0.1, inflight=600.0))  # a burst: 1,200 in flight for the last 6 s
+    h = history(ch, "acme", "api", NOW - 1, 30)
+    assert h.unit == "requests" and h.per_replica == 100.0
+    assert list(h.load[-6:]) == pytest.approx([1200.0] * 6) and h.load[-10] == pytest.approx(120.0)
+    rec = recommend(ch, "acme", "api", NOW + 1000, stale_s=15)
+    # panic: ceil(1200 / 70) = 18 replicas >= 2 x the 2 ready; CPU alone could never get there
+    assert rec["panic"] and rec["desired_replicas"] == 18 and rec["unit"] == "requests"
 
 
 class Producer:

@@ -67,6 +67,7 @@ class FakeWriter:
         self.checkpoints: list[Checkpoint] = []
         self.health: list[Any] = []
         self.calls: list[str] = []
+        self.function_loads: list[Any] = []
         self.rolled: list[dict[str, tuple[int, int]]] = []
 
     def write(
@@ -76,6 +77,7 @@ class FakeWriter:
             self.fail_times -= 1
             raise WriteError("clickhouse down")
         self.writes.append(result)
+        self.function_loads.append(function_load)
 
     def write_health(self, events: list[Any]) -> None:
         self.health.extend(events)
@@ -248,3 +250,19 @@ def test_retention_drops_raw_days_older_than_the_setting() -> None:
     w.calls.clear()
     p.retention()
     assert w.calls == ["retention function_load 20261125"]  # 0 keeps the raw samples
+
+
+def test_function_load_rows_carry_the_function_spec_and_inflight_gauge() -> None:
+    w = FakeWriter()
+    p, _, _ = make(w)
+    b = BatchBuilder("n1")
+    e = b.entity("sb1", {"tenant": "acme", "cri_name": "resize-7d9f8b6c5-x2x4q"})
+    b.add(e, n.M_CG_CPU_USAGE_US, "", 2000, 500_000)
+    b.add(e, n.M_SPEC_VCPU_MILLI, "", 2000, 1500)
+    b.add(e, n.M_SPEC_MEM_BYTES, "", 2000, 1 << 30)
+    b.add(e, n.M_INFLIGHT, "", 2000, 7)
+    b.event(e, EventKind.START, 1000)
+    p.handle(Msg(encode(b.build(1, 0, 2000)), 0))
+    p.flush()
+    fl = w.function_loads[-1]
+    assert fl[["function", "vcpu_milli", "inflight", "cpu_used_us"]].values.tolist() == [["resize", 1500, 7.0, 500_000]]
