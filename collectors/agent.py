@@ -222,6 +222,18 @@ def build_agent(s: CollectorSettings, registry: CollectorRegistry, sink: BatchSi
     return agent
 
 
+def wait_for_stops(agents: list[CollectorAgent], timeout_s: float) -> bool:
+    """Waits until no agent's watcher holds a live sandbox (every stop seen and its final batch
+    queued), e.g. after a simulator drained its fleet; False if `timeout_s` passed first."""
+    deadline = time.monotonic() + timeout_s
+    while any(a.watcher.alive() for a in agents):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    time.sleep(0.2)  # the stop handler runs just after the watcher forgets the sandbox
+    return True
+
+
 def run_agent(agent: CollectorAgent, interval_s: float, stop: threading.Event, status_every_s: float = 30.0) -> None:
     """Scrapes on a monotonic schedule until `stop` is set; logs a one-line status."""
     agent.watcher.start(on_start=agent.on_start, on_stop=agent.on_stop)

@@ -81,7 +81,7 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
     """Runs every component against an already-started stack; used by the demo and e2e test."""
     import httpx
 
-    from collectors.agent import build_agent, run_agent
+    from collectors.agent import build_agent, run_agent, wait_for_stops
     from collectors.sim.runner import Simulator
     from dashboards.generate import write_all
     from pipeline.migrate import migrate
@@ -134,7 +134,8 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
         print(f"  [{time.monotonic() - t0:5.1f}s] batches sent={sent} processed={proc.total_batches} "
               f"samples written={proc.total_samples}", flush=True)  # fmt: skip
     sim.drain()
-    time.sleep(max(1.0, interval_s * 2))  # the watchers see the stops and send final samples
+    if not wait_for_stops(agents, 30):  # the watchers see the stops and queue the final samples
+        log.warning("some sandbox stops were not seen within 30 s")
     stop_collect.set()
     for th in threads:
         th.join(timeout=10)

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 from support import private_db
 
-from collectors.agent import CollectorAgent, build_agent, run_agent
+from collectors.agent import CollectorAgent, build_agent, run_agent, wait_for_stops
 from collectors.sim.model import FaultSpec, FleetSpec
 from collectors.sim.runner import Simulator
 from collectors.sink import BatchSink
@@ -171,7 +171,7 @@ def fault_run(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 for who, port in ports.items()
             }
             sim.drain()
-            time.sleep(3)
+            assert wait_for_stops(fleet.agents, 30), "the collectors did not see every stop"
         finally:
             fleet.stop(sink_timeout_s=10)
             time.sleep(3)

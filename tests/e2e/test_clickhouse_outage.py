@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from processes import Processors, group_caught_up, metric
 
+from collectors.agent import wait_for_stops
 from collectors.sim.model import FleetSpec
 from collectors.sim.runner import Simulator
 from pipeline.processor import CHECKPOINTS, WRITE_FAILURES
@@ -58,7 +59,7 @@ def test_clickhouse_outage_longer_than_the_poll_interval_loses_nothing(
         stack.clickhouse.start(stack.settings.start_timeout_s)
         time.sleep(8)
         sim.drain()
-        time.sleep(2)
+        assert wait_for_stops(fleet.agents, 30), "the collectors did not see every stop"
         fleet.stop(sink_timeout_s=30)
         deadline = time.monotonic() + 90
         while not group_caught_up(stack.kafka_bootstrap, f"group-{name}", topic):

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from processes import Processors, group_caught_up, metric
 
+from collectors.agent import wait_for_stops
 from collectors.sim.model import FleetSpec
 from collectors.sim.runner import Simulator
 from pipeline.processor import BATCHES, CHECKPOINTS
@@ -75,7 +76,7 @@ def test_sigkill_and_two_instances_give_ground_truth_exactly(
         released = fleet.release()  # node-01's backlog, late but new
         time.sleep(6)
         sim.drain()
-        time.sleep(2)  # the watchers see the stops and send the final samples
+        assert wait_for_stops(fleet.agents, 30), "the collectors did not see every stop"
         fleet.stop(sink_timeout_s=30)
         deadline = time.monotonic() + 90
         while not group_caught_up(stack.kafka_bootstrap, f"group-{name}", topic):
