@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from prometheus_client import CollectorRegistry
 
 from pipeline.kpa import DEFAULT, KpaConfig, replay
@@ -74,29 +75,37 @@ def history(
         {"t": tenant, "f": function, "lo": first_ms, "hi": (end_s + 1) * 1000},
         settings={"use_numpy": False},
     )
-    load = np.zeros(seconds)
+    first_s = end_s - seconds + 1
     ready = np.zeros(seconds, np.int64)
-    spans: dict[str, tuple[int, int]] = {}
-    spec = []
-    requests = any(float(r[5]) >= 0 for r in rows)
-    for sid, start, end, cpu, vcpu, inflight in rows:  # per interval (sandboxes x seconds / scrape)
-        start, end = int(start), int(end)
-        cores = max(float(inflight), 0.0) if requests else int(cpu) / ((end - start) * 1000)
-        lo_s, hi_s = max(start // 1000, end_s - seconds + 1), min((end - 1) // 1000, end_s)
-        for sec in range(lo_s, hi_s + 1):
-            overlap = min(end, (sec + 1) * 1000) - max(start, sec * 1000)
-            load[sec - (end_s - seconds + 1)] += cores * overlap / 1000
-        a, b = spans.get(sid, (start, end))
-        spans[sid] = (min(a, start), max(b, end))
-        spec.append(int(vcpu))
-    for a, b in spans.values():
-        lo = max(a // 1000 - (end_s - seconds + 1), 0)
-        hi = min((b - 1) // 1000 - (end_s - seconds + 1), seconds - 1)
-        if hi >= lo:
-            ready[lo : hi + 1] += 1
+    load = np.zeros(seconds)
+    if not rows:
+        return History(load, ready, 1.0, end_s)
+    sid = np.array([r[0] for r in rows], dtype=object)
+    start, end, cpu, vcpu, inflight = (np.array([r[i] for r in rows], np.float64) for i in range(1, 6))
+    requests = bool((inflight >= 0).any())
+    rate = np.maximum(inflight, 0.0) if requests else cpu / ((end - start) * 1000)  # per interval
+    # every (interval, second) pair it overlaps, at once: intervals span a few seconds each
+    lo = np.maximum(start // 1000, first_s).astype(np.int64)
+    hi = np.minimum((end - 1) // 1000, end_s).astype(np.int64)
+    width = np.maximum(hi - lo + 1, 0)
+    row = np.repeat(np.arange(len(rows)), width)
+    sec = lo[row] + (np.arange(len(row)) - np.repeat(np.cumsum(width) - width, width))
+    overlap = np.minimum(end[row], (sec + 1) * 1000.0) - np.maximum(start[row], sec * 1000.0)
+    np.add.at(load, sec - first_s, rate[row] * overlap / 1000)
+    # a sandbox counts as ready from its first to its last reported millisecond in the window
+    span = (
+        pd.DataFrame({"sid": sid, "start": start, "end": end}).groupby("sid").agg(a=("start", "min"), b=("end", "max"))
+    )
+    a = np.maximum(span["a"].to_numpy() // 1000 - first_s, 0).astype(np.int64)
+    b = np.minimum((span["b"].to_numpy() - 1) // 1000 - first_s, seconds - 1).astype(np.int64)
+    edges = np.zeros(seconds + 1, np.int64)
+    np.add.at(edges, a[b >= a], 1)
+    np.add.at(edges, b[b >= a] + 1, -1)
+    ready = np.cumsum(edges[:-1])
+    spec = vcpu
     if requests:
         return History(load, ready, concurrency, end_s, "requests")
-    per_replica = (sum(spec) / len(spec) / 1000) if spec and sum(spec) else 1.0
+    per_replica = float(spec.mean()) / 1000 if spec.any() else 1.0
     return History(load, ready, per_replica, end_s)
 
 

@@ -46,7 +46,7 @@ STATE_BYTES = "sandmeter_processor_state_bytes"
 INCIDENTS_OPEN = "sandmeter_health_open_incidents"
 INCIDENT = "sandmeter_health_incident_open"
 HEALTH_EVENTS = "sandmeter_health_events_total"
-RAW_DROPPED = "sandmeter_processor_partitions_dropped_total"
+PARTITIONS_DROPPED = "sandmeter_processor_partitions_dropped_total"
 ROLLUP_SECONDS = "sandmeter_processor_rollup_duration_seconds"
 
 TP = tuple[str, int]  # (topic, partition)
@@ -77,8 +77,8 @@ class ProcessorMetrics:
             registry=registry,
         )  # fmt: skip
         self.health_events = counter(HEALTH_EVENTS, "Incident opens and closes", registry, ["kind", "event"])
-        self.raw_dropped = counter(
-            RAW_DROPPED, "Day partitions dropped by retention (raw samples, function load)", registry
+        self.partitions_dropped = counter(
+            PARTITIONS_DROPPED, "Day partitions dropped by retention (raw samples, function load)", registry
         )
         self.rollup_seconds = Histogram(ROLLUP_SECONDS, "Time to recompute the rollups touched", registry=registry)
         for reason in ("unknown_version", "truncated", "corrupt", "processing_error"):
@@ -408,7 +408,7 @@ class Processor:
             log.error("retention failed, next try in an hour: %s", exc)
             return
         if dropped:
-            self.m.raw_dropped.inc(len(dropped))
+            self.m.partitions_dropped.inc(len(dropped))
             log.info("retention: dropped %s days %s", table, ", ".join(dropped))
 
     def update_lag(self) -> None:
