@@ -22,10 +22,10 @@ from pydantic import BaseModel
 
 from billing.errors import ApiError
 from billing.health import incidents
-from billing.invoices import Invoices, Period, usage_sums
+from billing.invoices import Invoices, Period, rate_range
 from billing.keys import OPERATOR, KeyCache, Principal
 from billing.plans import PlanBook, load_book
-from billing.rating import ROUNDING, fmt, quantities, rate
+from billing.rating import fmt, rounding_note
 from billing.timeparse import format_ms, parse_ms
 from billing.usage import METRICS, UsageQuery, check_tenant, list_tenants, run_usage, scaled
 from pipeline.autoscale import Stale, UnknownFunction, recommend
@@ -185,13 +185,11 @@ def create_app(
         f, t = parse_ms(from_, "from"), parse_ms(to, "to")
         if f >= t:
             raise ApiError(400, "bad_range", "`from` must be before `to`")
-        plan = book.plan_for(tenant, f)
-        qty = quantities(usage_sums(ch_factory(), tenant, f, t))
-        lines, total = rate(plan, qty)
+        r = rate_range(ch_factory(), book, tenant, f, t)
         return {
-            "tenant": tenant, "from": format_ms(f), "to": format_ms(t), "currency": plan.currency,
-            "plan": {"id": plan.id, "version": plan.version}, "lines": lines, "total": fmt(total),
-            "rounding": f"each line once, to {fmt(plan.minor_unit)} {plan.currency}, {ROUNDING}",
+            "tenant": tenant, "from": format_ms(f), "to": format_ms(t), "currency": r.plan.currency,
+            "plan": {"id": r.plan.id, "version": r.plan.version}, "lines": r.lines, "total": fmt(r.subtotal),
+            "rounding": rounding_note(r.plan),
             "note": "allowances and tiers apply to the requested range as a whole; the monthly invoice is the bill",
         }  # fmt: skip
 

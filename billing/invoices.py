@@ -18,8 +18,8 @@ from decimal import Decimal
 from typing import Any, Final
 
 from billing.errors import ApiError, bad_request
-from billing.plans import PlanBook
-from billing.rating import ROUNDING, USAGE_SUMS, fmt, quantities, rate
+from billing.plans import Plan, PlanBook
+from billing.rating import USAGE_SUMS, fmt, quantities, rate, rounding_note
 from billing.timeparse import format_ms
 from billing.usage import source
 from sandmeter.names import T_INVOICES
@@ -61,7 +61,7 @@ class Period:
 
 def usage_sums(ch: Any, tenant: str, from_ms: int, to_ms: int) -> dict[str, int]:
     """Integer sums of the billed usage columns over [from, to), from the coarsest exact table."""
-    table, _, cond = source(from_ms, to_ms, 3_600_000 if (to_ms - from_ms) % 3_600_000 == 0 else 1)
+    table, _, cond = source(from_ms, to_ms, None)
     cols = ", ".join(f"toString(sum({c}))" for c in USAGE_SUMS)
     rows = ch.execute(
         f"SELECT {cols} FROM {table} FINAL WHERE tenant = %(tenant)s AND {cond}",
@@ -69,6 +69,22 @@ def usage_sums(ch: Any, tenant: str, from_ms: int, to_ms: int) -> dict[str, int]
         settings={"use_numpy": False},
     )
     return {c: int(v) for c, v in zip(USAGE_SUMS, rows[0], strict=True)}
+
+
+@dataclass(frozen=True)
+class Rated:
+    plan: Plan
+    quantities: dict[str, Decimal]
+    lines: list[dict[str, Any]]
+    subtotal: Decimal
+
+
+def rate_range(ch: Any, book: PlanBook, tenant: str, from_ms: int, to_ms: int) -> Rated:
+    """[from, to) priced by the tenant's plan version in effect at `from_ms`."""
+    plan = book.plan_for(tenant, from_ms)
+    qty = quantities(usage_sums(ch, tenant, from_ms, to_ms))
+    lines, subtotal = rate(plan, qty)
+    return Rated(plan, qty, lines, subtotal)
 
 
 def dumps(body: dict[str, Any]) -> bytes:
@@ -122,9 +138,8 @@ class Invoices:
         return "final", self.stored(ch, tenant, [str(period)])[str(period)]
 
     def build(self, ch: Any, tenant: str, period: Period, now_ms: int, final: bool) -> dict[str, Any]:
-        plan = self.book.plan_for(tenant, period.start_ms)
-        qty = quantities(usage_sums(ch, tenant, period.start_ms, period.end_ms))
-        lines, subtotal = rate(plan, qty)
+        r = rate_range(ch, self.book, tenant, period.start_ms, period.end_ms)
+        plan, subtotal = r.plan, r.subtotal
         adjustments = self._late_usage(ch, tenant, period)
         if subtotal < plan.minimum_commitment:
             adjustments.append({
@@ -141,13 +156,12 @@ class Invoices:
             "status": "final" if final else "draft",
             "plan": {"id": plan.id, "version": plan.version},
             "currency": plan.currency,
-            "quantities": {k: fmt(v) for k, v in qty.items()},
-            "lines": lines,
+            "quantities": {k: fmt(v) for k, v in r.quantities.items()},
+            "lines": r.lines,
             "subtotal": fmt(subtotal),
             "adjustments": adjustments,
             "total": fmt(total),
-            "rounding": f"each line's amount once, to {fmt(plan.minor_unit)} {plan.currency}, {ROUNDING}; "
-            "the total is the sum of rounded amounts",
+            "rounding": rounding_note(plan),
             ("finalized_at" if final else "generated_at"): format_ms(now_ms),
         }
         return body
@@ -169,17 +183,12 @@ class Invoices:
                         for k, v in a["quantities"].items():
                             booked[k] += Decimal(v)
             p = Period.parse(month)
-            now = quantities(usage_sums(ch, tenant, p.start_ms, p.end_ms))
-            delta = {k: now[k] - booked.get(k, Decimal(0)) for k in now}
+            now = rate_range(ch, self.book, tenant, p.start_ms, p.end_ms)
+            delta = {k: v - booked.get(k, Decimal(0)) for k, v in now.quantities.items()}
             if not any(delta.values()):
                 continue
-            plan = self.book.plan_for(tenant, p.start_ms)
-            then_lines, _ = rate(plan, booked)
-            now_lines, _ = rate(plan, now)
-            amount = sum(
-                (Decimal(a["amount"]) - Decimal(b["amount"]) for a, b in zip(now_lines, then_lines, strict=True)),
-                Decimal(0),
-            )
+            _, then = rate(now.plan, booked)
+            amount = now.subtotal - then  # each side a sum of rounded lines
             out.append({
                 "kind": "late_usage", "period": month, "label": f"late usage for {month}",
                 "quantities": {k: fmt(v) for k, v in delta.items()}, "amount": fmt(amount),

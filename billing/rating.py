@@ -78,6 +78,13 @@ def rate_line(line: PlanLine, quantity: Decimal, minor_unit: Decimal) -> dict[st
     }  # fmt: skip
 
 
+def rounding_note(plan: Plan) -> str:
+    return (
+        f"each line's amount once, to {fmt(plan.minor_unit)} {plan.currency}, {ROUNDING}; "
+        "the total is the sum of rounded amounts"
+    )
+
+
 def rate(plan: Plan, qty: Mapping[str, Decimal]) -> tuple[list[dict[str, Any]], Decimal]:
     """Every line of the plan priced; the subtotal is the sum of the rounded line amounts."""
     lines = [rate_line(pl, qty.get(pl.metric, Decimal(0)), plan.minor_unit) for pl in plan.lines]

@@ -56,17 +56,20 @@ class UsageQuery:
             )
 
 
-def source(from_ms: int, to_ms: int, granularity_ms: int) -> tuple[str, str, str]:
+def source(from_ms: int, to_ms: int, granularity_ms: int | None) -> tuple[str, str, str]:
     """(table, bucket expression, range condition): the coarsest table that answers exactly.
 
     A rollup row holds the intervals whose last millisecond falls in its bucket, so it
-    answers a range whose bounds sit on its bucket edges; anything else reads the intervals.
+    answers a range whose bounds sit on its bucket edges (and, when the caller buckets by
+    `granularity_ms`, whose bucket divides it); anything else reads the intervals. With no
+    granularity (one total over the range) the bucket expression is 0.
     """
+    g = granularity_ms or 0
     for table, col, size in ((T_USAGE_HOUR, "hour_ms", 3_600_000), (T_USAGE_MINUTE, "minute_ms", 60_000)):
-        if granularity_ms % size == 0 and from_ms % size == 0 and to_ms % size == 0:
-            bucket = f"intDiv({col}, {granularity_ms}) * {granularity_ms}"
+        if g % size == 0 and from_ms % size == 0 and to_ms % size == 0:
+            bucket = f"intDiv({col}, {g}) * {g}" if g else "0"
             return table, bucket, f"{col} >= %(from_ms)s AND {col} < %(to_ms)s"
-    bucket = f"intDiv(end_ms - 1, {granularity_ms}) * {granularity_ms}"
+    bucket = f"intDiv(end_ms - 1, {g}) * {g}" if g else "0"
     return T_USAGE, bucket, "end_ms > %(from_ms)s AND end_ms <= %(to_ms)s"
 
 

@@ -109,14 +109,20 @@ def history(
     return History(load, ready, per_replica, end_s)
 
 
-def recommend(
-    ch: Any, tenant: str, function: str, now_ms: int, stale_s: float, cfg: KpaConfig = DEFAULT
-) -> dict[str, Any]:
-    """The current recommendation, in the shape the API serves and KEDA's metrics-api reads."""
+def fresh_newest(ch: Any, now_ms: int, stale_s: float) -> int:
+    """The newest load data's end (ms); raises Stale when there is none within `stale_s`."""
     newest = newest_ms(ch, now_ms)
     if newest is None or now_ms - newest > stale_s * 1000:
         age = "no load data" if newest is None else f"newest load data is {(now_ms - newest) / 1000:.1f} s old"
         raise Stale(f"{age} (limit {stale_s:g} s): the processor or the collectors are not keeping up")
+    return newest
+
+
+def recommend(
+    ch: Any, tenant: str, function: str, now_ms: int, stale_s: float, cfg: KpaConfig = DEFAULT
+) -> dict[str, Any]:
+    """The current recommendation, in the shape the API serves and KEDA's metrics-api reads."""
+    newest = fresh_newest(ch, now_ms, stale_s)
     known = ch.execute(
         f"SELECT count() FROM {T_FUNCTION_LOAD} WHERE tenant = %(t)s AND function = %(f)s AND end_ms > %(since)s",
         {"t": tenant, "f": function, "since": now_ms - KNOWN_FOR_S * 1000},
@@ -124,6 +130,11 @@ def recommend(
     )
     if not int(known[0][0]):
         raise UnknownFunction(f"no load for {tenant}/{function} in the last {KNOWN_FOR_S // 60} minutes")
+    return decide(ch, tenant, function, newest, cfg)
+
+
+def decide(ch: Any, tenant: str, function: str, newest: int, cfg: KpaConfig = DEFAULT) -> dict[str, Any]:
+    """The KPA decision for a known function, up to the newest load data (`fresh_newest`)."""
     end_ms = newest - 1000  # the last second every node has had time to report
     h = history(ch, tenant, function, end_ms, cfg.history_s)
     d = replay(h.load, h.ready, h.per_replica, cfg)[-1]
@@ -175,16 +186,18 @@ class Publisher:
         """One round; returns how many changed decisions were published."""
         now = self.clock_ms()
         sent = 0
-        for tenant, function in active_functions(self.ch, now):
-            try:
-                rec = recommend(self.ch, tenant, function, now, self.stale_s, self.cfg)
-            except Stale as exc:
-                self.stale_ticks += 1
-                self.m_stale.inc()
-                log.warning("no decisions: %s", exc)
-                return sent
-            except UnknownFunction:
-                continue
+        functions = active_functions(self.ch, now)  # each with load in the last hour: known
+        if not functions:
+            return 0
+        try:
+            newest = fresh_newest(self.ch, now, self.stale_s)  # once per tick, not per function
+        except Stale as exc:
+            self.stale_ticks += 1
+            self.m_stale.inc()
+            log.warning("no decisions: %s", exc)
+            return 0
+        for tenant, function in functions:
+            rec = decide(self.ch, tenant, function, newest, self.cfg)
             self.evaluations += 1
             self.m_evaluations.inc()
             key = (tenant, function)

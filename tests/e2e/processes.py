@@ -6,8 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
+from collectors.agent import wait_for_stops
 from sandmeter.stack import Stack
 
 
@@ -70,3 +73,15 @@ def group_caught_up(bootstrap: str, group: str, topic: str) -> bool:
         return all((cons.committed(tp) or 0) >= end for tp, end in ends.items())
     finally:
         cons.close(autocommit=False)
+
+
+def drain_and_catch_up(sim: Any, fleet: Any, bootstrap: str, group: str, topic: str, timeout_s: float = 90) -> None:
+    """Stops every simulated sandbox, lets the collectors see the stops and deliver their
+    spools, then waits until the consumer group has committed every message."""
+    sim.drain()
+    assert wait_for_stops(fleet.agents, 30), "the collectors did not see every stop"
+    fleet.stop(sink_timeout_s=30)
+    deadline = time.monotonic() + timeout_s
+    while not group_caught_up(bootstrap, group, topic):
+        assert time.monotonic() < deadline, "the processors did not catch up"
+        time.sleep(1)

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import Processors, group_caught_up, metric
+from processes import Processors, drain_and_catch_up, metric
 
-from collectors.agent import wait_for_stops
 from collectors.sim.model import FleetSpec
 from collectors.sim.runner import Simulator
 from pipeline.processor import CHECKPOINTS, WRITE_FAILURES
@@ -58,13 +57,7 @@ def test_clickhouse_outage_longer_than_the_poll_interval_loses_nothing(
         assert proc.poll() is None, "the processor died while ClickHouse was away"
         stack.clickhouse.start(stack.settings.start_timeout_s)
         time.sleep(8)
-        sim.drain()
-        assert wait_for_stops(fleet.agents, 30), "the collectors did not see every stop"
-        fleet.stop(sink_timeout_s=30)
-        deadline = time.monotonic() + 90
-        while not group_caught_up(stack.kafka_bootstrap, f"group-{name}", topic):
-            assert time.monotonic() < deadline, "the processor did not catch up after the outage"
-            time.sleep(1)
+        drain_and_catch_up(sim, fleet, stack.kafka_bootstrap, f"group-{name}", topic)
     finally:
         fleet.stop_event.set()
         if stack.clickhouse.pid() is None:

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import Processors, group_caught_up, metric
+from processes import Processors, drain_and_catch_up, metric
 
-from collectors.agent import wait_for_stops
 from collectors.sim.model import FleetSpec
 from collectors.sim.runner import Simulator
 from pipeline.processor import BATCHES, CHECKPOINTS
@@ -75,13 +74,7 @@ def test_sigkill_and_two_instances_give_ground_truth_exactly(
         resent = resend_old_batches(stack.kafka_bootstrap, topic, 20)  # duplicates, arriving late
         released = fleet.release()  # node-01's backlog, late but new
         time.sleep(6)
-        sim.drain()
-        assert wait_for_stops(fleet.agents, 30), "the collectors did not see every stop"
-        fleet.stop(sink_timeout_s=30)
-        deadline = time.monotonic() + 90
-        while not group_caught_up(stack.kafka_bootstrap, f"group-{name}", topic):
-            assert time.monotonic() < deadline, "the processors did not catch up"
-            time.sleep(1)
+        drain_and_catch_up(sim, fleet, stack.kafka_bootstrap, f"group-{name}", topic)
     finally:
         fleet.stop_event.set()
         procs.stop_all()
