@@ -228,6 +228,7 @@ class Processor:
             [inflight.get(k, -1.0) for k in zip(usage["batch_id"].tolist(), usage["sandbox_id"].tolist(), strict=True)],
             np.float64,
         )
+        df["batch_id"] = usage["batch_id"]
         for c in ("start_ms", "end_ms", "cpu_used_us"):
             df[c] = df[c].astype(np.uint64)
         return df[df["end_ms"] > df["start_ms"]]

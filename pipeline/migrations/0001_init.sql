@@ -1,9 +1,10 @@
 -- Base schema. Runs on ClickHouse 18.16 and current ClickHouse: epoch-ms in UInt64, no
 -- DateTime64/TTL/LowCardinality/codecs; retention drops whole partitions.
 
--- One row per sandbox per processed scrape, covering [start_ms, end_ms).
+-- One row per sandbox per processed batch, covering [start_ms, end_ms).
 -- Rows are a pure function of the samples, so a replay writes identical rows: the
--- ReplacingMergeTree key dedups them, and billing reads dedup again (FINAL / LIMIT 1 BY).
+-- ReplacingMergeTree key dedups them, and billing reads dedup again (FINAL). The batch id is
+-- in the key: two batches (a stop's final one and the scrape before it) can end in one ms.
 CREATE TABLE IF NOT EXISTS usage_intervals (
     tenant String,
     sandbox_id String,
@@ -21,7 +22,7 @@ CREATE TABLE IF NOT EXISTS usage_intervals (
     batch_id String
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(toDateTime(intDiv(end_ms, 1000)))
-ORDER BY (tenant, sandbox_id, end_ms);
+ORDER BY (tenant, sandbox_id, end_ms, batch_id);
 
 CREATE TABLE IF NOT EXISTS sandbox_lifecycle (
     tenant String,

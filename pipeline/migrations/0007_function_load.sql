@@ -11,7 +11,8 @@ CREATE TABLE IF NOT EXISTS function_load (
     end_ms UInt64,
     cpu_used_us UInt64,
     vcpu_milli UInt32,
-    inflight Float64
+    inflight Float64,
+    batch_id String
 ) ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMMDD(toDateTime(intDiv(end_ms, 1000)))
-ORDER BY (tenant, function, end_ms, sandbox_id);
+ORDER BY (tenant, function, end_ms, sandbox_id, batch_id);

@@ -45,7 +45,7 @@ def api_app(stack: Stack) -> Iterator[Any]:
         rows = [
             {"tenant": "acme", "function": "fn", "sandbox_id": f"s{i}", "node": "n",
              "start_ms": NOW_MS - 2000 - s * 1000, "end_ms": NOW_MS - 1000 - s * 1000, "cpu_used_us": 500_000,
-             "vcpu_milli": 1000, "inflight": -1.0}
+             "vcpu_milli": 1000, "inflight": -1.0, "batch_id": f"n-{s}"}
             for i in range(3) for s in range(200)
         ]  # fmt: skip
         ch.execute(f"INSERT INTO {n.T_FUNCTION_LOAD} VALUES", rows, settings={"use_numpy": False})

@@ -25,7 +25,7 @@ def rows(
             end = end_ms - k * step_ms
             out.append({"tenant": "acme", "function": function, "sandbox_id": f"{function}-{i}", "node": "n1",
                         "start_ms": end - step_ms, "end_ms": end, "cpu_used_us": int(cores * step_ms * 1000),
-                        "vcpu_milli": 2000, "inflight": inflight})  # fmt: skip
+                        "vcpu_milli": 2000, "inflight": inflight, "batch_id": f"n1-{end}"})  # fmt: skip
     return out
 
 
