@@ -48,6 +48,7 @@ class SimSandbox:
     truth_net_rx: int = 0
     truth_net_tx: int = 0
     resets: int = 0
+    restarted_at: list[int] = field(default_factory=list)  # when each VM restart began (ms)
     restart_until_ms: int | None = None  # a VM restart in progress: nothing runs until then
 
     @property
@@ -99,6 +100,7 @@ class SimSandbox:
         self.advance(now_ms)
         self.restart_until_ms = now_ms + downtime_ms
         self.resets += 1
+        self.restarted_at.append(now_ms)
 
     def truth(self) -> dict[str, Any]:
         end = self.stop_ms if self.stop_ms is not None else self.last_ms
@@ -120,6 +122,7 @@ class SimSandbox:
             "net_rx_bytes": self.truth_net_rx,
             "net_tx_bytes": self.truth_net_tx,
             "counter_resets": self.resets,
+            "restarted_at": list(self.restarted_at),
         }
 
 

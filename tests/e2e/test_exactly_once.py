@@ -43,6 +43,20 @@ def resend_old_batches(bootstrap: str, topic: str, count: int) -> int:
     return len(old)
 
 
+def report_sandboxes_off(ch: Any, truth: dict[str, Any]) -> None:
+    """Prints each sandbox whose CPU differs from the truth, with what happened to it: if a
+    tenant's total is off, this names the sandbox, its restarts and its stop."""
+    rows = ch.execute("SELECT sandbox_id, sum(cpu_used_us), max(end_ms) FROM usage_intervals FINAL GROUP BY sandbox_id")
+    seen = {r[0]: (int(r[1]), int(r[2])) for r in rows}
+    for s in truth["sandboxes"]:
+        cpu, last = seen.get(s["sandbox_id"], (0, 0))
+        if cpu != s["cpu_used_us"]:
+            print(
+                f"sandbox {s['sandbox_id']} ({s['tenant']}, {s['node']}): cpu {cpu - s['cpu_used_us']:+d} us, "
+                f"restarts at {s['restarted_at']}, start {s['start_ms']}, stop {s['stop_ms']}, last interval end {last}"
+            )
+
+
 def test_sigkill_and_two_instances_give_ground_truth_exactly(
     stack: Stack, db: tuple[str, Any], tmp_path: Path, collectors: Any
 ) -> None:
@@ -86,7 +100,7 @@ def test_sigkill_and_two_instances_give_ground_truth_exactly(
         "FROM usage_intervals FINAL GROUP BY tenant"
     )
     got = {r[0]: [int(x) for x in r[1:]] for r in rows}
-    raw, final = ch.execute("SELECT count(), uniqExact(tenant, sandbox_id, end_ms) FROM usage_intervals")[0]
+    raw, final = ch.execute("SELECT count(), uniqExact(tenant, sandbox_id, end_ms, batch_id) FROM usage_intervals")[0]
     # the kill came after flushes past the last checkpoint (asserted above), so those batches
     # were replayed; duplicate rows may already be merged away, so this count is only a report
     print(f"usage rows {raw}, distinct {final}: {raw - final} replayed rows not merged yet")
@@ -97,6 +111,7 @@ def test_sigkill_and_two_instances_give_ground_truth_exactly(
     print(f"{resets} VM restarts (counter resets); {released} batches of node-01 delivered late")
     assert resets >= 1 and released >= 20
     assert set(got) == set(truth["tenants"])
+    report_sandboxes_off(ch, truth)
     for tenant, t in truth["tenants"].items():
         cpu, io, alloc, mem = got[tenant]
         assert cpu == t["cpu_used_us"], tenant  # exact, to the microsecond
