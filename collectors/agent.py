@@ -175,9 +175,13 @@ class CollectorAgent:
             self._labels[ev.sandbox] = {**labels, **self._labels.get(ev.sandbox, {})}
 
     def on_stop(self, ev: LifecycleEvent) -> None:
-        """Sends the stopped sandbox's final sample and its stop event at once."""
+        """Sends the stopped sandbox's final sample and its stop event at once, with its start
+        again: a sandbox that lived less than a scrape interval may stop before any scrape
+        batch has carried its start (the processor keeps the first start it sees)."""
         b = BatchBuilder(self.node)
         ix = self._entity(b, ev.sandbox)
+        if ev.started_ms is not None:
+            b.event(ix, EventKind.START, ev.started_ms)
         for src in self.sources:
             if isinstance(src, CgroupSource):
                 r = src.read_final(ev.sandbox)

@@ -4,7 +4,11 @@ A background thread rescans the directories whenever inotify reports an entry cr
 deleted or moved in one of them, so a stop is stamped within a millisecond or so, long
 before the next scrape. It also rescans every `rescan_s` (re-adding watches on directories
 that appeared late), and falls back to polling every `poll_s` where inotify is missing.
-Start time is the directory's mtime, which survives a collector restart. The agent drains
+Start time is the directory's mtime, which survives a collector restart. Stop time is the
+mtime of the parent directory the sandbox's directory was removed from (the kernel stamps it
+at the removal, with its coarse clock: a jiffy or less early), capped by the scan time, so a
+busy or polling collector still stamps a stop within milliseconds. Where another entry
+changed since, the parent's mtime is later than the stop, never earlier. The agent drains
 `events()`, learns labels on each start and takes a final sample on each stop.
 """
 
@@ -28,6 +32,7 @@ class LifecycleEvent:
     sandbox: str
     kind: EventKind
     ts_ms: int
+    started_ms: int | None = None  # on a stop: when the sandbox started
 
 
 class SandboxWatcher:
@@ -46,6 +51,7 @@ class SandboxWatcher:
         self.use_inotify = use_inotify
         self._dw: DirWatch | None = None
         self._alive: dict[str, int] = {}
+        self._parent: dict[str, str] = {}  # sandbox -> the directory that holds it
         self._events: list[LifecycleEvent] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -56,12 +62,17 @@ class SandboxWatcher:
     def scan(self) -> None:
         now = self.clock_ms()
         seen: dict[str, int] = {}
+        parent: dict[str, str] = {}
+        changed: dict[str, int] = {}  # directory -> its mtime: when an entry last came or went
         for d in self.dirs:
             try:
                 with os.scandir(d) as it:
                     for e in it:
                         if e.is_dir(follow_symlinks=False):
                             seen[e.name] = e.stat(follow_symlinks=False).st_mtime_ns // 1_000_000
+                            parent[e.name] = str(d)
+                # after the listing: a removal the listing missed is then older than this mtime
+                changed[str(d)] = os.stat(d).st_mtime_ns // 1_000_000
             except FileNotFoundError:
                 continue
         stopped: list[LifecycleEvent] = []
@@ -72,11 +83,13 @@ class SandboxWatcher:
                 self._on_start(ev)
         with self._lock:
             for ev in new:
-                self._alive[ev.sandbox] = seen[ev.sandbox]
+                self._alive[ev.sandbox] = ev.ts_ms
+                self._parent[ev.sandbox] = parent[ev.sandbox]
                 self._events.append(ev)
             for sb in [s for s in self._alive if s not in seen]:
-                del self._alive[sb]
-                ev = LifecycleEvent(sb, EventKind.STOP, now)
+                started = self._alive.pop(sb)
+                removed = changed.get(self._parent.pop(sb, ""), now)
+                ev = LifecycleEvent(sb, EventKind.STOP, max(started, min(removed, now)), started)
                 # with a stop handler, the handler sends the stop (with the final sample)
                 (stopped if self._on_stop else self._events).append(ev)
         if self._on_stop:

@@ -282,8 +282,9 @@ class Accountant:
         for i, b in enumerate(batches):
             gids = sandbox_gids[i]
             spec = self._spec_in(b)
-            events = {
-                int(gids[e]): (EventKind(int(k)), int(t))
+            # a batch may carry a sandbox's start and its stop (a stop handler's batch does)
+            events: dict[tuple[int, EventKind], int] = {
+                (int(gids[e]), EventKind(int(k))): int(t)
                 for e, k, t in zip(b.ev_entity, b.ev_kind, b.ev_ts_ms, strict=True)
                 if gids[e] >= 0
             }
@@ -293,20 +294,21 @@ class Accountant:
                 s = self._by_gid[g]
                 if ent_ix in spec:
                     s.vcpu_milli, s.mem_max = spec[ent_ix]
-                kind, ev_ts = events.get(int(g), (None, 0))
-                if kind is EventKind.START and s.alloc_cursor is None and not s.stopped:
-                    s.alloc_cursor = ev_ts
-                    lifecycle.append(self._life(s, "start", ev_ts, b.batch_id))
-                end = ev_ts if kind is EventKind.STOP else b.scrape_ts_ms
+                start_ts = events.get((int(g), EventKind.START))
+                if start_ts is not None and s.alloc_cursor is None and not s.stopped:
+                    s.alloc_cursor = start_ts
+                    lifecycle.append(self._life(s, "start", start_ts, b.batch_id))
+                stop_ts = events.get((int(g), EventKind.STOP))
+                end = b.scrape_ts_ms if stop_ts is None else stop_ts
                 # until the spec is known the cursor waits, so that time is billed at the spec
                 known_spec = bool(s.vcpu_milli or s.mem_max)
                 if s.alloc_cursor is not None and not s.stopped and end > s.alloc_cursor and known_spec:
                     d = end - s.alloc_cursor
                     rows.append((int(g), i, s.alloc_cursor, end, s.vcpu_milli * d, s.mem_max * d))
                     s.alloc_cursor = end
-                if kind is EventKind.STOP and not s.stopped:
+                if stop_ts is not None and not s.stopped:
                     s.stopped = True
-                    lifecycle.append(self._life(s, "stop", ev_ts, b.batch_id))
+                    lifecycle.append(self._life(s, "stop", stop_ts, b.batch_id))
         df = pd.DataFrame(rows, columns=["gid", "bidx", "astart", "aend", "vcpu_alloc_mcpu_ms", "mem_alloc_byte_ms"])
         return df, lifecycle
 

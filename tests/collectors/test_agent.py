@@ -10,7 +10,7 @@ from collectors.agent import SCRAPE_ERRORS, CollectorAgent
 from collectors.base import Reading, SourceError
 from collectors.lifecycle import SandboxWatcher
 from collectors.tenancy import TenantRule
-from sandmeter.wire import Encoder, SampleBatch
+from sandmeter.wire import Encoder, EventKind, SampleBatch
 
 
 class ListSink:
@@ -92,3 +92,19 @@ def test_a_hung_source_never_delays_the_others(tmp_path: Path) -> None:
     assert reg.get_sample_value(SCRAPE_ERRORS, {"source": "kata_monitor"}) == 3
     hung.release.set()
     a.close()
+
+
+def test_stop_batch_carries_the_start_of_a_sandbox_that_no_scrape_saw(tmp_path: Path) -> None:
+    a, sink, _ = agent(tmp_path)
+    a.watcher.start(on_start=a.on_start, on_stop=a.on_stop)
+    try:
+        (tmp_path / "sb1").mkdir()
+        a.watcher.scan()
+        (tmp_path / "sb1").rmdir()
+        a.watcher.scan()  # stopped before any scrape drained its start
+        [b] = sink.batches
+        kinds = [(b.entities[e].id, EventKind(int(k))) for e, k in zip(b.ev_entity, b.ev_kind, strict=True)]
+        assert kinds == [("sb1", EventKind.START), ("sb1", EventKind.STOP)]
+        assert b.ev_ts_ms[0] <= b.ev_ts_ms[1]
+    finally:
+        a.close()

@@ -138,3 +138,13 @@ def test_stopped_sandboxes_are_evicted_after_the_lateness_window() -> None:
     assert len(rebuilt(a, evict_before_ms=1500).sandboxes) == 1  # silent only since 2000: kept
     gone = rebuilt(a, evict_before_ms=2001)
     assert len(gone.sandboxes) == 0 and len(gone.series) == 0
+
+
+def test_a_sandbox_shorter_than_a_scrape_is_allocated_from_its_start_in_the_stop_batch() -> None:
+    """The stop handler's batch carries the start again: it may be the first to arrive."""
+    a = Accountant()
+    t = totals(a, [batch(0, 1300, 40, events=((EventKind.START, 1000), (EventKind.STOP, 1300)))])
+    assert t["vcpu_alloc_mcpu_ms"] == 2000 * 300 and t["mem_alloc_byte_ms"] == 2 * GIB * 300
+    assert t["cpu_used_us"] == 40
+    late_start = a.process([batch(1, 1400, None, events=((EventKind.START, 1000),))])  # the scrape's copy, after
+    assert int(late_start.usage["vcpu_alloc_mcpu_ms"].sum()) == 0 and not late_start.lifecycle
