@@ -102,6 +102,13 @@ class SimSandbox:
         self.resets += 1
         self.restarted_at.append(now_ms)
 
+    def torn_down(self, now_ms: int) -> None:
+        """The end of a stop's teardown: nothing ran since the stop, but the VM held its memory
+        and its allocation until now, when its sandbox directory goes."""
+        self.truth_mem_byte_ms += self.mem_bytes * max(0, now_ms - self.last_ms)
+        self.last_ms = max(self.last_ms, now_ms)
+        self.stop_ms = max(self.stop_ms or now_ms, now_ms)
+
     def truth(self) -> dict[str, Any]:
         end = self.stop_ms if self.stop_ms is not None else self.last_ms
         life = end - self.start_ms

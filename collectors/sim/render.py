@@ -108,10 +108,12 @@ class NodeTree:
         procs = f"{sb.qemu_pid}\n{sb.qemu_pid + 1}\n"
         for i, cg in enumerate(self.sandbox_cgroups(sb)):  # QEMU and virtiofsd live in the last one
             self._put(cg / "cgroup.procs", procs if i == len(self.sandbox_cgroups(sb)) - 1 else "")
-        d = self.sbs / sb.id
-        d.mkdir(exist_ok=True)
-        (d / "shim-monitor.sock").touch()
-        os.utime(d, ns=(sb.start_ms * 1_000_000, sb.start_ms * 1_000_000))
+        # made aside and moved in whole, so a watcher never sees it before its mtime is the start
+        staged = self.sbs.parent / ".sbs-staging" / sb.id
+        staged.mkdir(parents=True, exist_ok=True)
+        (staged / "shim-monitor.sock").touch()
+        os.utime(staged, ns=(sb.start_ms * 1_000_000, sb.start_ms * 1_000_000))
+        os.replace(staged, self.sbs / sb.id)
 
     def update(self, sb: SimSandbox) -> None:
         dirs = self.sandbox_cgroups(sb)

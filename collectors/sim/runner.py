@@ -140,10 +140,11 @@ class Simulator:
 
     def _stop_files(self, sb: SimSandbox, now: int) -> None:
         tree = self.trees[sb.node]
-        # the true stop is stamped here, just before the directory goes, not at the start of
-        # a tick that first rewrites every other sandbox's files
+        # the VM stops here, not at the start of a tick that first rewrites every other
+        # sandbox's files; its teardown (writing its final counters) ends when its directory goes
         self.fleet.stop_sandbox(sb, max(now, self.clock_ms()))
         tree.update(sb)  # final counters stay readable for the collector's last sample
+        sb.torn_down(self.clock_ms())
         tree.remove_sandbox_dir(sb)
         tree.remove_proc(sb)
         self._pending_rm.append((now + CGROUP_GRACE_MS, sb))
