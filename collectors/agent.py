@@ -91,7 +91,14 @@ class CollectorAgent:
             self.scrape_seconds.labels(src.name).observe(time.perf_counter() - t0)
 
     def scrape(self) -> SampleBatch:
-        """Reads every source (each within its timeout) and queues one batch."""
+        """Reads every source (each within its timeout) and queues one batch.
+
+        The batch is stamped before a scan of the sandbox directories, so every sandbox it
+        holds as alive existed at its stamp (allocation runs to the stamp), and the stop batch
+        of any sandbox gone before it is queued ahead of it (the scan runs the stop handler).
+        """
+        scrape_ts = self.clock_ms()
+        self.watcher.scan()
         events = self.watcher.events()
         alive = self.watcher.alive()
         readings: list[Reading] = []
@@ -129,7 +136,7 @@ class CollectorAgent:
         for sb in gone & self._gone_last:
             del self._labels[sb]
         self._gone_last = gone
-        batch = self._build(readings, events, alive, self.clock_ms())
+        batch = self._build(readings, events, alive, scrape_ts)
         self.scrapes += 1
         return batch
 

@@ -54,12 +54,19 @@ class SandboxWatcher:
         self._parent: dict[str, str] = {}  # sandbox -> the directory that holds it
         self._events: list[LifecycleEvent] = []
         self._lock = threading.Lock()
+        self._scan_lock = threading.Lock()  # one scan at a time, hooks included: a stop is handled once
         self._stop = threading.Event()
         self._on_stop: Callable[[LifecycleEvent], None] | None = None
         self._on_start: Callable[[LifecycleEvent], None] | None = None
         self._thread: threading.Thread | None = None
 
     def scan(self) -> None:
+        """Lists the directories and reports starts and stops; when it returns, the stop
+        handler has run for every sandbox whose directory was gone at the listing."""
+        with self._scan_lock:
+            self._scan()
+
+    def _scan(self) -> None:
         now = self.clock_ms()
         seen: dict[str, int] = {}
         parent: dict[str, str] = {}

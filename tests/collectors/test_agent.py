@@ -108,3 +108,22 @@ def test_stop_batch_carries_the_start_of_a_sandbox_that_no_scrape_saw(tmp_path: 
         assert b.ev_ts_ms[0] <= b.ev_ts_ms[1]
     finally:
         a.close()
+
+
+def test_a_scrape_queues_the_stops_before_it_and_holds_only_sandboxes_alive_at_its_stamp(tmp_path: Path) -> None:
+    a, sink, _ = agent(tmp_path, FixedSource("good", 1_000_000))
+    a.watcher._on_start, a.watcher._on_stop = a.on_start, a.on_stop  # hooks, but no watcher thread
+    try:
+        for sb in ("sb1", "sb2"):
+            (tmp_path / sb).mkdir()
+        a.watcher.scan()
+        (tmp_path / "sb1").rmdir()  # gone just before the scrape, and no watcher thread has seen it
+        scrape = a.scrape()
+        *before, last = sink.batches
+        assert last is scrape and a.watcher.alive() == {"sb2"}
+        stops = [
+            (b.entities[e].id, EventKind(int(k))) for b in before for e, k in zip(b.ev_entity, b.ev_kind, strict=True)
+        ]
+        assert ("sb1", EventKind.STOP) in stops  # its stop batch went first: no allocation runs past the stop
+    finally:
+        a.close()
