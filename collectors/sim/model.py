@@ -50,6 +50,7 @@ class SimSandbox:
     resets: int = 0
     restarted_at: list[int] = field(default_factory=list)  # when each VM restart began (ms)
     restart_until_ms: int | None = None  # a VM restart in progress: nothing runs until then
+    up_since_ms: int = 0  # when the VM last began running (its start, or the end of a restart)
 
     @property
     def cpu_overhead_us(self) -> int:
@@ -60,6 +61,7 @@ class SimSandbox:
         if self.restart_until_ms is not None and now_ms >= self.restart_until_ms:
             self._advance(self.restart_until_ms)  # the VM was down until here, then starts from zero
             self.cpu_us = self.io_read = self.io_write = self.net_rx = self.net_tx = 0
+            self.up_since_ms = self.restart_until_ms
             self.restart_until_ms = None
         self._advance(now_ms)
 
@@ -228,6 +230,7 @@ class Fleet:
             overhead_layout=bool(self._next % 2),
             start_ms=now_ms,
             last_ms=now_ms,
+            up_since_ms=now_ms,
             qemu_pid=1000 + 10 * self._next,
         )
         self.sandboxes[sb.id] = sb
@@ -257,7 +260,10 @@ class Fleet:
                 self.stop_sandbox(sb, now_ms)
                 stopped.append(sb)
                 started.append(self.start_sandbox(sb.node, now_ms))
-            elif self.rng.random() < p_reset / max(1, len(self.live())) and now_ms - sb.start_ms > 10_000:
+            # only a VM that has run 10 s since it (re)started: its counters then stand far above
+            # what they reach again by the first scrape after the reset, which is what makes a
+            # reset visible (a counter that comes back above its old value looks like no reset)
+            elif self.rng.random() < p_reset / max(1, len(self.live())) and now_ms - sb.up_since_ms > 10_000:
                 sb.restart(now_ms, self.spec.restart_ms)
         return started, stopped
 
