@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from pipeline.accounting import Accountant
 from pipeline.migrate import migrate
 from pipeline.processor import Processor
-from pipeline.writer import ClickHouseWriter, client
+from pipeline.writer import client, open_writer
 from sandmeter import names as n
 from sandmeter.builder import BatchBuilder
 from sandmeter.clock import wall_ms
@@ -78,10 +78,9 @@ def encoded_batches(nodes: int, scrapes: int) -> list[Msg]:
 def run(ch_port: int, msgs: list[Msg], keep_raw: bool, db: str) -> tuple[float, int]:
     ch = client("127.0.0.1", ch_port, "default")
     ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
-    dbc = client("127.0.0.1", ch_port, db)
-    migrate(dbc, wall_ms())
+    migrate(client("127.0.0.1", ch_port, db), wall_ms())
     s = ProcessorSettings(flush_max_samples=500_000, checkpoint_interval_s=3600, keep_raw_samples=keep_raw)
-    p = Processor(s, NoKafka(), NoKafka(), ClickHouseWriter(dbc, keep_raw), CollectorRegistry())
+    p = Processor(s, NoKafka(), NoKafka(), open_writer("127.0.0.1", ch_port, db, keep_raw), CollectorRegistry())
     t0 = time.perf_counter()
     for m in msgs:
         p.handle(m)
@@ -90,6 +89,7 @@ def run(ch_port: int, msgs: list[Msg], keep_raw: bool, db: str) -> tuple[float, 
     p.flush()
     p.checkpoint()
     elapsed = time.perf_counter() - t0
+    p.writer.close()
     ch.execute(f"DROP DATABASE {db}")
     return elapsed, p.total_samples
 

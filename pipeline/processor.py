@@ -305,6 +305,7 @@ class Processor:
         t0 = time.perf_counter()
         now = self.clock_ms()
         self._evict(now)
+        self._retry("raw samples write", self.writer.settle, stop)  # all written before any checkpoint
         if self._dirty:  # rollups first: a checkpoint promises everything before it is rolled up
             dirty = self._dirty.take()
             t1 = time.perf_counter()
@@ -459,12 +460,13 @@ class Processor:
         """Leaves the consumer group at once, so its partitions move without a session timeout."""
         self.consumer.close(autocommit=False)
         self.producer.close(timeout=5)
+        self.writer.close()  # a raw insert still in flight finishes (unacknowledged, it is replayed anyway)
 
 
 def build_processor(s: ProcessorSettings, registry: CollectorRegistry) -> Processor:
     from kafka import KafkaConsumer, KafkaProducer
 
-    from pipeline.writer import client
+    from pipeline.writer import open_writer
 
     consumer = KafkaConsumer(
         bootstrap_servers=s.kafka_bootstrap,
@@ -477,7 +479,8 @@ def build_processor(s: ProcessorSettings, registry: CollectorRegistry) -> Proces
         max_partition_fetch_bytes=8 << 20,
     )
     producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
-    writer = ClickHouseWriter(client(s.clickhouse_host, s.clickhouse_port, s.clickhouse_database), s.keep_raw_samples)
+
+    writer = open_writer(s.clickhouse_host, s.clickhouse_port, s.clickhouse_database, s.keep_raw_samples)
     proc = Processor(s, consumer, producer, writer, registry)
     consumer.subscribe([s.topic], listener=_listener(proc))
     return proc

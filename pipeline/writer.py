@@ -1,9 +1,18 @@
-"""Writes accounting results to ClickHouse; a write either succeeds whole or raises."""
+"""Writes accounting results to ClickHouse; a write either succeeds whole or raises.
+
+With a second connection (`raw_ch`), the raw samples of a flush are inserted on a thread of
+their own while the processor goes on with the next flush: the server sorts and writes them
+while this process decodes and accounts. At most one such insert is in flight; `settle()`
+waits for it (the next write and every checkpoint call it first), so nothing is checkpointed
+before ClickHouse has it. A failed raw insert stays pending and is retried by the next
+`settle()`, on the caller's thread.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -31,20 +40,51 @@ def client(host: str, port: int, database: str) -> Any:
     )  # fmt: skip
 
 
+def open_writer(host: str, port: int, database: str, keep_raw: bool) -> ClickHouseWriter:
+    """The processor's writer: with raw samples on, a second connection inserts them."""
+    return ClickHouseWriter(
+        client(host, port, database), keep_raw, raw_ch=client(host, port, database) if keep_raw else None
+    )
+
+
 class ClickHouseWriter:
-    def __init__(self, ch: Any, keep_raw: bool = True) -> None:
+    def __init__(self, ch: Any, keep_raw: bool = True, raw_ch: Any = None) -> None:
         self.ch = ch
         self.keep_raw = keep_raw
         self.raw = RawSeries()
+        self._raw_ch = raw_ch  # a connection of the raw thread's own: a client is not thread-safe
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="raw-writer") if raw_ch is not None else None
+        self._raw_job: tuple[pd.DataFrame, pd.DataFrame] | None = None  # (samples, names) not yet durable
+        self._raw_future: Future[None] | None = None
 
-    def _insert(self, table: str, df: pd.DataFrame) -> None:
+    def _insert(self, table: str, df: pd.DataFrame, ch: Any = None) -> None:
         if df.empty:
             return
         cols = ", ".join(df.columns)
         try:
-            self.ch.insert_dataframe(f"INSERT INTO {table} ({cols}) VALUES", df)
+            (ch or self.ch).insert_dataframe(f"INSERT INTO {table} ({cols}) VALUES", df)
         except Exception as exc:
             raise WriteError(f"insert into {table} ({len(df)} rows): {exc}") from exc
+
+    def _write_raw(self, ch: Any, samples: pd.DataFrame, named: pd.DataFrame) -> None:
+        self._insert(n.T_RAW_SERIES, named, ch)  # names first: a reader never meets an unnamed id
+        self._insert(n.T_SAMPLES, samples, ch)
+
+    def settle(self) -> None:
+        """Returns once every raw sample handed to `write` is in ClickHouse, or raises
+        WriteError and keeps the pending ones for the next call."""
+        if self._raw_job is None:
+            return
+        if self._raw_future is not None:
+            fut, self._raw_future = self._raw_future, None
+            fut.result()  # a WriteError leaves the job pending: written below on the next call
+        else:
+            self._write_raw(self.ch, *self._raw_job)
+        self._raw_job = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     def write(
         self,
@@ -54,10 +94,15 @@ class ClickHouseWriter:
         late: pd.DataFrame | None = None,
         function_load: pd.DataFrame | None = None,
     ) -> None:
+        self.settle()  # the previous flush's raw samples; on a retry, the failed ones
         if self.keep_raw:
-            samples, named = self.raw.frames(batches)
-            self._insert(n.T_RAW_SERIES, named)  # names first: a reader never meets an unnamed id
-            self._insert(n.T_SAMPLES, samples)
+            # framed once: the names of new series are handed over only here (a retried write
+            # frames again and finds them named, but the pending job still carries them)
+            self._raw_job = self.raw.frames(batches)
+            if self._pool is not None:
+                self._raw_future = self._pool.submit(self._write_raw, self._raw_ch, *self._raw_job)
+            else:
+                self.settle()
         usage = result.usage.copy()
         for c in USAGE_COLUMNS:
             if c not in ("tenant", "sandbox_id", "node", "batch_id"):

@@ -82,6 +82,12 @@ class FakeWriter:
     def write_health(self, events: list[Any]) -> None:
         self.health.extend(events)
 
+    def settle(self) -> None:
+        self.calls.append("settle")
+
+    def close(self) -> None:
+        self.calls.append("close")
+
     def roll(self, dirty: dict[str, tuple[int, int]]) -> None:
         self.calls.append("roll")
         self.rolled.append(dirty)
@@ -231,7 +237,8 @@ def test_the_buckets_a_flush_wrote_are_rolled_up_before_the_checkpoint() -> None
     p.handle(Msg(batch("n1", 0, 61_000, 100), 0))
     p.handle(Msg(batch("n1", 1, 125_000, 300), 1))
     p.flush()
-    assert w.calls == ["roll", "checkpoint"] and len(cons.commits) == 1
+    # the raw samples in flight are waited for, then the rollups, then the checkpoint
+    assert w.calls == ["settle", "roll", "checkpoint"] and len(cons.commits) == 1
     assert w.rolled == [{"acme": (60_000, 120_000)}]  # minutes of the intervals' last milliseconds
     p.handle(Msg(batch("n1", 2, 126_000, 301), 2))
     p.flush()

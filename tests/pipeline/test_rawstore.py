@@ -8,9 +8,10 @@ import pytest
 
 from pipeline.accounting import Result
 from pipeline.rawstore import RawSeries
-from pipeline.writer import ClickHouseWriter
+from pipeline.writer import ClickHouseWriter, WriteError, client
 from sandmeter import names as n
 from sandmeter.builder import BatchBuilder
+from sandmeter.stack import Stack
 from sandmeter.wire import SampleBatch
 
 DAY_MS = 86_400_000
@@ -83,6 +84,39 @@ def test_raw_samples_round_trip_and_old_days_are_dropped(db: tuple[str, Any]) ->
     assert len(w.drop_days_before(n.T_SAMPLES, day2)) == 2
     left = ch.execute(f"SELECT min(ts_ms), count() FROM {n.T_SAMPLES}")[0]
     assert (int(left[0]) - T0, int(left[1])) == (2 * DAY_MS + 1000, 8)
+
+
+class FailsFirstInsert:
+    """A raw connection whose first insert is lost, as when the server restarts under it."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.inserts = real, 0
+
+    def insert_dataframe(self, query: str, df: Any) -> Any:
+        self.inserts += 1
+        if self.inserts == 1:
+            raise ConnectionError("connection reset by peer")
+        return self.real.insert_dataframe(query, df)
+
+
+@pytest.mark.clickhouse
+def test_raw_samples_on_their_own_connection_are_settled_and_a_lost_insert_is_written(
+    stack: Stack, db: tuple[str, Any]
+) -> None:
+    name, ch = db
+    raw = FailsFirstInsert(client("127.0.0.1", stack.settings.clickhouse_tcp_port, name))
+    w = ClickHouseWriter(ch, keep_raw=True, raw_ch=raw)
+    empty = Result(usage=pd_empty())
+    w.write([scrape("n1", T0 + 1000)], empty, now_ms=0)  # handed to the raw thread, whose insert fails
+    with pytest.raises(WriteError, match="raw_series"):
+        w.settle()  # what a checkpoint calls first: it must not pass
+    w.write([scrape("n1", T0 + 6000)], empty, now_ms=0)  # writes the pending job first, then hands over this one
+    w.settle()
+    per_scrape = len(scrape("n1", T0))
+    assert int(ch.execute(f"SELECT count() FROM {n.T_RAW_SERIES}")[0][0]) == per_scrape  # names not lost
+    assert int(ch.execute(f"SELECT count() FROM {n.T_SAMPLES}")[0][0]) == 2 * per_scrape
+    assert raw.inserts == 2  # the second scrape's samples went on the raw connection (its names were known)
+    w.close()
 
 
 def pd_empty() -> Any:
