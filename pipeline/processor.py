@@ -479,7 +479,6 @@ def build_processor(s: ProcessorSettings, registry: CollectorRegistry) -> Proces
         max_partition_fetch_bytes=8 << 20,
     )
     producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
-
     writer = open_writer(s.clickhouse_host, s.clickhouse_port, s.clickhouse_database, s.keep_raw_samples)
     proc = Processor(s, consumer, producer, writer, registry)
     consumer.subscribe([s.topic], listener=_listener(proc))

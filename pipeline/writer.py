@@ -62,7 +62,7 @@ class ClickHouseWriter:
             return
         cols = ", ".join(df.columns)
         try:
-            (ch or self.ch).insert_dataframe(f"INSERT INTO {table} ({cols}) VALUES", df)
+            (self.ch if ch is None else ch).insert_dataframe(f"INSERT INTO {table} ({cols}) VALUES", df)
         except Exception as exc:
             raise WriteError(f"insert into {table} ({len(df)} rows): {exc}") from exc
 

@@ -96,7 +96,7 @@ def test_a_hung_source_never_delays_the_others(tmp_path: Path) -> None:
 
 def test_stop_batch_carries_the_start_of_a_sandbox_that_no_scrape_saw(tmp_path: Path) -> None:
     a, sink, _ = agent(tmp_path)
-    a.watcher.start(on_start=a.on_start, on_stop=a.on_stop)
+    a.watcher._on_start, a.watcher._on_stop = a.on_start, a.on_stop  # hooks, but no watcher thread
     try:
         (tmp_path / "sb1").mkdir()
         a.watcher.scan()
