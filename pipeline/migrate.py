@@ -13,10 +13,17 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
 
-from sandmeter.names import T_MIGRATIONS
+from sandmeter.names import T_FUNCTION_LOAD, T_MIGRATIONS, T_USAGE
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# Key columns added by amending migrations before the first release: a table created before
+# keeps its old sorting key, which collapses distinct rows (docs/architecture.md)
+REQUIRED_KEY_COLUMNS = {T_USAGE: "batch_id", T_FUNCTION_LOAD: "batch_id"}
+
+
+class SchemaError(RuntimeError):
+    """A table exists with a sorting key this version cannot bill correctly from."""
 
 
 class Executes(Protocol):
@@ -68,4 +75,20 @@ def migrate(client: Executes, now_ms: int) -> list[Migration]:
             {"v": mig.version, "n": mig.name, "t": now_ms},
         )
         ran.append(mig)
+    check_keys(client)
     return ran
+
+
+def check_keys(client: Executes) -> None:
+    """Raises SchemaError if a table was created with a sorting key from before its amendment."""
+    rows = client.execute(
+        "SELECT name, sorting_key FROM system.tables WHERE database = currentDatabase() AND name IN %(t)s",
+        {"t": tuple(REQUIRED_KEY_COLUMNS)},
+    )
+    for name, key in rows:
+        column = REQUIRED_KEY_COLUMNS[str(name)]
+        if column not in [c.strip() for c in str(key).split(",")]:
+            raise SchemaError(
+                f"table {name} has the sorting key ({key}) of an unreleased schema, without {column}: it can "
+                "merge distinct usage rows into one. Recreate this database (docs/architecture.md, Tables)."
+            )

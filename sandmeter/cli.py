@@ -52,11 +52,15 @@ def cmd_stack(a: argparse.Namespace) -> int:
 
 
 def cmd_migrate(a: argparse.Namespace) -> int:
-    from pipeline.migrate import migrate
+    from pipeline.migrate import SchemaError, migrate
     from pipeline.writer import client
 
     s = ProcessorSettings()
-    ran = migrate(client(s.clickhouse_host, s.clickhouse_port, s.clickhouse_database), wall_ms())
+    try:
+        ran = migrate(client(s.clickhouse_host, s.clickhouse_port, s.clickhouse_database), wall_ms())
+    except SchemaError as exc:
+        print(f"sandmeter migrate: {exc}", file=sys.stderr)
+        return 2
     print(f"applied {len(ran)} migration(s): {', '.join(f'{m.version:04d}_{m.name}' for m in ran) or 'none needed'}")
     return 0
 

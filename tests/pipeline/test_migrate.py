@@ -4,8 +4,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.migrate import available, migrate, split_statements
+from pipeline.migrate import SchemaError, available, migrate, split_statements
 from sandmeter import names as n
+from sandmeter.stack import Stack
 
 
 def test_migrations_avoid_features_missing_on_18_16() -> None:
@@ -27,3 +28,18 @@ def test_migrate_is_idempotent(ch_migrated: Any) -> None:
     assert {n.T_MIGRATIONS, n.T_SAMPLES, n.T_USAGE, n.T_LIFECYCLE, n.T_LATE} <= tables
     versions = [r[0] for r in ch_migrated.execute(f"SELECT version FROM {n.T_MIGRATIONS}")]
     assert sorted(versions) == [m.version for m in available()]
+
+
+@pytest.mark.clickhouse
+def test_a_usage_table_with_the_old_sorting_key_is_refused(stack: Stack) -> None:
+    from support import private_db
+
+    with private_db(stack) as (_, ch):
+        usage = ch.execute(f"SHOW CREATE TABLE {n.T_USAGE}")[0][0]
+        ch.execute(f"DROP TABLE {n.T_USAGE}")
+        ch.execute(str(usage).replace(", batch_id)", ")"))  # as created before the key was amended
+        with pytest.raises(SchemaError, match=r"usage_intervals .* without batch_id"):
+            migrate(ch, 2)
+        ch.execute(f"DROP TABLE {n.T_USAGE}")
+        ch.execute(str(usage))
+        assert migrate(ch, 3) == []  # the table as the migration makes it passes
