@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from billing.errors import bad_request
+from pipeline.rollup import HOUR_MS, MINUTE_MS
 from sandmeter.names import T_USAGE, T_USAGE_HOUR, T_USAGE_MINUTE
 
 # API metric -> (column, divisor to the API unit, a power of ten). Values are exact.
@@ -20,7 +21,7 @@ METRICS: Final[dict[str, tuple[str, int]]] = {
     "net_rx_bytes": ("net_rx_bytes", 1),
     "net_tx_bytes": ("net_tx_bytes", 1),
 }
-GRANULARITY_MS: Final = {"second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
+GRANULARITY_MS: Final = {"second": 1000, "minute": MINUTE_MS, "hour": HOUR_MS, "day": 24 * HOUR_MS}
 TENANT_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 SANDBOX_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
@@ -65,7 +66,7 @@ def source(from_ms: int, to_ms: int, granularity_ms: int | None) -> tuple[str, s
     granularity (one total over the range) the bucket expression is 0.
     """
     g = granularity_ms or 0
-    for table, col, size in ((T_USAGE_HOUR, "hour_ms", 3_600_000), (T_USAGE_MINUTE, "minute_ms", 60_000)):
+    for table, col, size in ((T_USAGE_HOUR, "hour_ms", HOUR_MS), (T_USAGE_MINUTE, "minute_ms", MINUTE_MS)):
         if g % size == 0 and from_ms % size == 0 and to_ms % size == 0:
             bucket = f"intDiv({col}, {g}) * {g}" if g else "0"
             return table, bucket, f"{col} >= %(from_ms)s AND {col} < %(to_ms)s"

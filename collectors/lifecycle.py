@@ -50,8 +50,7 @@ class SandboxWatcher:
         self.rescan_s = rescan_s
         self.use_inotify = use_inotify
         self._dw: DirWatch | None = None
-        self._alive: dict[str, int] = {}
-        self._parent: dict[str, str] = {}  # sandbox -> the directory that holds it
+        self._alive: dict[str, tuple[int, str]] = {}  # sandbox -> (start ms, the directory holding it)
         self._events: list[LifecycleEvent] = []
         self._lock = threading.Lock()
         self._scan_lock = threading.Lock()  # one scan at a time, hooks included: a stop is handled once
@@ -90,12 +89,11 @@ class SandboxWatcher:
                 self._on_start(ev)
         with self._lock:
             for ev in new:
-                self._alive[ev.sandbox] = ev.ts_ms
-                self._parent[ev.sandbox] = parent[ev.sandbox]
+                self._alive[ev.sandbox] = (ev.ts_ms, parent[ev.sandbox])
                 self._events.append(ev)
             for sb in [s for s in self._alive if s not in seen]:
-                started = self._alive.pop(sb)
-                removed = changed.get(self._parent.pop(sb, ""), now)
+                started, holder = self._alive.pop(sb)
+                removed = changed.get(holder, now)
                 ev = LifecycleEvent(sb, EventKind.STOP, max(started, min(removed, now)), started)
                 # with a stop handler, the handler sends the stop (with the final sample)
                 (stopped if self._on_stop else self._events).append(ev)

@@ -76,10 +76,9 @@ def history(
         settings={"use_numpy": False},
     )
     first_s = end_s - seconds + 1
-    ready = np.zeros(seconds, np.int64)
     load = np.zeros(seconds)
     if not rows:
-        return History(load, ready, 1.0, end_s)
+        return History(load, np.zeros(seconds, np.int64), 1.0, end_s)
     sid = np.array([r[0] for r in rows], dtype=object)
     start, end, cpu, vcpu, inflight = (np.array([r[i] for r in rows], np.float64) for i in range(1, 6))
     requests = bool((inflight >= 0).any())
@@ -102,10 +101,9 @@ def history(
     np.add.at(edges, a[b >= a], 1)
     np.add.at(edges, b[b >= a] + 1, -1)
     ready = np.cumsum(edges[:-1])
-    spec = vcpu
     if requests:
         return History(load, ready, concurrency, end_s, "requests")
-    per_replica = float(spec.mean()) / 1000 if spec.any() else 1.0
+    per_replica = float(vcpu.mean()) / 1000 if vcpu.any() else 1.0
     return History(load, ready, per_replica, end_s)
 
 
