@@ -23,14 +23,14 @@ from fastapi.testclient import TestClient
 from billing.app import create_app
 from billing.keys import OPERATOR, create_key
 from billing.plans import load_book
+from billing.settings import ApiSettings
 from billing.timeparse import format_ms
-from pipeline.migrate import migrate
-from pipeline.rollup import QUANTITIES
-from pipeline.writer import client
-from sandmeter import names as n
-from sandmeter.clock import wall_ms
-from sandmeter.settings import ApiSettings, StackSettings
-from sandmeter.stack import Stack
+from contracts import names as n
+from contracts.clickhouse import client
+from contracts.clock import wall_ms
+from contracts.quantities import COLUMNS as QUANTITIES
+from pipeline.schema import migrate
+from sandmeter.stack import Stack, StackSettings
 from sandmeter.stack.procs import free_port
 
 SANDBOXES, DAYS = 20, 30

@@ -20,10 +20,10 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from collectors.agent import build_agent
+from collectors.settings import CollectorSettings
 from collectors.spool import DiskSpool, SpoolRecord
-from sandmeter.clock import wall_ms
-from sandmeter.settings import CollectorSettings
-from sandmeter.wire import Encoder, SampleBatch
+from contracts.clock import wall_ms
+from contracts.wire import Encoder, SampleBatch
 
 
 class SpoolingSink:

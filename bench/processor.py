@@ -17,17 +17,18 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from contracts import names as n
+from contracts.builder import BatchBuilder
+from contracts.clickhouse import client
+from contracts.clock import wall_ms
+from contracts.wire import Encoder, EventKind, decode
 from pipeline.accounting import Accountant
-from pipeline.migrate import migrate
 from pipeline.processor import Processor
-from pipeline.writer import client, open_writer
-from sandmeter import names as n
-from sandmeter.builder import BatchBuilder
-from sandmeter.clock import wall_ms
-from sandmeter.settings import ProcessorSettings, StackSettings
-from sandmeter.stack import Stack
+from pipeline.schema import migrate
+from pipeline.settings import ProcessorSettings
+from pipeline.writer import open_writer
+from sandmeter.stack import Stack, StackSettings
 from sandmeter.stack.procs import free_port
-from sandmeter.wire import Encoder, EventKind, decode
 
 SANDBOXES, EXTRA_SERIES = 50, 293
 BASE_MS = 1_800_000_000_000
@@ -79,8 +80,11 @@ def run(ch_port: int, msgs: list[Msg], keep_raw: bool, db: str) -> tuple[float, 
     ch = client("127.0.0.1", ch_port, "default")
     ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
     migrate(client("127.0.0.1", ch_port, db), wall_ms())
-    s = ProcessorSettings(flush_max_samples=500_000, checkpoint_interval_s=3600, keep_raw_samples=keep_raw)
-    p = Processor(s, NoKafka(), NoKafka(), open_writer("127.0.0.1", ch_port, db, keep_raw), CollectorRegistry())
+    s = ProcessorSettings(
+        flush_max_samples=500_000, checkpoint_interval_s=3600, keep_raw_samples=keep_raw,
+        clickhouse_port=ch_port, clickhouse_database=db,
+    )  # fmt: skip
+    p = Processor(s, NoKafka(), NoKafka(), open_writer(s, keep_raw), CollectorRegistry())
     t0 = time.perf_counter()
     for m in msgs:
         p.handle(m)
@@ -181,7 +185,7 @@ def freshness(stack: Stack, samples_per_s: int = 100_000, seconds: float = 30.0)
 
     from kafka import KafkaProducer
 
-    from pipeline.processor import FRESHNESS, build_processor
+    from pipeline.processor import build_processor
     from sandmeter.stack import create_topics
 
     db, topic = "bench_fresh", f"fresh-{wall_ms()}"
@@ -216,7 +220,7 @@ def freshness(stack: Stack, samples_per_s: int = 100_000, seconds: float = 30.0)
                 b.add_many(e, "kata_guest_vm_stat", [f'item="k{j}"' for j in range(299)], ts, [float(seq)] * 299)
             prod.send(topic, key=b.node.encode(), value=enc.encode(b.build(1, seq, ts)))
         seq += 1
-        v = reg.get_sample_value(FRESHNESS)
+        v = reg.get_sample_value(n.PROCESSOR_FRESHNESS)
         if v:
             readings.append(v)
         time.sleep(max(0.0, interval - (time.monotonic() - t_round)))

@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 
-from sandmeter.builder import BatchBuilder
-from sandmeter.wire import Encoder, decode
+from contracts.builder import BatchBuilder
+from contracts.wire import Encoder, decode
 
 
 def _batch(n_sandboxes: int = 50, per_sandbox: int = 300) -> bytes:

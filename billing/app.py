@@ -26,14 +26,13 @@ from billing.invoices import Invoices, Period, rate_range
 from billing.keys import OPERATOR, KeyCache, Principal
 from billing.plans import PlanBook, load_book
 from billing.rating import fmt, rounding_note
+from billing.settings import ApiSettings
 from billing.timeparse import format_ms, parse_ms
 from billing.usage import METRICS, UsageQuery, check_tenant, list_tenants, run_usage, scaled
-from pipeline.autoscale import Stale, UnknownFunction, recommend
-from pipeline.functions import FUNCTION_RE
-from sandmeter.clock import wall_ms
-from sandmeter.settings import ApiSettings
+from contracts.clock import wall_ms
+from contracts.names import API_REQUEST_SECONDS, FUNCTION_RE
+from scaling import Stale, UnknownFunction, recommend
 
-REQUEST_SECONDS = "sandmeter_api_request_duration_seconds"
 Format = Literal["json", "csv", "parquet"]
 MEDIA = {"csv": "text/csv", "parquet": "application/vnd.apache.parquet"}
 
@@ -88,7 +87,7 @@ def create_app(
     book = book or load_book(settings.plans_dir)  # a bad plan file stops the start-up, naming file:line
     invoices = Invoices(book, int(settings.invoice_grace_s * 1000))
     keys = KeyCache(ch_factory, settings.key_cache_s)
-    latency = Histogram(REQUEST_SECONDS, "Request latency", ["route", "status"], registry=registry)
+    latency = Histogram(API_REQUEST_SECONDS, "Request latency", ["route", "status"], registry=registry)
     app = FastAPI(title="sandmeter billing API", version="1")
     app.state.requests = app.state.errors = 0  # for the periodic status line
     app.state.keys = keys

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 from billing.errors import bad_request
 from billing.timeparse import format_ms
-from sandmeter.names import T_HEALTH
+from contracts.names import T_HEALTH
 
 STATES: Final = ("open", "closed", "all")
 MAX_INCIDENTS: Final = 1000

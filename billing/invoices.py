@@ -22,7 +22,7 @@ from billing.plans import Plan, PlanBook
 from billing.rating import USAGE_SUMS, fmt, quantities, rate, rounding_note
 from billing.timeparse import format_ms
 from billing.usage import source
-from sandmeter.names import T_INVOICES
+from contracts.names import T_INVOICES
 
 PERIOD_RE: Final = re.compile(r"^(\d{4})-(\d{2})$")
 KEEP_BASE: Final = 1 << 63

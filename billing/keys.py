@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from billing.errors import ApiError
-from sandmeter.clock import wall_ms
-from sandmeter.names import T_API_KEYS
+from contracts.clock import wall_ms
+from contracts.names import T_API_KEYS
 
 OPERATOR: Final = "operator"
 TENANT: Final = "tenant"

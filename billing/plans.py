@@ -28,15 +28,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from billing.timeparse import parse_ms
+from contracts.quantities import PLAN_METRICS as QUANTITY_PLAN_METRICS
 
 # metric -> (unit shown on invoices, description)
-PLAN_METRICS: Final[dict[str, tuple[str, str]]] = {
-    "vcpu_alloc_ms": ("vCPU-ms", "allocated vCPU time"),
-    "cpu_used_ms": ("CPU-ms", "CPU time used"),
-    "mem_alloc_gib_ms": ("GiB-ms", "allocated memory time"),
-    "io_gb": ("GB", "disk IO read + written"),
-    "net_gb": ("GB", "network received + sent"),
-}
+PLAN_METRICS: Final[dict[str, tuple[str, str]]] = {m.name: (m.unit, m.description) for m in QUANTITY_PLAN_METRICS}
 MODELS: Final = ("per_unit", "graduated", "volume")
 MINOR_UNITS: Final = {"USD": 2, "EUR": 2, "GBP": 2, "CNY": 2, "JPY": 0}
 PLAN_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

@@ -12,15 +12,11 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Any, Final
 
 from billing.plans import PLAN_METRICS, Plan, PlanLine
+from contracts.quantities import PLAN_METRIC, PRICED_COLUMNS
 
 PRECISION: Final = 60
 ROUNDING: Final = ROUND_HALF_EVEN
-USAGE_SUMS: Final = (
-    "cpu_used_us", "vcpu_alloc_mcpu_ms", "mem_alloc_byte_ms", "io_read_bytes", "io_write_bytes",
-    "net_rx_bytes", "net_tx_bytes",
-)  # fmt: skip
-GIB: Final = Decimal(1 << 30)
-GB: Final = Decimal(10**9)
+USAGE_SUMS: Final = PRICED_COLUMNS  # the usage columns rating reads
 
 
 def fmt(d: Decimal) -> str:
@@ -31,13 +27,7 @@ def fmt(d: Decimal) -> str:
 def quantities(sums: Mapping[str, int]) -> dict[str, Decimal]:
     """Plan metrics from the integer sums of usage columns, exactly."""
     with localcontext(Context(prec=PRECISION)):
-        return {
-            "vcpu_alloc_ms": Decimal(sums["vcpu_alloc_mcpu_ms"]) / 1000,
-            "cpu_used_ms": Decimal(sums["cpu_used_us"]) / 1000,
-            "mem_alloc_gib_ms": Decimal(sums["mem_alloc_byte_ms"]) / GIB,
-            "io_gb": Decimal(sums["io_read_bytes"] + sums["io_write_bytes"]) / GB,
-            "net_gb": Decimal(sums["net_rx_bytes"] + sums["net_tx_bytes"]) / GB,
-        }
+        return {name: Decimal(sum(sums[c] for c in m.columns)) / m.divisor for name, m in PLAN_METRIC.items()}
 
 
 def _part(low: Decimal, up_to: Decimal | None, quantity: Decimal, price: Decimal) -> dict[str, str]:

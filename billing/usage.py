@@ -7,23 +7,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from billing.errors import bad_request
-from pipeline.rollup import HOUR_MS, MINUTE_MS
-from sandmeter.names import T_USAGE, T_USAGE_HOUR, T_USAGE_MINUTE
+from contracts.names import T_USAGE, T_USAGE_HOUR, T_USAGE_MINUTE
+from contracts.quantities import BY_API_NAME, HOUR_MS, MINUTE_MS
 
 # API metric -> (column, divisor to the API unit, a power of ten). Values are exact.
-METRICS: Final[dict[str, tuple[str, int]]] = {
-    "cpu_used_ms": ("cpu_used_us", 1000),
-    "vcpu_alloc_ms": ("vcpu_alloc_mcpu_ms", 1000),
-    "mem_used_byte_ms": ("mem_used_byte_ms", 1),
-    "mem_alloc_byte_ms": ("mem_alloc_byte_ms", 1),
-    "io_read_bytes": ("io_read_bytes", 1),
-    "io_write_bytes": ("io_write_bytes", 1),
-    "net_rx_bytes": ("net_rx_bytes", 1),
-    "net_tx_bytes": ("net_tx_bytes", 1),
-}
+METRICS: Final[dict[str, tuple[str, int]]] = {m: (q.column, q.api_divisor) for m, q in BY_API_NAME.items()}
 GRANULARITY_MS: Final = {"second": 1000, "minute": MINUTE_MS, "hour": HOUR_MS, "day": 24 * HOUR_MS}
 TENANT_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-SANDBOX_RE: Final = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 def check_tenant(tenant: str) -> str:

@@ -18,19 +18,16 @@ from collectors.host import HostSource
 from collectors.katamonitor import KataMonitorSource
 from collectors.lifecycle import LifecycleEvent, SandboxWatcher
 from collectors.procfs import ProcSource
+from collectors.settings import CollectorSettings
 from collectors.sink import BatchSink, KafkaSink
 from collectors.tenancy import TenantRule
-from sandmeter.builder import HOST, BatchBuilder
-from sandmeter.clock import wall_ms
-from sandmeter.metrics import counter
-from sandmeter.settings import CollectorSettings
-from sandmeter.wire import EncodeError, EventKind, SampleBatch
+from contracts import names as n
+from contracts.builder import HOST, BatchBuilder
+from contracts.clock import wall_ms
+from contracts.metrics import counter
+from contracts.wire import EncodeError, EventKind, SampleBatch
 
 log = logging.getLogger(__name__)
-
-SCRAPE_SECONDS = "sandmeter_collector_scrape_duration_seconds"
-SCRAPE_ERRORS = "sandmeter_collector_scrape_errors_total"
-SAMPLES = "sandmeter_collector_samples_total"
 
 
 class CollectorAgent:
@@ -62,15 +59,17 @@ class CollectorAgent:
         self._pool = cf.ThreadPoolExecutor(max_workers=max(1, len(self.sources)), thread_name_prefix="src")
         self._pending: dict[str, cf.Future[Reading]] = {}
         self.scrape_seconds = Histogram(
-            SCRAPE_SECONDS,
+            n.COLLECTOR_SCRAPE_SECONDS,
             "Time to read one source",
             ["source"],
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.registry = registry
-        self.scrape_errors = counter(SCRAPE_ERRORS, "Source failures and bad input, per source", registry, ["source"])
-        self.samples = counter(SAMPLES, "Samples put into batches", registry)
+        self.scrape_errors = counter(
+            n.COLLECTOR_SCRAPE_ERRORS, "Source failures and bad input, per source", registry, ["source"]
+        )
+        self.samples = counter(n.COLLECTOR_SAMPLES, "Samples put into batches", registry)
         for s in self.sources:
             self.scrape_errors.labels(s.name)
         self.scrapes = 0
@@ -260,7 +259,7 @@ def run_agent(agent: CollectorAgent, interval_s: float, stop: threading.Event, s
                 agent.node,
                 agent.scrapes,
                 len(agent.watcher.alive()),
-                int(agent.registry.get_sample_value(SAMPLES) or 0),
+                int(agent.registry.get_sample_value(n.COLLECTOR_SAMPLES) or 0),
             )
         next_at += interval_s
         if next_at < now:  # fell behind (a slow scrape): skip, never burst

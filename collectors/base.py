@@ -64,11 +64,6 @@ class Source(Protocol):
         ...
 
 
-def sub_label(**labels: str) -> str:
-    """The canonical sub-label string: keys sorted, Prometheus quoting."""
-    return ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-
-
 def read_file(path: str | os.PathLike[str]) -> str:
     """A small kernel file's text with two syscalls and no buffering: the hot read of every source."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

@@ -11,10 +11,10 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from collectors.base import Reading, read_file, sub_label
-from sandmeter import names as n
+from collectors.base import Reading, read_file
+from contracts import names as n
+from contracts.wire import sub_label
 
-COUNTER_FILES = ("cpu.stat", "io.stat")
 PRESSURE = ("cpu", "memory", "io")
 
 

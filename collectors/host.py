@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from collectors.base import Reading, SourceError, sub_label
+from collectors.base import Reading, SourceError
 from collectors.cgroup import pressure
-from sandmeter import names as n
+from contracts import names as n
+from contracts.wire import sub_label
 
 CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 MEMINFO_KEYS = {"MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached", "Dirty", "Writeback"}

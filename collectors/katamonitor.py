@@ -8,10 +8,10 @@ import urllib.request
 from collections.abc import Callable
 
 from collectors.base import Reading, SourceError
-from sandmeter.names import M_INFLIGHT
+from contracts.names import KATA_HYPERVISOR_PREFIX, M_INFLIGHT
 
 KEPT_PREFIXES = (
-    "kata_hypervisor_", "kata_shim_", "kata_guest_", "kata_agent_", "kata_virtiofsd_",
+    KATA_HYPERVISOR_PREFIX, "kata_shim_", "kata_guest_", "kata_agent_", "kata_virtiofsd_",
     M_INFLIGHT,  # a per-sandbox in-flight requests gauge, where an exporter provides one
 )  # fmt: skip
 CRI_KEYS = ("cri_uid", "cri_name", "cri_namespace")

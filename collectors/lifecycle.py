@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collectors.inotify import DirWatch
-from sandmeter.wire import EventKind
+from contracts.wire import EventKind
 
 log = logging.getLogger(__name__)
 

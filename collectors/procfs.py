@@ -15,9 +15,10 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from collectors.base import Reading, read_file, sub_label
+from collectors.base import Reading, read_file
 from collectors.cgroup import CgroupLocator
-from sandmeter import names as n
+from contracts import names as n
+from contracts.wire import sub_label
 
 KINDS = (("qemu", "qemu"), ("virtiofsd", "virtiofsd"))  # comm prefix -> kind
 IO_ITEMS = ("rchar", "wchar", "read_bytes", "write_bytes")

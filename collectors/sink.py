@@ -20,18 +20,11 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Gauge
 
 from collectors.spool import DiskSpool, SpoolRecord
-from sandmeter.metrics import counter
-from sandmeter.wire import Encoder, SampleBatch, kafka_headers
+from contracts import names as n
+from contracts.metrics import counter
+from contracts.wire import Encoder, SampleBatch, kafka_headers
 
 log = logging.getLogger(__name__)
-
-BATCHES_SENT = "sandmeter_collector_batches_sent_total"
-SEND_ERRORS = "sandmeter_collector_send_errors_total"
-SPOOL_DEPTH = "sandmeter_collector_spool_batches"
-SPOOL_BYTES = "sandmeter_collector_spool_bytes"
-SPOOL_LIMIT = "sandmeter_collector_spool_limit_bytes"
-SPOOL_DROPPED = "sandmeter_collector_spool_dropped_total"
-WIRE_BYTES = "sandmeter_collector_wire_bytes_total"
 
 
 class BatchSink(Protocol):
@@ -59,17 +52,17 @@ class KafkaSink:
         self._cv = threading.Condition()
         self._closing = False
         self._enc = Encoder()
-        self.sent = counter(BATCHES_SENT, "Batches acknowledged by Kafka", registry)
-        self.send_errors = counter(SEND_ERRORS, "Failed sends to Kafka (the batch stays spooled)", registry)
-        self.wire_bytes = counter(WIRE_BYTES, "Encoded batch bytes sent", registry)
+        self.sent = counter(n.COLLECTOR_BATCHES_SENT, "Batches acknowledged by Kafka", registry)
+        self.send_errors = counter(n.COLLECTOR_SEND_ERRORS, "Failed sends to Kafka (the batch stays spooled)", registry)
+        self.wire_bytes = counter(n.COLLECTOR_WIRE_BYTES, "Encoded batch bytes sent", registry)
         self.dropped = counter(
-            SPOOL_DROPPED, "Spooled batches dropped: full spool, unreadable file", registry, ["reason"]
+            n.COLLECTOR_SPOOL_DROPPED, "Spooled batches dropped: full spool, unreadable file", registry, ["reason"]
         )
         for reason in ("full", "corrupt"):
             self.dropped.labels(reason)
-        self.depth = Gauge(SPOOL_DEPTH, "Batches waiting to be sent", registry=registry)
-        self.depth_bytes = Gauge(SPOOL_BYTES, "Bytes waiting to be sent", registry=registry)
-        limit = Gauge(SPOOL_LIMIT, "Spool size at which the oldest batches are dropped", registry=registry)
+        self.depth = Gauge(n.COLLECTOR_SPOOL_DEPTH, "Batches waiting to be sent", registry=registry)
+        self.depth_bytes = Gauge(n.COLLECTOR_SPOOL_BYTES, "Bytes waiting to be sent", registry=registry)
+        limit = Gauge(n.COLLECTOR_SPOOL_LIMIT, "Spool size at which the oldest batches are dropped", registry=registry)
         limit.set(max_bytes)
         if len(self._spool):
             log.info("spool %s: %d batches from an earlier run to send first", spool_dir, len(self._spool))

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from sandmeter.names import UNATTRIBUTED
+from contracts.names import UNATTRIBUTED
 
 
 class TenantRule:

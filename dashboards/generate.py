@@ -10,8 +10,7 @@ run (the `_ms` macros expand to DateTime64 functions 18.16 lacks).
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +18,17 @@ import attr
 from grafanalib._gen import DashboardEncoder
 from grafanalib.core import Dashboard, GridPos, Table, Target, Template, Templating, TimeSeries
 
-from billing.plans import PlanBook, load_book
-from collectors import agent as am
-from collectors import sink as sm
-from collectors.base import sub_label
+from billing import PlanBook, load_book
+from contracts import names as n
+from contracts.quantities import GIB, PLAN_METRIC
+from contracts.wire import sub_label
 from dashboards import rules
-from pipeline import processor as pm
-from sandmeter import names as n
 
 CH_UID = "clickhouse"
 PROM_UID = "prometheus"
 CH_TYPE = "grafana-clickhouse-datasource"
 CH_DS = {"type": CH_TYPE, "uid": CH_UID}
 PROM_DS = {"type": "prometheus", "uid": PROM_UID}
-GIB = 1 << 30
 
 
 @attr.s
@@ -127,14 +123,8 @@ def _node_var() -> Template:
     )  # fmt: skip
 
 
-# plan metric -> its quantity over usage rows, in the plan's unit (billing/rating.py `quantities`)
-PLAN_SQL: dict[str, str] = {
-    "vcpu_alloc_ms": "sum(vcpu_alloc_mcpu_ms) / 1000",
-    "cpu_used_ms": "sum(cpu_used_us) / 1000",
-    "mem_alloc_gib_ms": f"sum(mem_alloc_byte_ms) / {GIB}",
-    "io_gb": "sum(io_read_bytes + io_write_bytes) / 1e9",
-    "net_gb": "sum(net_rx_bytes + net_tx_bytes) / 1e9",
-}
+# plan metric -> its quantity over usage rows, in the plan's unit (what rating prices)
+PLAN_SQL: dict[str, str] = {name: m.sql() for name, m in PLAN_METRIC.items()}
 DEFAULT_PLANS = Path("plans")
 
 
@@ -161,27 +151,27 @@ def tenant_usage(book: PlanBook | None = None) -> Dashboard:
     """Per-tenant usage and list-price cost over time from the minute rollups, the top tenants
     by cost, and a sandbox drill-down."""
     cost, currency = list_price(book or load_book(DEFAULT_PLANS))
+    top_quantities = ", ".join(f"{PLAN_SQL[m]} AS {m}" for m in ("vcpu_alloc_ms", "cpu_used_ms", "mem_alloc_gib_ms"))
     panels = [
         _ch_ts(f"Cost at list price ({currency}, default plan, before allowances)", _usage(cost), w=24),
-        _ch_ts("Used CPU (ms)", _usage("sum(cpu_used_us) / 1000"), "ms"),
-        _ch_ts("Allocated vCPU-ms", _usage("sum(vcpu_alloc_mcpu_ms) / 1000")),
+        _ch_ts("Used CPU (ms)", _usage(PLAN_SQL["cpu_used_ms"]), "ms"),
+        _ch_ts("Allocated vCPU-ms", _usage(PLAN_SQL["vcpu_alloc_ms"])),
         _ch_ts("Used memory (GiB-ms)", _usage(f"sum(mem_used_byte_ms) / {GIB}")),
-        _ch_ts("Allocated memory (GiB-ms)", _usage(f"sum(mem_alloc_byte_ms) / {GIB}")),
+        _ch_ts("Allocated memory (GiB-ms)", _usage(PLAN_SQL["mem_alloc_gib_ms"])),
         _ch_ts("IO read + write", _usage("sum(io_read_bytes + io_write_bytes)"), "bytes"),
         _ch_ts("Network rx + tx", _usage("sum(net_rx_bytes + net_tx_bytes)"), "bytes"),
         _ch_table(
             "Top 10 tenants by cost at list price",
-            f"SELECT tenant, {cost} AS list_cost, sum(vcpu_alloc_mcpu_ms) / 1000 AS vcpu_alloc_ms, "
-            f"sum(cpu_used_us) / 1000 AS cpu_used_ms, sum(mem_alloc_byte_ms) / {GIB} AS mem_alloc_gib_ms, "
-            f"uniqExact(sandbox_id) AS sandboxes FROM {n.T_USAGE_MINUTE} FINAL WHERE {in_range('minute_ms')} "
+            f"SELECT tenant, {cost} AS list_cost, {top_quantities}, uniqExact(sandbox_id) AS sandboxes "
+            f"FROM {n.T_USAGE_MINUTE} FINAL WHERE {in_range('minute_ms')} "
             "GROUP BY tenant ORDER BY list_cost DESC LIMIT 10",
             w=12,
         ),
         _ch_table(
             "Sandboxes (drill-down)",
             "SELECT tenant, sandbox_id, node, toDateTime(intDiv(min(minute_ms), 1000)) AS first_minute, "
-            "toDateTime(intDiv(max(minute_ms), 1000)) AS last_minute, sum(cpu_used_us) / 1000 AS cpu_used_ms, "
-            f"sum(vcpu_alloc_mcpu_ms) / 1000 AS vcpu_alloc_ms, sum(mem_used_byte_ms) / {GIB} AS mem_used_gib_ms, "
+            f"toDateTime(intDiv(max(minute_ms), 1000)) AS last_minute, {PLAN_SQL['cpu_used_ms']} AS cpu_used_ms, "
+            f"{PLAN_SQL['vcpu_alloc_ms']} AS vcpu_alloc_ms, sum(mem_used_byte_ms) / {GIB} AS mem_used_gib_ms, "
             "sum(io_read_bytes + io_write_bytes) AS io_bytes, sum(net_rx_bytes + net_tx_bytes) AS net_bytes "
             f"FROM {n.T_USAGE_MINUTE} FINAL WHERE {in_range('minute_ms')} AND {TENANTS} "
             "GROUP BY tenant, sandbox_id, node ORDER BY vcpu_alloc_ms DESC LIMIT 200",
@@ -215,7 +205,7 @@ def fleet_health() -> Dashboard:
             f"WHERE {in_range('minute_ms')} AND {NODES} GROUP BY time, node ORDER BY time",
             w=8,
         ),
-        _prom_ts("Open incidents", f"sum by (kind) ({pm.INCIDENTS_OPEN})", legend="{{kind}}", w=8),
+        _prom_ts("Open incidents", f"sum by (kind) ({n.HEALTH_INCIDENTS_OPEN})", legend="{{kind}}", w=8),
         _ch_table(
             "Incidents (qemu hang, IO stall) with evidence",
             "SELECT incident_id, kind, node, sandbox_id, tenant, toDateTime(intDiv(min(opened_ms), 1000)) AS opened, "
@@ -270,31 +260,39 @@ def _p99(hist: str, by: str = "") -> str:
 def pipeline_health() -> Dashboard:
     """The processor's and the collectors' own metrics, from Prometheus."""
     panels = [
-        _prom_ts("Consumer lag (messages)", f"sum by (partition) ({pm.LAG})", legend="partition {{partition}}"),
-        _prom_ts("Samples/s (processor, collectors)", f"sum(rate({pm.SAMPLES}[1m]))", legend="processor"),
-        _prom_ts("Freshness (now - newest sample written)", f"max({pm.FRESHNESS})", "s"),
-        _prom_ts("Dead-lettered /s by reason", f"sum by (reason) (rate({pm.DLQ}[5m]))", legend="{{reason}}"),
-        _prom_ts("Late and duplicate samples /s", f"sum(rate({pm.LATE}[5m]))", legend="late"),
-        _prom_ts("Insert latency p99", _p99(pm.INSERT_SECONDS), "s"),
-        _prom_ts("Flush latency p99", _p99(pm.FLUSH_SECONDS), "s"),
-        _prom_ts("ClickHouse write failures /s", f"sum(rate({pm.WRITE_FAILURES}[5m]))"),
-        _prom_ts("Checkpoint and rollup p99", _p99(pm.CHECKPOINT_SECONDS), "s"),
-        _prom_ts("Series with state", f"sum({pm.SERIES})"),
+        _prom_ts(
+            "Consumer lag (messages)", f"sum by (partition) ({n.PROCESSOR_LAG})", legend="partition {{partition}}"
+        ),
+        _prom_ts("Samples/s (processor, collectors)", f"sum(rate({n.PROCESSOR_SAMPLES}[1m]))", legend="processor"),
+        _prom_ts("Freshness (now - newest sample written)", f"max({n.PROCESSOR_FRESHNESS})", "s"),
+        _prom_ts("Dead-lettered /s by reason", f"sum by (reason) (rate({n.PROCESSOR_DLQ}[5m]))", legend="{{reason}}"),
+        _prom_ts("Late and duplicate samples /s", f"sum(rate({n.PROCESSOR_LATE}[5m]))", legend="late"),
+        _prom_ts("Insert latency p99", _p99(n.PROCESSOR_INSERT_SECONDS), "s"),
+        _prom_ts("Flush latency p99", _p99(n.PROCESSOR_FLUSH_SECONDS), "s"),
+        _prom_ts("ClickHouse write failures /s", f"sum(rate({n.PROCESSOR_WRITE_FAILURES}[5m]))"),
+        _prom_ts("Checkpoint and rollup p99", _p99(n.PROCESSOR_CHECKPOINT_SECONDS), "s"),
+        _prom_ts("Series with state", f"sum({n.PROCESSOR_SERIES})"),
         _prom_ts(
             "Collector scrape errors /s by source",
-            f"sum by (source) (rate({am.SCRAPE_ERRORS}[5m]))",
+            f"sum by (source) (rate({n.COLLECTOR_SCRAPE_ERRORS}[5m]))",
             legend="{{source}}",
         ),
-        _prom_ts("Collector scrape p99 by source", _p99(am.SCRAPE_SECONDS, ", source"), "s", "{{source}}"),
-        _prom_ts("Collector spool depth (batches)", f"max by (instance) ({sm.SPOOL_DEPTH})", legend="{{instance}}"),
+        _prom_ts("Collector scrape p99 by source", _p99(n.COLLECTOR_SCRAPE_SECONDS, ", source"), "s", "{{source}}"),
+        _prom_ts(
+            "Collector spool depth (batches)", f"max by (instance) ({n.COLLECTOR_SPOOL_DEPTH})", legend="{{instance}}"
+        ),
         _prom_ts(
             "Collector spool fill",
-            f"max by (instance) ({sm.SPOOL_BYTES} / {sm.SPOOL_LIMIT})",
+            f"max by (instance) ({n.COLLECTOR_SPOOL_BYTES} / {n.COLLECTOR_SPOOL_LIMIT})",
             "percentunit",
             "{{instance}}",
         ),
-        _prom_ts("Collector batches sent /s", f"sum(rate({sm.BATCHES_SENT}[1m]))"),
-        _prom_ts("Collector send errors /s", f"sum by (instance) (rate({sm.SEND_ERRORS}[5m]))", legend="{{instance}}"),
+        _prom_ts("Collector batches sent /s", f"sum(rate({n.COLLECTOR_BATCHES_SENT}[1m]))"),
+        _prom_ts(
+            "Collector send errors /s",
+            f"sum by (instance) (rate({n.COLLECTOR_SEND_ERRORS}[5m]))",
+            legend="{{instance}}",
+        ),
     ]
     return Dashboard(
         title="sandmeter: pipeline health", uid="sandmeter-pipeline", panels=_layout(panels), timezone="utc"
@@ -306,33 +304,12 @@ DASHBOARDS: dict[str, Callable[[], Dashboard]] = {
     "fleet-health": fleet_health,
     "pipeline-health": pipeline_health,
 }
-PURPOSE = {name: (make.__doc__ or "").strip() for name, make in DASHBOARDS.items()}
 
 
 def dashboard_json(name: str, plans: Path = DEFAULT_PLANS) -> dict[str, Any]:
     d = tenant_usage(load_book(plans)) if name == "tenant-usage" else DASHBOARDS[name]()
     data: dict[str, Any] = json.loads(json.dumps(d.to_json_data(), cls=DashboardEncoder))
     return data
-
-
-def targets(dashboard: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """(panel, target) for every query of a dashboard's JSON."""
-    for panel in dashboard.get("panels", []):
-        for t in panel.get("targets", []):
-            yield panel, t
-
-
-# -- what Grafana does to a query before the data source sees it (for the tests) -------------
-def render_sql(sql: str, from_s: int, to_s: int, interval_s: int, variables: dict[str, list[str]]) -> str:
-    """Grafana's variable interpolation and the ClickHouse plugin's macros, as they expand."""
-
-    def var(m: re.Match[str]) -> str:
-        values = variables[m[1]]
-        return ",".join("'" + v.replace("'", "\\'") + "'" for v in values)
-
-    sql = re.sub(r"\$\{(\w+):singlequote\}", var, sql)
-    sql = sql.replace("$__fromTime", f"toDateTime({from_s})").replace("$__toTime", f"toDateTime({to_s})")
-    return sql.replace("$__interval_s", str(interval_s))
 
 
 # -- provisioning -------------------------------------------------------------------------------

@@ -11,9 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from collectors import agent as am
-from collectors import sink as sm
-from pipeline import processor as pm
+from contracts import names as n
 
 RUNBOOK: Final = "https://github.com/sandmeter/sandmeter/blob/main/docs/operations.md#runbook-"
 PROCESSOR_JOB: Final = "sandmeter-processor"
@@ -49,37 +47,37 @@ class Alert:
 
 
 def _incident(kind: str) -> str:
-    return f'max by (kind, node, sandbox_id, tenant) ({pm.INCIDENT}{{kind="{kind}"}}) == 1'
+    return f'max by (kind, node, sandbox_id, tenant) ({n.HEALTH_INCIDENT}{{kind="{kind}"}}) == 1'
 
 
 ALERTS: Final = (
     Alert(
-        "SandmeterQemuHang", _incident("qemu_hang"), "0m", "critical",
+        "SandmeterQemuHang", _incident(n.QEMU_HANG), "0m", "critical",
         "QEMU hang in sandbox {{ $labels.sandbox_id }} on {{ $labels.node }}",
         "The processor opened a qemu_hang incident for sandbox {{ $labels.sandbox_id }} of tenant "
         "{{ $labels.tenant }} on node {{ $labels.node }}: QEMU threads in D state, or QEMU stopped making "
         "progress while the sandbox is alive. Evidence is in the health_events table.",
     ),
     Alert(
-        "SandmeterIOStall", _incident("io_stall"), "0m", "warning",
+        "SandmeterIOStall", _incident(n.IO_STALL), "0m", "warning",
         "IO stall in sandbox {{ $labels.sandbox_id }} on {{ $labels.node }}",
         "Sandbox {{ $labels.sandbox_id }} of tenant {{ $labels.tenant }} on node {{ $labels.node }} has had "
         "io.pressure full avg10 above 10, or guest IO in flight without progress, for over 60 s.",
     ),
     Alert(
-        "SandmeterHostDiskStall", _incident("host_disk_stall"), "0m", "critical",
+        "SandmeterHostDiskStall", _incident(n.HOST_DISK_STALL), "0m", "critical",
         "Disk {{ $labels.tenant }} on {{ $labels.node }} makes no progress",
         "Node {{ $labels.node }}: disk {{ $labels.tenant }} has had IOs in flight and no completions for "
         "over 60 s; every sandbox using it will stall.",
     ),
     Alert(
-        "SandmeterProcessorLagHigh", f"sum by (instance) ({pm.LAG}) > {LAG_MAX}", "10m", "warning",
+        "SandmeterProcessorLagHigh", f"sum by (instance) ({n.PROCESSOR_LAG}) > {LAG_MAX}", "10m", "warning",
         "Processor {{ $labels.instance }} is {{ $value }} messages behind",
         f"Consumer lag summed over partitions has been above {LAG_MAX} messages for 10 minutes; usage and "
         "health reach ClickHouse late.",
     ),
     Alert(
-        "SandmeterFreshnessHigh", f"max by (instance) ({pm.FRESHNESS}) > {FRESHNESS_MAX_S}", "5m", "warning",
+        "SandmeterFreshnessHigh", f"max by (instance) ({n.PROCESSOR_FRESHNESS}) > {FRESHNESS_MAX_S}", "5m", "warning",
         "Newest usage written by {{ $labels.instance }} is {{ $value }} s old",
         f"The newest sample written to ClickHouse has been older than {FRESHNESS_MAX_S} s for 5 minutes: the "
         "processor is behind, blocked on ClickHouse, or the collectors stopped sending.",
@@ -93,20 +91,21 @@ ALERTS: Final = (
     ),
     Alert(
         "SandmeterCollectorScrapeFailing",
-        f"sum by (instance, source) (rate({am.SCRAPE_ERRORS}[5m])) > 0", "10m", "warning",
+        f"sum by (instance, source) (rate({n.COLLECTOR_SCRAPE_ERRORS}[5m])) > 0", "10m", "warning",
         "Collector {{ $labels.instance }}: source {{ $labels.source }} keeps failing",
         "The {{ $labels.source }} source of the collector on {{ $labels.instance }} has failed or returned "
         "bad input for 10 minutes; that node's usage or health signals are incomplete.",
     ),
     Alert(
         "SandmeterCollectorSpoolFilling",
-        f"max by (instance) ({sm.SPOOL_BYTES} / {sm.SPOOL_LIMIT}) > {SPOOL_FILL_MAX}", "5m", "warning",
+        f"max by (instance) ({n.COLLECTOR_SPOOL_BYTES} / {n.COLLECTOR_SPOOL_LIMIT}) > {SPOOL_FILL_MAX}",
+        "5m", "warning",
         "Collector {{ $labels.instance }} spool is {{ $value | humanizePercentage }} full",
         "Batches are waiting on disk because Kafka does not take them; when the spool is full the oldest "
         "are dropped and that usage is lost.",
     ),
     Alert(
-        "SandmeterDeadLetters", f"sum by (instance, reason) (increase({pm.DLQ}[5m])) > 0", "0m", "warning",
+        "SandmeterDeadLetters", f"sum by (instance, reason) (increase({n.PROCESSOR_DLQ}[5m])) > 0", "0m", "warning",
         "Processor {{ $labels.instance }} dead-lettered messages ({{ $labels.reason }})",
         "Messages that could not be decoded or accounted went to the dead-letter topic with reason "
         "{{ $labels.reason }}; the usage in them is not billed until they are replayed.",

@@ -1,0 +1,8 @@
+"""The stream processor: Kafka batches -> exact usage, health incidents and rollups in
+ClickHouse, exactly once through checkpoints; and the ClickHouse schema migrations."""
+
+from pipeline.processor import Processor, build_processor
+from pipeline.schema import SchemaError, migrate
+from pipeline.settings import ProcessorSettings
+
+__all__ = ["Processor", "ProcessorSettings", "SchemaError", "build_processor", "migrate"]

@@ -19,9 +19,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from contracts import names as n
+from contracts.quantities import COLUMNS
+from contracts.wire import EventKind, SampleBatch
 from pipeline.state import SandboxState, SeriesState
-from sandmeter import names as n
-from sandmeter.wire import EventKind, SampleBatch
 
 
 class Measure(IntEnum):
@@ -47,11 +48,10 @@ _BY_METRIC = {
 }
 _NET_ITEMS = {'item="recv_bytes"': Measure.NET_RX, 'item="sent_bytes"': Measure.NET_TX}
 
-USAGE_COLUMNS = (
-    "tenant", "sandbox_id", "node", "start_ms", "end_ms", "cpu_used_us", "vcpu_alloc_mcpu_ms",
-    "mem_used_byte_ms", "mem_alloc_byte_ms", "io_read_bytes", "io_write_bytes",
-    "net_rx_bytes", "net_tx_bytes", "batch_id",
-)  # fmt: skip
+USAGE_COLUMNS = ("tenant", "sandbox_id", "node", "start_ms", "end_ms", *COLUMNS, "batch_id")
+# a sandbox_lifecycle row: tenant, sandbox, node, event (start|stop), ts, vCPU millicores, memory, batch
+LIFECYCLE_COLUMNS = ("tenant", "sandbox_id", "node", "event", "ts_ms", "vcpu_millicores", "memory_bytes", "batch_id")
+LifecycleRow = tuple[str, str, str, str, int, int, int, str]
 _MEASURE_COLUMN = {
     Measure.CPU_US: "cpu_used_us",
     Measure.MEM_BYTES: "mem_used_byte_ms",
@@ -86,7 +86,7 @@ class _SeriesUsage:
 @dataclass
 class Result:
     usage: pd.DataFrame
-    lifecycle: list[tuple[str, str, str, str, int, int, int, str]] = field(default_factory=list)
+    lifecycle: list[LifecycleRow] = field(default_factory=list)
     late: pd.DataFrame | None = None
     duplicates: int = 0
     clamped: int = 0
@@ -276,9 +276,9 @@ class Accountant:
 
     def _allocation(
         self, batches: Sequence[SampleBatch], sandbox_gids: Sequence[npt.NDArray[np.int64]]
-    ) -> tuple[pd.DataFrame, list[tuple[str, str, str, str, int, int, int, str]]]:
+    ) -> tuple[pd.DataFrame, list[LifecycleRow]]:
         rows: list[tuple[int, int, int, int, int, int]] = []
-        lifecycle: list[tuple[str, str, str, str, int, int, int, str]] = []
+        lifecycle: list[LifecycleRow] = []
         for i, b in enumerate(batches):
             gids = sandbox_gids[i]
             spec = self._spec_in(b)
@@ -313,7 +313,7 @@ class Accountant:
         return df, lifecycle
 
     @staticmethod
-    def _life(s: SandboxState, event: str, ts: int, batch_id: str) -> tuple[str, str, str, str, int, int, int, str]:
+    def _life(s: SandboxState, event: str, ts: int, batch_id: str) -> LifecycleRow:
         return (s.tenant, s.sandbox_id, s.node, event, ts, s.vcpu_milli, s.mem_max, batch_id)
 
     @staticmethod
@@ -340,7 +340,7 @@ class Accountant:
             return pd.DataFrame(columns=list(USAGE_COLUMNS))
         u["start_ms"] = u[["start", "astart"]].min(axis=1)
         u["end_ms"] = u[["end", "aend"]].max(axis=1)
-        for col in (*_MEASURE_COLUMN.values(), "vcpu_alloc_mcpu_ms", "mem_alloc_byte_ms", "start_ms", "end_ms"):
+        for col in (*COLUMNS, "start_ms", "end_ms"):
             u[col] = u[col].fillna(0).astype(np.int64) if col in u else np.int64(0)
         sb = [self._by_gid[g] for g in u["gid"].tolist()]
         u["tenant"] = [s.tenant for s in sb]

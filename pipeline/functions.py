@@ -15,14 +15,12 @@ the whole pod name when it has fewer, or the sandbox id when there is no pod nam
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
-FUNCTION_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+from contracts.names import FUNCTION_RE
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sandmeter import names as n
-from sandmeter.wire import EventKind, SampleBatch
+from contracts import names as n
+from contracts.names import HOST_DISK_STALL, IO_STALL, QEMU_HANG
+from contracts.wire import EventKind, SampleBatch, sub_label
 
-QEMU_HANG, IO_STALL, HOST_DISK_STALL = "qemu_hang", "io_stall", "host_disk_stall"
-INCIDENT_KINDS = (QEMU_HANG, IO_STALL, HOST_DISK_STALL)
-CHECK = "kata_shim_agent_rpc_durations_histogram_milliseconds_count"
+# disk statistics items (kata_guest_diskstat, host_diskstat) whose sums the detectors compare
+IN_PROGRESS, READS, WRITES = sub_label(item="in_progress"), sub_label(item="reads"), sub_label(item="writes")
 
 
 @dataclass(frozen=True)
@@ -156,21 +156,21 @@ def observe_batch(b: SampleBatch) -> tuple[dict[int, Obs], dict[str, tuple[float
         return np.bincount(b.entity[m], minlength=ents) > 0
 
     procs = ("qemu", "virtiofsd")
-    d_mask = mask(n.M_PROC_THREADS, [f'proc="{p}",state="D"' for p in procs])
+    d_mask = mask(n.M_PROC_THREADS, [sub_label(proc=p, state="D") for p in procs])
     d = _sum_where(b, d_mask, ents)
-    prog_mask = mask(n.M_PROC_CPU_TICKS, [f'item="{i}",proc="qemu"' for i in ("utime", "stime")]) | mask(
-        n.M_PROC_CTXT, ['item="voluntary",proc="qemu"']
+    prog_mask = mask(n.M_PROC_CPU_TICKS, [sub_label(item=i, proc="qemu") for i in ("utime", "stime")]) | mask(
+        n.M_PROC_CTXT, [sub_label(item="voluntary", proc="qemu")]
     )
     prog, prog_has = _sum_where(b, prog_mask, ents), has(prog_mask)
-    hb_mask = mask(CHECK, ['action="grpc.CheckRequest"'])
+    hb_mask = mask(n.M_KATA_AGENT_RPC_COUNT, [sub_label(action="grpc.CheckRequest")])
     hb, hb_has = _sum_where(b, hb_mask, ents), has(hb_mask)
-    io_mask = mask(n.M_CG_PRESSURE, ['item="avg10",kind="full",resource="io"'])
+    io_mask = mask(n.M_CG_PRESSURE, [sub_label(item="avg10", kind="full", resource="io")])
     io, io_has = _sum_where(b, io_mask, ents), has(io_mask)
-    gi_mask = mask("kata_guest_diskstat", [s for s in b.subs if 'item="in_progress"' in s])
+    gi_mask = mask(n.M_KATA_GUEST_DISKSTAT, [s for s in b.subs if IN_PROGRESS in s])
     gi, gi_has = _sum_where(b, gi_mask, ents), has(gi_mask)
-    gd_mask = mask("kata_guest_diskstat", [s for s in b.subs if 'item="reads"' in s or 'item="writes"' in s])
+    gd_mask = mask(n.M_KATA_GUEST_DISKSTAT, [s for s in b.subs if READS in s or WRITES in s])
     gd = _sum_where(b, gd_mask, ents)
-    kata_ix = [i for i, m in enumerate(b.metrics) if m.startswith("kata_hypervisor_")]
+    kata_ix = [i for i, m in enumerate(b.metrics) if m.startswith(n.KATA_HYPERVISOR_PREFIX)]
     kata = has(np.isin(met, kata_ix)) if kata_ix else np.zeros(ents, bool)
     blocked: dict[int, list[str]] = {}
     bl_mask = mask(n.M_PROC_THREAD_BLOCKED)
@@ -198,9 +198,9 @@ def observe_batch(b: SampleBatch) -> tuple[dict[int, Obs], dict[str, tuple[float
         sub = b.subs[s_ix]
         disk = sub.split('disk="', 1)[1].split('"', 1)[0] if 'disk="' in sub else "?"
         infl, done = disks.get(disk, (0.0, 0.0))
-        if 'item="in_progress"' in sub:
+        if IN_PROGRESS in sub:
             infl += v
-        elif 'item="reads"' in sub or 'item="writes"' in sub:
+        elif READS in sub or WRITES in sub:
             done += v
         disks[disk] = (infl, done)
     return out, disks
@@ -338,11 +338,7 @@ class HealthDetector:
             }
         change = h.hang.update(o.ts, hang_bad, hang_good)
         if change:
-            out.append(
-                self._event(
-                    QEMU_HANG, change, h.node, h.sandbox_id, h.tenant, o.ts, h.hang, h.evidence.get(QEMU_HANG, {})
-                )
-            )
+            out.append(_event(QEMU_HANG, change, h.who, o.ts, h.hang, h.evidence.get(QEMU_HANG, {})))
         # -- IO stall
         guest_stuck = (
             o.guest_in_progress is not None
@@ -363,28 +359,8 @@ class HealthDetector:
             }
         change = h.stall.update(o.ts, stall_bad, stall_good)
         if change:
-            out.append(
-                self._event(
-                    IO_STALL, change, h.node, h.sandbox_id, h.tenant, o.ts, h.stall, h.evidence.get(IO_STALL, {})
-                )
-            )
+            out.append(_event(IO_STALL, change, h.who, o.ts, h.stall, h.evidence.get(IO_STALL, {})))
         return out
-
-    @staticmethod
-    def _event(
-        kind: str,
-        change: str,
-        node: str,
-        sandbox: str,
-        tenant: str,
-        ts: int,
-        hy: Hysteresis,
-        evidence: dict[str, object],
-    ) -> HealthEvent:
-        opened = hy.opened_ms if change == "open" else hy.last_opened_ms
-        return HealthEvent(
-            kind, change, node, sandbox, tenant, ts, opened if opened is not None else ts, dict(evidence)
-        )
 
     def _stopped(self, node: str, sandbox: str, ts: int, why: str = "sandbox stopped") -> list[HealthEvent]:
         """A stopped sandbox's open incidents close with it; its state goes."""

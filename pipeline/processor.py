@@ -13,41 +13,19 @@ import numpy as np
 import pandas as pd
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
+from contracts import names as n
+from contracts.clock import wall_ms
+from contracts.metrics import counter
+from contracts.wire import SampleBatch, WireError, decode, encode, kafka_headers
 from pipeline.accounting import Accountant, export_state, import_state, rebuilt
 from pipeline.checkpoint import Checkpoint
 from pipeline.functions import Functions
-from pipeline.health import INCIDENT_KINDS, HealthDetector, HealthEvent
+from pipeline.health import HealthDetector, HealthEvent
 from pipeline.rollup import DirtyBuckets
+from pipeline.settings import ProcessorSettings
 from pipeline.writer import ClickHouseWriter, WriteError
-from sandmeter import names as n
-from sandmeter.clock import wall_ms
-from sandmeter.metrics import counter
-from sandmeter.settings import ProcessorSettings
-from sandmeter.wire import SampleBatch, WireError, decode, encode, kafka_headers
 
 log = logging.getLogger(__name__)
-
-SAMPLES = "sandmeter_processor_samples_total"
-BATCHES = "sandmeter_processor_batches_total"
-DLQ = "sandmeter_processor_deadletter_total"
-LATE = "sandmeter_processor_late_samples_total"
-DUPLICATES = "sandmeter_processor_duplicate_samples_total"
-CLAMPED = "sandmeter_processor_clamped_deltas_total"
-INSERT_SECONDS = "sandmeter_processor_insert_duration_seconds"
-FLUSH_SECONDS = "sandmeter_processor_flush_duration_seconds"
-FRESHNESS = "sandmeter_processor_freshness_seconds"
-LAG = "sandmeter_processor_consumer_lag"
-SERIES = "sandmeter_processor_series"
-WRITE_FAILURES = "sandmeter_processor_write_failures_total"
-CHECKPOINTS = "sandmeter_processor_checkpoints_total"
-CHECKPOINT_SECONDS = "sandmeter_processor_checkpoint_duration_seconds"
-EVICTED = "sandmeter_processor_evicted_sandboxes_total"
-STATE_BYTES = "sandmeter_processor_state_bytes"
-INCIDENTS_OPEN = "sandmeter_health_open_incidents"
-INCIDENT = "sandmeter_health_incident_open"
-HEALTH_EVENTS = "sandmeter_health_events_total"
-PARTITIONS_DROPPED = "sandmeter_processor_partitions_dropped_total"
-ROLLUP_SECONDS = "sandmeter_processor_rollup_duration_seconds"
 
 TP = tuple[str, int]  # (topic, partition)
 FUNCTION_LOAD_DAYS = 2  # scale recommendations look back minutes; keep two days for inspection
@@ -55,32 +33,42 @@ FUNCTION_LOAD_DAYS = 2  # scale recommendations look back minutes; keep two days
 
 class ProcessorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.samples = counter(SAMPLES, "Samples accounted and written", registry)
-        self.batches = counter(BATCHES, "Batches accounted and written", registry)
-        self.dlq = counter(DLQ, "Messages sent to the dead-letter topic", registry, ["reason"])
-        self.late = counter(LATE, "Samples older than their series' state, kept in late_samples", registry)
-        self.duplicates = counter(DUPLICATES, "Samples seen before (replays), counted once", registry)
-        self.clamped = counter(CLAMPED, "Counter deltas above the sanity rate, not billed", registry)
-        self.write_failures = counter(WRITE_FAILURES, "ClickHouse writes that failed and were retried", registry)
-        self.insert_seconds = Histogram(INSERT_SECONDS, "ClickHouse write time per flush", registry=registry)
-        self.flush_seconds = Histogram(FLUSH_SECONDS, "Decode-to-commit time per flush", registry=registry)
-        self.freshness = Gauge(FRESHNESS, "Now minus the newest sample written", registry=registry)
-        self.lag = Gauge(LAG, "Messages behind the partition end", ["partition"], registry=registry)
-        self.series = Gauge(SERIES, "Series with accounting state", registry=registry)
-        self.state_bytes = Gauge(STATE_BYTES, "Memory held by the series state arrays", registry=registry)
-        self.checkpoints = counter(CHECKPOINTS, "Partition checkpoints written to ClickHouse", registry)
-        self.checkpoint_seconds = Histogram(CHECKPOINT_SECONDS, "Time to write one checkpoint", registry=registry)
-        self.evicted = counter(EVICTED, "Stopped sandboxes whose state was dropped after the lateness window", registry)
-        self.open_incidents = Gauge(INCIDENTS_OPEN, "Open health incidents", ["kind"], registry=registry)
-        self.incident = Gauge(
-            INCIDENT, "1 while this incident is open (for Alertmanager)", ["kind", "node", "sandbox_id", "tenant"],
-            registry=registry,
-        )  # fmt: skip
-        self.health_events = counter(HEALTH_EVENTS, "Incident opens and closes", registry, ["kind", "event"])
-        self.partitions_dropped = counter(
-            PARTITIONS_DROPPED, "Day partitions dropped by retention (raw samples, function load)", registry
+        self.samples = counter(n.PROCESSOR_SAMPLES, "Samples accounted and written", registry)
+        self.batches = counter(n.PROCESSOR_BATCHES, "Batches accounted and written", registry)
+        self.dlq = counter(n.PROCESSOR_DLQ, "Messages sent to the dead-letter topic", registry, ["reason"])
+        self.late = counter(n.PROCESSOR_LATE, "Samples older than their series' state, kept in late_samples", registry)
+        self.duplicates = counter(n.PROCESSOR_DUPLICATES, "Samples seen before (replays), counted once", registry)
+        self.clamped = counter(n.PROCESSOR_CLAMPED, "Counter deltas above the sanity rate, not billed", registry)
+        self.write_failures = counter(
+            n.PROCESSOR_WRITE_FAILURES, "ClickHouse writes that failed and were retried", registry
         )
-        self.rollup_seconds = Histogram(ROLLUP_SECONDS, "Time to recompute the rollups touched", registry=registry)
+        self.insert_seconds = Histogram(
+            n.PROCESSOR_INSERT_SECONDS, "ClickHouse write time per flush", registry=registry
+        )
+        self.flush_seconds = Histogram(n.PROCESSOR_FLUSH_SECONDS, "Decode-to-commit time per flush", registry=registry)
+        self.freshness = Gauge(n.PROCESSOR_FRESHNESS, "Now minus the newest sample written", registry=registry)
+        self.lag = Gauge(n.PROCESSOR_LAG, "Messages behind the partition end", ["partition"], registry=registry)
+        self.series = Gauge(n.PROCESSOR_SERIES, "Series with accounting state", registry=registry)
+        self.state_bytes = Gauge(n.PROCESSOR_STATE_BYTES, "Memory held by the series state arrays", registry=registry)
+        self.checkpoints = counter(n.PROCESSOR_CHECKPOINTS, "Partition checkpoints written to ClickHouse", registry)
+        self.checkpoint_seconds = Histogram(
+            n.PROCESSOR_CHECKPOINT_SECONDS, "Time to write one checkpoint", registry=registry
+        )
+        self.evicted = counter(
+            n.PROCESSOR_EVICTED, "Stopped sandboxes whose state was dropped after the lateness window", registry
+        )
+        self.open_incidents = Gauge(n.HEALTH_INCIDENTS_OPEN, "Open health incidents", ["kind"], registry=registry)
+        self.incident = Gauge(
+            n.HEALTH_INCIDENT, "1 while this incident is open (for Alertmanager)",
+            ["kind", "node", "sandbox_id", "tenant"], registry=registry,
+        )  # fmt: skip
+        self.health_events = counter(n.HEALTH_EVENTS, "Incident opens and closes", registry, ["kind", "event"])
+        self.partitions_dropped = counter(
+            n.PROCESSOR_PARTITIONS_DROPPED, "Day partitions dropped by retention (raw samples, function load)", registry
+        )
+        self.rollup_seconds = Histogram(
+            n.PROCESSOR_ROLLUP_SECONDS, "Time to recompute the rollups touched", registry=registry
+        )
         for reason in ("unknown_version", "truncated", "corrupt", "processing_error"):
             self.dlq.labels(reason)
 
@@ -234,7 +222,7 @@ class Processor:
         return df[df["end_ms"] > df["start_ms"]]
 
     def _accountable(self, batches: list[SampleBatch]) -> list[SampleBatch]:
-        """Drops (to the DLQ) the batches that the accounting itself rejects.
+        """Drops (to the n.PROCESSOR_DLQ) the batches that the accounting itself rejects.
 
         Each batch is tried once, in order, on the live state; a failure is rolled back to
         the snapshot before it. The state is then rolled back whole, for the caller to
@@ -274,7 +262,7 @@ class Processor:
 
     def _export_incidents(self) -> None:
         self.m.incident.clear()
-        counts = dict.fromkeys(INCIDENT_KINDS, 0)
+        counts = dict.fromkeys(n.INCIDENT_KINDS, 0)
         for kind, node, sandbox, tenant in self.health.open_incidents():
             self.m.incident.labels(kind, node, sandbox, tenant).set(1)
             counts[kind] += 1
@@ -479,7 +467,7 @@ def build_processor(s: ProcessorSettings, registry: CollectorRegistry) -> Proces
         max_partition_fetch_bytes=8 << 20,
     )
     producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
-    writer = open_writer(s.clickhouse_host, s.clickhouse_port, s.clickhouse_database, s.keep_raw_samples)
+    writer = open_writer(s, s.keep_raw_samples)
     proc = Processor(s, consumer, producer, writer, registry)
     consumer.subscribe([s.topic], listener=_listener(proc))
     return proc

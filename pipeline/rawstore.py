@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from sandmeter.wire import SampleBatch
+from contracts.wire import SampleBatch
 
 U64 = npt.NDArray[np.uint64]
 SERIES_COLUMNS = ("series_id", "node", "sandbox_id", "tenant", "metric", "labels", "first_ms")

@@ -10,18 +10,11 @@ rollups inherit the intervals' exactly-once property instead of summing duplicat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
 
 import pandas as pd
 
-from sandmeter import names as n
-
-MINUTE_MS: Final = 60_000
-HOUR_MS: Final = 3_600_000
-QUANTITIES: Final = (
-    "cpu_used_us", "vcpu_alloc_mcpu_ms", "mem_used_byte_ms", "mem_alloc_byte_ms",
-    "io_read_bytes", "io_write_bytes", "net_rx_bytes", "net_tx_bytes",
-)  # fmt: skip
+from contracts import names as n
+from contracts.quantities import COLUMNS, HOUR_MS, MINUTE_MS
 
 
 @dataclass
@@ -60,8 +53,8 @@ def rollup_statements(dirty: dict[str, tuple[int, int]]) -> list[tuple[str, dict
     lo = min(r[0] for r in dirty.values())
     hi = max(r[1] for r in dirty.values()) + MINUTE_MS  # exclusive end of the last minute
     h_lo, h_hi = lo // HOUR_MS * HOUR_MS, -(-hi // HOUR_MS) * HOUR_MS
-    cols = ", ".join(QUANTITIES)
-    sums = ", ".join(f"sum({q}) AS {q}" for q in QUANTITIES)
+    cols = ", ".join(COLUMNS)
+    sums = ", ".join(f"sum({q}) AS {q}" for q in COLUMNS)
     minute = (
         f"INSERT INTO {n.T_USAGE_MINUTE} (tenant, sandbox_id, node, minute_ms, {cols}, intervals) "
         f"SELECT tenant, sandbox_id, any(node), intDiv(end_ms - 1, {MINUTE_MS}) * {MINUTE_MS} AS m, {sums}, count() "

@@ -18,33 +18,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.accounting import USAGE_COLUMNS, Result
+from contracts import names as n
+from contracts.settings import ClickHousePart
+from contracts.wire import SampleBatch
+from pipeline.accounting import LIFECYCLE_COLUMNS, USAGE_COLUMNS, Result
 from pipeline.checkpoint import Checkpoint, decode_state, encode_state
 from pipeline.health import HealthEvent
 from pipeline.rawstore import RawSeries
 from pipeline.rollup import rollup_statements
-from sandmeter import names as n
-from sandmeter.wire import SampleBatch
 
 
 class WriteError(RuntimeError):
     """ClickHouse did not take the write; the caller retries the identical block."""
 
 
-def client(host: str, port: int, database: str) -> Any:
-    from clickhouse_driver import Client
-
-    return Client(
-        host=host, port=port, database=database, connect_timeout=3, send_receive_timeout=30,
-        settings={"use_numpy": True},
-    )  # fmt: skip
-
-
-def open_writer(host: str, port: int, database: str, keep_raw: bool) -> ClickHouseWriter:
+def open_writer(s: ClickHousePart, keep_raw: bool) -> ClickHouseWriter:
     """The processor's writer: with raw samples on, a second connection inserts them."""
-    return ClickHouseWriter(
-        client(host, port, database), keep_raw, raw_ch=client(host, port, database) if keep_raw else None
-    )
+    return ClickHouseWriter(s.clickhouse(), keep_raw, raw_ch=s.clickhouse() if keep_raw else None)
 
 
 class ClickHouseWriter:
@@ -109,19 +99,9 @@ class ClickHouseWriter:
                 usage[c] = usage[c].astype(np.uint64)
         self._insert(n.T_USAGE, usage)
         if result.lifecycle:
-            life = pd.DataFrame(
-                result.lifecycle,
-                columns=[
-                    "tenant",
-                    "sandbox_id",
-                    "node",
-                    "event",
-                    "ts_ms",
-                    "vcpu_millicores",
-                    "memory_bytes",
-                    "batch_id",
-                ],
-            ).astype({"ts_ms": np.uint64, "vcpu_millicores": np.uint32, "memory_bytes": np.uint64})
+            life = pd.DataFrame(result.lifecycle, columns=list(LIFECYCLE_COLUMNS)).astype(
+                {"ts_ms": np.uint64, "vcpu_millicores": np.uint32, "memory_bytes": np.uint64}
+            )
             self._insert(n.T_LIFECYCLE, life)
         if late is not None:
             self._insert(n.T_LATE, late)

@@ -1,7 +1,7 @@
 """sandmeter: per-tenant millisecond metering and health for Kata Containers sandboxes.
 
-This shared package holds only what every deployable needs: settings, the wire
-format, the names of topics/tables, the local stack and the CLI.
+This package is the top layer: the entry points that wire the others together (the
+`sandmeter` CLI, the demo and the local stack). Everything shared lives in `contracts`.
 """
 
 __version__ = "0.1.0"

@@ -21,17 +21,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from collectors.agent import SAMPLES, CollectorAgent
-from collectors.sim.model import FleetSpec
-from collectors.sink import BATCHES_SENT, WIRE_BYTES
-from sandmeter.clock import wall_ms
-from sandmeter.settings import (
-    ApiSettings,
-    CollectorSettings,
-    ProcessorSettings,
-    StackSettings,
-)
-from sandmeter.stack import Stack, create_topics
+from billing import ApiSettings
+from collectors import CollectorAgent, CollectorSettings
+from collectors.sim import FleetSpec
+from contracts.clock import wall_ms
+from contracts.names import COLLECTOR_BATCHES_SENT, COLLECTOR_SAMPLES, COLLECTOR_WIRE_BYTES
+from pipeline import ProcessorSettings
+from sandmeter.stack import Stack, StackSettings, create_topics
 from sandmeter.stack.procs import free_port
 
 log = logging.getLogger("sandmeter.demo")
@@ -48,7 +44,6 @@ class DemoResult:
     samples: int
     batches_sent: int
     dlq: int
-    wall_s: float
     dashboards: list[Path] = field(default_factory=list)
 
 
@@ -61,7 +56,7 @@ def _total(agents: Sequence[CollectorAgent], metric: str) -> int:
 def serve_api(settings: ApiSettings, ch_factory: Any) -> Iterator[str]:
     import uvicorn
 
-    from billing.app import create_app
+    from billing import create_app
 
     app = create_app(settings, ch_factory)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning"))
@@ -81,14 +76,12 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
     """Runs every component against an already-started stack; used by the demo and e2e test."""
     import httpx
 
-    from collectors.agent import build_agent, run_agent, wait_for_stops
-    from collectors.sim.runner import Simulator
-    from dashboards.generate import write_all
-    from pipeline.migrate import migrate
-    from pipeline.processor import build_processor
-    from pipeline.writer import client
+    from collectors import build_agent, run_agent, wait_for_stops
+    from collectors.sim import Simulator
+    from contracts.clickhouse import client
+    from dashboards import write_all
+    from pipeline import build_processor, migrate
 
-    t_start = time.monotonic()
     st = stack.settings
     ch = client("127.0.0.1", st.clickhouse_tcp_port, "default")
     migrate(ch, wall_ms())
@@ -130,7 +123,7 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
     t0 = time.monotonic()
     while (elapsed := time.monotonic() - t0) < seconds:
         time.sleep(min(10.0, seconds - elapsed))
-        sent = _total(agents, BATCHES_SENT)
+        sent = _total(agents, COLLECTOR_BATCHES_SENT)
         print(f"  [{time.monotonic() - t0:5.1f}s] batches sent={sent} processed={proc.total_batches} "
               f"samples written={proc.total_samples}", flush=True)  # fmt: skip
     sim.drain()
@@ -143,7 +136,7 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
         a.close()
     for s in sinks:
         s.close(timeout_s=30)
-    sent = _total(agents, BATCHES_SENT)
+    sent = _total(agents, COLLECTOR_BATCHES_SENT)
     deadline = time.monotonic() + 60
     while proc.total_batches + proc.total_dlq < sent and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -152,7 +145,7 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
     proc.close()
     truth = sim.stop()
 
-    from billing.keys import OPERATOR, create_key
+    from billing import OPERATOR, create_key
 
     api_settings = ApiSettings(port=free_port(), clickhouse_port=st.clickhouse_tcp_port, plans_dir=PLANS)
     key = create_key(client("127.0.0.1", st.clickhouse_tcp_port, "default"), OPERATOR)[1]
@@ -179,11 +172,10 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
         api_totals=totals,
         invoices=invoices,
         truth=truth,
-        wire_bytes=_total(agents, WIRE_BYTES),
-        samples=_total(agents, SAMPLES),
+        wire_bytes=_total(agents, COLLECTOR_WIRE_BYTES),
+        samples=_total(agents, COLLECTOR_SAMPLES),
         batches_sent=sent,
         dlq=proc.total_dlq,
-        wall_s=time.monotonic() - t_start,
         dashboards=dash,
     )
 

@@ -14,9 +14,8 @@ from typing import Any
 import pytest
 from support import private_db
 
-from sandmeter.clock import wall_ms
-from sandmeter.settings import StackSettings
-from sandmeter.stack import Stack
+from contracts.clock import wall_ms
+from sandmeter.stack import Stack, StackSettings
 from sandmeter.stack.procs import free_port
 
 SERVICE_MARKERS = {"kafka", "clickhouse", "e2e"}
@@ -41,8 +40,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def ch_migrated(stack: Stack) -> Any:
-    from pipeline.migrate import migrate
-    from pipeline.writer import client
+    from contracts.clickhouse import client
+    from pipeline.schema import migrate
 
     ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
     migrate(ch, wall_ms())

@@ -7,15 +7,15 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from sandmeter.clock import wall_ms
+from contracts.clock import wall_ms
 from sandmeter.stack import Stack
 
 
 @contextlib.contextmanager
 def private_db(stack: Stack) -> Iterator[tuple[str, Any]]:
     """A migrated ClickHouse database of the caller's own, dropped afterwards."""
-    from pipeline.migrate import migrate
-    from pipeline.writer import client
+    from contracts.clickhouse import client
+    from pipeline.schema import migrate
 
     name = f"t_{uuid.uuid4().hex[:8]}"
     ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")

@@ -290,9 +290,6 @@ class Fleet:
         f.sandbox.hung = f.sandbox.stalled = False
         f.end_ms = now_ms
 
-    def open_faults(self, node: str) -> list[Fault]:
-        return [f for f in self.faults if f.end_ms is None and f.sandbox.node == node]
-
     def truth(self) -> dict[str, Any]:
         per_sb = [s.truth() for s in self.sandboxes.values()]
         keys = (

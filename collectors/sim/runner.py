@@ -18,7 +18,7 @@ from typing import Any
 
 from collectors.sim.model import Fleet, FleetSpec, SimSandbox
 from collectors.sim.render import NodeTree, exposition, write_atomic
-from sandmeter.clock import wall_ms
+from contracts.clock import wall_ms
 
 log = logging.getLogger(__name__)
 CGROUP_GRACE_MS = 3000  # cgroups outlive the sandbox directory briefly, as with a real shim
@@ -31,7 +31,7 @@ class _KataMonitor(ThreadingHTTPServer):
         self.render = render
         super().__init__(("127.0.0.1", 0), _Handler)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
+    def handle_error(self, request: Any, _client_address: Any) -> None:
         pass  # a collector that timed out and hung up: nothing to report
 
 
@@ -49,7 +49,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:
+    def log_message(self, format: str, *_args: Any) -> None:
         pass
 
 

@@ -5,6 +5,15 @@ session fixtures, so all three start the services the same way.
 """
 
 from sandmeter.stack.procs import PortInUseError, ServiceError, StartTimeoutError
+from sandmeter.stack.settings import StackSettings
 from sandmeter.stack.stack import Stack, broker_process, create_topics
 
-__all__ = ["PortInUseError", "ServiceError", "Stack", "StartTimeoutError", "broker_process", "create_topics"]
+__all__ = [
+    "PortInUseError",
+    "ServiceError",
+    "Stack",
+    "StackSettings",
+    "StartTimeoutError",
+    "broker_process",
+    "create_topics",
+]

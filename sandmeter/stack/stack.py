@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from sandmeter.names import ALL_TOPICS
-from sandmeter.settings import StackSettings
+from contracts.names import ALL_TOPICS
 from sandmeter.stack.procs import ManagedProcess, ServiceError
+from sandmeter.stack.settings import StackSettings
 
 
 def _tcp_answers(port: int, host: str = "127.0.0.1") -> bool:

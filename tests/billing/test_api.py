@@ -16,11 +16,11 @@ from fastapi.testclient import TestClient
 from billing.app import create_app
 from billing.keys import OPERATOR, TENANT, create_key, revoke_key
 from billing.plans import load_book
+from billing.settings import ApiSettings
 from billing.timeparse import format_ms, parse_ms
 from pipeline.accounting import USAGE_COLUMNS, Result
 from pipeline.rollup import DirtyBuckets
 from pipeline.writer import ClickHouseWriter
-from sandmeter.settings import ApiSettings
 
 PLANS = Path(__file__).resolve().parents[1] / "fixtures" / "plans"
 OCT = parse_ms("2026-10-01T00:00:00Z", "t")

@@ -27,8 +27,8 @@ from support import private_db
 from billing.app import create_app
 from billing.keys import OPERATOR, create_key
 from billing.plans import load_book
-from sandmeter import names as n
-from sandmeter.settings import ApiSettings
+from billing.settings import ApiSettings
+from contracts import names as n
 from sandmeter.stack import Stack
 
 PLANS = Path(__file__).resolve().parents[1] / "fixtures" / "plans"

@@ -6,11 +6,12 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from collectors.agent import SCRAPE_ERRORS, CollectorAgent
+from collectors.agent import CollectorAgent
 from collectors.base import Reading, SourceError
 from collectors.lifecycle import SandboxWatcher
 from collectors.tenancy import TenantRule
-from sandmeter.wire import Encoder, EventKind, SampleBatch
+from contracts.names import COLLECTOR_SCRAPE_ERRORS as SCRAPE_ERRORS
+from contracts.wire import Encoder, EventKind, SampleBatch
 
 
 class ListSink:

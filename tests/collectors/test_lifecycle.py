@@ -9,8 +9,8 @@ import pytest
 
 from collectors.bundle import bundle_labels
 from collectors.lifecycle import LifecycleEvent, SandboxWatcher
-from sandmeter.clock import wall_ms
-from sandmeter.wire import EventKind
+from contracts.clock import wall_ms
+from contracts.wire import EventKind
 
 
 def test_bundle_labels_from_cri_annotations(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from collectors.procfs import ProcSource, parse_stat
 from collectors.sim.model import FaultSpec, Fleet, FleetSpec
 from collectors.sim.render import NodeTree, exposition, qemu_threads, virtiofsd_threads
 from collectors.tenancy import TenantRule
-from sandmeter import names as n
+from contracts import names as n
 
 CRI = 'sandbox_id="sb1",cri_uid="u1",cri_name="web-0",cri_namespace="tenant-a"'
 

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from collectors.sink import SPOOL_DEPTH, SPOOL_DROPPED, KafkaSink
+from collectors.sink import KafkaSink
 from collectors.spool import DiskSpool, SpoolLockedError, SpoolRecord
-from sandmeter.builder import BatchBuilder
-from sandmeter.wire import SampleBatch, decode
+from contracts.builder import BatchBuilder
+from contracts.names import COLLECTOR_SPOOL_DEPTH as SPOOL_DEPTH
+from contracts.names import COLLECTOR_SPOOL_DROPPED as SPOOL_DROPPED
+from contracts.wire import SampleBatch, decode
 
 
 def rec(i: int, size: int = 10) -> SpoolRecord:

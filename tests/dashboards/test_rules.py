@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from collectors import agent as am
-from collectors import sink as sm
+from contracts import names as n
+from contracts.names import COLLECTOR_SCRAPE_ERRORS as SCRAPE_ERRORS
+from contracts.names import COLLECTOR_SPOOL_BYTES as SPOOL_BYTES
+from contracts.names import COLLECTOR_SPOOL_LIMIT as SPOOL_LIMIT
 from dashboards import rules
-from pipeline import processor as pm
 
 ROOT = Path(__file__).resolve().parents[2]
 PROC = {"instance": "processor:9465", "job": rules.PROCESSOR_JOB}
@@ -42,7 +43,7 @@ class Case:
 
 def incident(kind: str, node: str = "n1", sandbox: str = "sb1", tenant: str = "acme", values: str = "0 0 1 1") -> Any:
     labels = {"kind": kind, "node": node, "sandbox_id": sandbox, "tenant": tenant, **PROC}
-    return series(pm.INCIDENT, labels, values)
+    return series(n.HEALTH_INCIDENT, labels, values)
 
 
 def fired(kind: str, node: str = "n1", sandbox: str = "sb1", tenant: str = "acme") -> dict[str, str]:
@@ -59,30 +60,30 @@ CASES = [
     Case("SandmeterHostDiskStall", [incident("host_disk_stall", sandbox="", tenant="vda"), incident("io_stall")],
          [(1, None), (2, fired("host_disk_stall", sandbox="", tenant="vda"))], 1),
     Case("SandmeterProcessorLagHigh",
-         [series(pm.LAG, {"partition": p, **PROC}, "30000x20") for p in ("0", "1")],
+         [series(n.PROCESSOR_LAG, {"partition": p, **PROC}, "30000x20") for p in ("0", "1")],
          [(5, None), (11, {"instance": PROC["instance"]})], 60000),
-    Case("SandmeterProcessorLagHigh", [series(pm.LAG, {"partition": "0", **PROC}, "40000x20")], [(15, None)],
+    Case("SandmeterProcessorLagHigh", [series(n.PROCESSOR_LAG, {"partition": "0", **PROC}, "40000x20")], [(15, None)],
          note="below the threshold"),
-    Case("SandmeterFreshnessHigh", [series(pm.FRESHNESS, PROC, "200x12")],
+    Case("SandmeterFreshnessHigh", [series(n.PROCESSOR_FRESHNESS, PROC, "200x12")],
          [(3, None), (6, {"instance": PROC["instance"]})], 200),
-    Case("SandmeterFreshnessHigh", [series(pm.FRESHNESS, PROC, "60x12")], [(10, None)], note="fresh enough"),
+    Case("SandmeterFreshnessHigh", [series(n.PROCESSOR_FRESHNESS, PROC, "60x12")], [(10, None)], note="fresh enough"),
     Case("SandmeterProcessorDown", [series("up", PROC, "1 1 0 0 0 0 0")], [(2, None), (5, PROC)], 0),
     Case("SandmeterProcessorDown", [series("up", PROC, "1x10")], [(8, None)], note="up"),
     Case("SandmeterProcessorDown", [series("up", {"job": "other", "instance": "x"}, "1x10")],
          [(1, None), (4, {"job": rules.PROCESSOR_JOB})], 1, note="absent"),
-    Case("SandmeterCollectorScrapeFailing", [series(am.SCRAPE_ERRORS, {"source": "kata_monitor", **COLL}, "0+6x30")],
+    Case("SandmeterCollectorScrapeFailing", [series(SCRAPE_ERRORS, {"source": "kata_monitor", **COLL}, "0+6x30")],
          [(8, None), (16, {"instance": COLL["instance"], "source": "kata_monitor"})], 0.1),
-    Case("SandmeterCollectorScrapeFailing", [series(am.SCRAPE_ERRORS, {"source": "kata_monitor", **COLL}, "5x30")],
+    Case("SandmeterCollectorScrapeFailing", [series(SCRAPE_ERRORS, {"source": "kata_monitor", **COLL}, "5x30")],
          [(20, None)], note="errors long ago, none now"),
     Case("SandmeterCollectorSpoolFilling",
-         [series(sm.SPOOL_BYTES, COLL, f"{192 * MIB}x10"), series(sm.SPOOL_LIMIT, COLL, f"{256 * MIB}x10")],
+         [series(SPOOL_BYTES, COLL, f"{192 * MIB}x10"), series(SPOOL_LIMIT, COLL, f"{256 * MIB}x10")],
          [(3, None), (7, {"instance": COLL["instance"]})], 0.75),
     Case("SandmeterCollectorSpoolFilling",
-         [series(sm.SPOOL_BYTES, COLL, f"{10 * MIB}x10"), series(sm.SPOOL_LIMIT, COLL, f"{256 * MIB}x10")],
+         [series(SPOOL_BYTES, COLL, f"{10 * MIB}x10"), series(SPOOL_LIMIT, COLL, f"{256 * MIB}x10")],
          [(9, None)], note="mostly empty"),
     Case("SandmeterDeadLetters",
-         [series(pm.DLQ, {"reason": "corrupt", **PROC}, "0 0 1 1 1 1 1 1 1 1 1 1"),
-          series(pm.DLQ, {"reason": "truncated", **PROC}, "0x11")],
+         [series(n.PROCESSOR_DLQ, {"reason": "corrupt", **PROC}, "0 0 1 1 1 1 1 1 1 1 1 1"),
+          series(n.PROCESSOR_DLQ, {"reason": "truncated", **PROC}, "0x11")],
          [(1, None), (3, {"instance": PROC["instance"], "reason": "corrupt"}), (11, None)], 1),
 ]  # fmt: skip
 

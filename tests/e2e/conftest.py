@@ -15,15 +15,17 @@ from prometheus_client import CollectorRegistry, start_http_server
 from support import private_db
 
 from collectors.agent import CollectorAgent, build_agent, run_agent, wait_for_stops
+from collectors.settings import CollectorSettings
 from collectors.sim.model import FaultSpec, FleetSpec
 from collectors.sim.runner import Simulator
 from collectors.sink import BatchSink
-from pipeline.processor import INCIDENT, build_processor
-from sandmeter.clock import wall_ms
-from sandmeter.settings import CollectorSettings, ProcessorSettings
+from contracts.clock import wall_ms
+from contracts.names import HEALTH_INCIDENT as INCIDENT
+from contracts.wire import SampleBatch
+from pipeline.processor import build_processor
+from pipeline.settings import ProcessorSettings
 from sandmeter.stack import Stack, create_topics
 from sandmeter.stack.procs import free_port
-from sandmeter.wire import SampleBatch
 
 
 class HeldSink:

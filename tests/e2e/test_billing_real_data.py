@@ -14,8 +14,8 @@ from billing.app import create_app
 from billing.invoices import Period
 from billing.keys import OPERATOR, TENANT, create_key
 from billing.plans import load_book
+from billing.settings import ApiSettings
 from billing.timeparse import format_ms
-from sandmeter.settings import ApiSettings
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,8 @@ from processes import Processors, drain_and_catch_up, metric
 
 from collectors.sim.model import FleetSpec
 from collectors.sim.runner import Simulator
-from pipeline.processor import CHECKPOINTS, WRITE_FAILURES
+from contracts.names import PROCESSOR_CHECKPOINTS as CHECKPOINTS
+from contracts.names import PROCESSOR_WRITE_FAILURES as WRITE_FAILURES
 from sandmeter.stack import Stack, create_topics
 from sandmeter.stack.procs import free_port
 

@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 import pytest
+from grafana_macros import render_sql, targets
 
 from dashboards import generate as g
 from dashboards import rules
@@ -60,10 +61,10 @@ def test_every_clickhouse_panel_query_returns_rows(fault_run: Any) -> None:
             variables[v["name"]] = values
     checked = 0
     for name in g.DASHBOARDS:
-        for panel, t in g.targets(g.dashboard_json(name)):
+        for panel, t in targets(g.dashboard_json(name)):
             if panel["datasource"]["uid"] != g.CH_UID:
                 continue
-            sql = g.render_sql(t["rawSql"], from_s, to_s, 10, variables)
+            sql = render_sql(t["rawSql"], from_s, to_s, 10, variables)
             try:
                 rows = ch.execute(sql)
             except Exception as exc:  # name the panel, not only ClickHouse's stack trace
@@ -79,7 +80,7 @@ def test_every_metric_a_panel_or_rule_names_is_on_a_real_metrics_page(fault_run:
     exprs = [a.expr for a in rules.ALERTS] + [
         t["expr"]
         for name in g.DASHBOARDS
-        for panel, t in g.targets(g.dashboard_json(name))
+        for panel, t in targets(g.dashboard_json(name))
         if panel["datasource"]["uid"] == g.PROM_UID
     ]
     used = set().union(*(promql_metrics(e) for e in exprs)) - PROMETHEUS_OWN

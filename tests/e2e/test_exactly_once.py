@@ -16,7 +16,8 @@ from processes import Processors, drain_and_catch_up, metric
 
 from collectors.sim.model import FleetSpec
 from collectors.sim.runner import Simulator
-from pipeline.processor import BATCHES, CHECKPOINTS
+from contracts.names import PROCESSOR_BATCHES as BATCHES
+from contracts.names import PROCESSOR_CHECKPOINTS as CHECKPOINTS
 from sandmeter.stack import Stack, create_topics
 from sandmeter.stack.procs import free_port
 

@@ -22,12 +22,12 @@ import pytest
 
 from collectors.sim.model import FleetSpec
 from collectors.sim.runner import Simulator
-from collectors.sink import SPOOL_DEPTH
 from collectors.spool import SpoolRecord
-from sandmeter.names import TOPIC_SAMPLES
+from contracts.names import COLLECTOR_SPOOL_DEPTH as SPOOL_DEPTH
+from contracts.names import TOPIC_SAMPLES
+from contracts.wire import BATCH_ID_KEY, batch_id
 from sandmeter.stack import broker_process, create_topics
 from sandmeter.stack.procs import ManagedProcess, free_port
-from sandmeter.wire import BATCH_ID_KEY, batch_id
 
 pytestmark = pytest.mark.kafka
 

@@ -22,14 +22,14 @@ from prometheus_client import CollectorRegistry
 from billing.app import create_app
 from billing.keys import TENANT, create_key
 from billing.plans import load_book
+from billing.settings import ApiSettings
 from collectors.sim.model import FleetSpec
 from collectors.sim.runner import Simulator
-from pipeline.autoscale import Publisher
-from pipeline.kpa import KpaConfig
-from pipeline.writer import client
-from sandmeter.clock import wall_ms
-from sandmeter.settings import ApiSettings
+from contracts.clickhouse import client
+from contracts.clock import wall_ms
 from sandmeter.stack import Stack, create_topics
+from scaling import Publisher
+from scaling.kpa import KpaConfig
 
 pytestmark = pytest.mark.e2e
 PLANS = Path(__file__).resolve().parents[1] / "fixtures" / "plans"

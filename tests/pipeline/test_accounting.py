@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from contracts import names as n
+from contracts.builder import BatchBuilder
+from contracts.wire import EventKind, SampleBatch
 from pipeline.accounting import Accountant, export_state, import_state, rebuilt
 from pipeline.checkpoint import decode_state, encode_state
-from sandmeter import names as n
-from sandmeter.builder import BatchBuilder
-from sandmeter.wire import EventKind, SampleBatch
 
 GIB = 1 << 30
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from pipeline.health import HOST_DISK_STALL, IO_STALL, QEMU_HANG, HealthDetector, HealthEvent
-from sandmeter import names as n
-from sandmeter.builder import HOST, BatchBuilder
-from sandmeter.wire import EventKind, SampleBatch
+from contracts import names as n
+from contracts.builder import HOST, BatchBuilder
+from contracts.names import HOST_DISK_STALL, IO_STALL, QEMU_HANG
+from contracts.wire import EventKind, SampleBatch
+from pipeline.health import HealthDetector, HealthEvent
 
 CHECK = "kata_shim_agent_rpc_durations_histogram_milliseconds_count"
 

@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.migrate import SchemaError, available, migrate, split_statements
-from sandmeter import names as n
+from contracts import names as n
+from pipeline.schema import SchemaError, available, migrate, split_statements
 from sandmeter.stack import Stack
 
 

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
+from contracts import names as n
+from contracts.builder import BatchBuilder
+from contracts.wire import EventKind, SampleBatch, encode
 from pipeline.accounting import Accountant, Result
 from pipeline.checkpoint import Checkpoint
 from pipeline.processor import Processor
+from pipeline.settings import ProcessorSettings
 from pipeline.writer import WriteError
-from sandmeter import names as n
-from sandmeter.builder import BatchBuilder
-from sandmeter.settings import ProcessorSettings
-from sandmeter.wire import EventKind, SampleBatch, encode
 
 
 @dataclass

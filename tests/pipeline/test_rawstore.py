@@ -6,13 +6,14 @@ from typing import Any
 
 import pytest
 
+from contracts import names as n
+from contracts.builder import BatchBuilder
+from contracts.clickhouse import client
+from contracts.wire import SampleBatch
 from pipeline.accounting import Result
 from pipeline.rawstore import RawSeries
-from pipeline.writer import ClickHouseWriter, WriteError, client
-from sandmeter import names as n
-from sandmeter.builder import BatchBuilder
+from pipeline.writer import ClickHouseWriter, WriteError
 from sandmeter.stack import Stack
-from sandmeter.wire import SampleBatch
 
 DAY_MS = 86_400_000
 T0 = 1_790_000_000_000 // DAY_MS * DAY_MS

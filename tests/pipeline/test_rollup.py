@@ -7,8 +7,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from contracts.quantities import COLUMNS as QUANTITIES
+from contracts.quantities import HOUR_MS, MINUTE_MS
 from pipeline.accounting import USAGE_COLUMNS, Result
-from pipeline.rollup import HOUR_MS, MINUTE_MS, QUANTITIES, DirtyBuckets, rollup_statements
+from pipeline.rollup import DirtyBuckets, rollup_statements
 from pipeline.writer import ClickHouseWriter
 
 T0 = 1_790_000_000_000 // HOUR_MS * HOUR_MS  # an hour boundary

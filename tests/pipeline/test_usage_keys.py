@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from contracts import names as n
+from contracts.builder import BatchBuilder
+from contracts.wire import EventKind, SampleBatch
 from pipeline.accounting import Accountant
 from pipeline.writer import ClickHouseWriter
-from sandmeter import names as n
-from sandmeter.builder import BatchBuilder
-from sandmeter.wire import EventKind, SampleBatch
 
 GIB = 1 << 30
 T = 1_790_000_000_000

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from sandmeter.settings import StackSettings
-from sandmeter.stack import PortInUseError, Stack
+from sandmeter.stack import PortInUseError, Stack, StackSettings
 from sandmeter.stack.procs import free_port
 
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sandmeter import wire
-from sandmeter.builder import BatchBuilder
-from sandmeter.wire import CorruptError, EventKind, TruncatedError, UnknownVersionError, decode, encode
+from contracts import wire
+from contracts.builder import BatchBuilder
+from contracts.wire import CorruptError, EventKind, TruncatedError, UnknownVersionError, decode, encode
 
 label = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
 
-from sandmeter.names import T_FUNCTION_LOAD, T_MIGRATIONS, T_USAGE
+from contracts.names import T_FUNCTION_LOAD, T_MIGRATIONS, T_USAGE
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -27,7 +27,7 @@ class SchemaError(RuntimeError):
 
 
 class Executes(Protocol):
-    def execute(self, query: str, params: Any = None) -> Any: ...
+    def execute(self, sql: str, params: Any = None, /) -> Any: ...
 
 
 @dataclass(frozen=True)

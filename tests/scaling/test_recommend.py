@@ -7,10 +7,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pipeline.autoscale import Publisher, Stale, UnknownFunction, history, recommend
+from contracts import names as n
 from pipeline.functions import FunctionRule, Functions
-from pipeline.kpa import KpaConfig
-from sandmeter import names as n
+from scaling.kpa import KpaConfig
+from scaling.publisher import Publisher
+from scaling.recommendations import Stale, UnknownFunction, history, recommend
 
 NOW = 1_795_773_600_000
 

@@ -110,6 +110,11 @@ class SampleBatch:
         return int(self.value.shape[0])
 
 
+def sub_label(**labels: str) -> str:
+    """The canonical sub-label string of a series: keys sorted, Prometheus quoting."""
+    return ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+
+
 def batch_id(node: str, boot_epoch_ms: int, seq: int) -> str:
     return f"{node}/{boot_epoch_ms}/{seq}"
 

@@ -3,7 +3,7 @@
 The load of a function is the CPU its sandboxes use, in cores, per second: each usage
 interval's `cpu_used_us` spread evenly over its `[start_ms, end_ms)`. One replica's target
 is `target_utilization` x its allocated vCPUs (the mean spec of the function's sandboxes).
-The KPA (pipeline/kpa.py) replays the last `history_s` seconds to the newest second every
+The KPA (scaling/kpa.py) replays the last `history_s` seconds to the newest second every
 node has reported, so the API and the `sandmeter scale` publisher agree on every decision.
 
 Fail closed: when the newest load row anywhere is older than `stale_s`, there is no
@@ -12,22 +12,15 @@ recommendation (an error, never a 0 that would scale a function to zero).
 
 from __future__ import annotations
 
-import json
-import logging
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from prometheus_client import CollectorRegistry
 
-from pipeline.kpa import DEFAULT, KpaConfig, replay
-from sandmeter.metrics import counter
-from sandmeter.names import T_FUNCTION_LOAD
+from contracts.names import T_FUNCTION_LOAD
+from scaling.kpa import DEFAULT, KpaConfig, replay
 
-log = logging.getLogger(__name__)
 KNOWN_FOR_S = 3600  # a function with load this recent is known (and may be recommended 0)
 CONCURRENCY = 100.0  # requests one replica is sized for (Knative's container-concurrency-target-default)
 
@@ -157,69 +150,3 @@ def active_functions(ch: Any, now_ms: int) -> list[tuple[str, str]]:
         settings={"use_numpy": False},
     )
     return [(str(t), str(f)) for t, f in rows]
-
-
-PUBLISHED = "sandmeter_scale_decisions_published_total"
-EVALUATIONS = "sandmeter_scale_evaluations_total"
-STALE = "sandmeter_scale_stale_ticks_total"
-
-
-class Publisher:
-    """`sandmeter scale`: every tick, each known function's decision; changes go to Kafka."""
-
-    def __init__(
-        self, ch: Any, producer: Any, topic: str, stale_s: float, clock_ms: Any, cfg: KpaConfig,
-        registry: CollectorRegistry,
-    ) -> None:  # fmt: skip
-        self.ch, self.producer, self.topic, self.stale_s, self.clock_ms, self.cfg = (
-            ch, producer, topic, stale_s, clock_ms, cfg,
-        )  # fmt: skip
-        self.last: dict[tuple[str, str], tuple[int, bool]] = {}
-        self.published = self.evaluations = self.stale_ticks = 0
-        self.m_published = counter(PUBLISHED, "Changed decisions sent to the scale-decisions topic", registry)
-        self.m_evaluations = counter(EVALUATIONS, "Function decisions computed", registry)
-        self.m_stale = counter(STALE, "Ticks without decisions because the load data was stale", registry)
-
-    def tick(self) -> int:
-        """One round; returns how many changed decisions were published."""
-        now = self.clock_ms()
-        sent = 0
-        functions = active_functions(self.ch, now)  # each with load in the last hour: known
-        if not functions:
-            return 0
-        try:
-            newest = fresh_newest(self.ch, now, self.stale_s)  # once per tick, not per function
-        except Stale as exc:
-            self.stale_ticks += 1
-            self.m_stale.inc()
-            log.warning("no decisions: %s", exc)
-            return 0
-        for tenant, function in functions:
-            rec = decide(self.ch, tenant, function, newest, self.cfg)
-            self.evaluations += 1
-            self.m_evaluations.inc()
-            key = (tenant, function)
-            state = (rec["desired_replicas"], rec["panic"])
-            if self.last.get(key) != state:
-                self.producer.send(self.topic, key=f"{tenant}/{function}".encode(), value=json.dumps(rec).encode())
-                self.last[key] = state
-                sent += 1
-        if sent:
-            self.producer.flush(timeout=10)
-            self.published += sent
-            self.m_published.inc(sent)
-        return sent
-
-    def run(self, stop: threading.Event, status_every_s: float = 30.0) -> None:
-        last_status = time.monotonic()
-        while not stop.wait(self.cfg.tick_s):
-            try:
-                self.tick()
-            except Exception as exc:  # ClickHouse or Kafka away: try again next tick
-                log.error("scale tick failed: %s", exc)
-            if time.monotonic() - last_status >= status_every_s:
-                last_status = time.monotonic()
-                log.info(
-                    "scale: functions=%d evaluations=%d published=%d stale_ticks=%d",
-                    len(self.last), self.evaluations, self.published, self.stale_ticks,
-                )  # fmt: skip

@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from pipeline.kpa import Decision, Kpa, KpaConfig, replay
+from scaling.kpa import Decision, Kpa, KpaConfig, replay
 
 CFG = KpaConfig()
 WARM = CFG.stable_s + CFG.grace_s

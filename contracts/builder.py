@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from sandmeter.wire import Entity, EventKind, SampleBatch
+from contracts.wire import Entity, EventKind, SampleBatch
 
 HOST = 0  # entity index of the node itself
 

@@ -1,0 +1,124 @@
+"""Every name two parts of sandmeter must agree on, defined once and imported everywhere.
+
+Kafka topics, ClickHouse tables, the sample metrics on the wire, the Prometheus metrics each
+service exports, health incident kinds and identifier patterns. Dashboards and alert rules are
+generated from these, so they cannot drift from the code.
+"""
+
+import re
+from typing import Final
+
+# Kafka topics
+TOPIC_SAMPLES: Final = "sandmeter.samples.v1"
+TOPIC_DEADLETTER: Final = "sandmeter.samples.dlq"
+TOPIC_ALERTS: Final = "sandmeter.alerts"
+TOPIC_SCALE: Final = "sandmeter.scale-decisions"
+ALL_TOPICS: Final = (TOPIC_SAMPLES, TOPIC_DEADLETTER, TOPIC_ALERTS, TOPIC_SCALE)
+
+# ClickHouse tables
+T_MIGRATIONS: Final = "sandmeter_migrations"
+T_SAMPLES: Final = "raw_samples"
+T_RAW_SERIES: Final = "raw_series"
+T_USAGE: Final = "usage_intervals"
+T_LIFECYCLE: Final = "sandbox_lifecycle"
+T_HEALTH: Final = "health_events"
+T_LATE: Final = "late_samples"
+T_CHECKPOINTS: Final = "processor_checkpoints"
+T_USAGE_MINUTE: Final = "usage_minute"
+T_USAGE_HOUR: Final = "usage_hour"
+T_API_KEYS: Final = "api_keys"
+T_INVOICES: Final = "invoices"
+T_FUNCTION_LOAD: Final = "function_load"
+
+# Sample metric names on the wire (the collector's own view, before accounting).
+# cgroup v2, summed over the sandbox's pod cgroup and its kata_overhead cgroup.
+M_CG_CPU_USAGE_US: Final = "cgroup_cpu_usage_usec"
+M_CG_CPU_USER_US: Final = "cgroup_cpu_user_usec"
+M_CG_CPU_SYSTEM_US: Final = "cgroup_cpu_system_usec"
+M_CG_MEM_CURRENT: Final = "cgroup_memory_current_bytes"
+M_CG_IO_RBYTES: Final = "cgroup_io_read_bytes"
+M_CG_IO_WBYTES: Final = "cgroup_io_write_bytes"
+M_CG_PRESSURE: Final = "cgroup_pressure"  # sub-labels resource=cpu|memory|io, kind=some|full, item
+# instance spec
+M_SPEC_VCPU_MILLI: Final = "spec_vcpu_millicores"
+M_SPEC_MEM_BYTES: Final = "spec_memory_bytes"
+# /proc of each sandbox's QEMU and virtiofsd; sub-label proc="qemu"|"virtiofsd"
+M_PROC_COUNT: Final = "proc_processes"  # processes found in the sandbox's cgroups
+M_PROC_CPU_TICKS: Final = "proc_cpu_ticks"  # item=utime|stime, USER_HZ ticks
+M_PROC_CTXT: Final = "proc_ctxt_switches"  # item=voluntary|nonvoluntary
+M_PROC_IO: Final = "proc_io_bytes"  # item=rchar|wchar|read_bytes|write_bytes
+M_PROC_THREADS: Final = "proc_threads"  # state=all|D|Z: thread counts
+M_PROC_THREAD_BLOCKED: Final = "proc_thread_blocked"  # one per thread in D state: thread, tid, wchan; value 1
+# host /proc
+M_HOST_CPU_MS: Final = "host_cpu_ms"
+M_HOST_PROCS_BLOCKED: Final = "host_procs_blocked"
+M_HOST_MEMINFO: Final = "host_meminfo_bytes"
+M_HOST_LOAD: Final = "host_load"
+M_HOST_DISK: Final = "host_diskstat"
+M_HOST_PRESSURE: Final = "host_pressure"
+# kata-monitor families keep their own names (kata_hypervisor_*, kata_guest_*, ...)
+M_KATA_NETDEV: Final = "kata_hypervisor_netdev"
+# requests in flight in a sandbox, where something in the stream exports it per sandbox_id
+# (e.g. an agent-side exporter behind kata-monitor); scale recommendations prefer it to CPU
+M_INFLIGHT: Final = "kata_sandbox_inflight_requests"
+
+KATA_HYPERVISOR_PREFIX: Final = "kata_hypervisor_"  # QEMU's own series: missing while it hangs
+# the agent's RPC count by action; the CheckRequest count is the sandbox's heartbeat
+M_KATA_AGENT_RPC_COUNT: Final = "kata_shim_agent_rpc_durations_histogram_milliseconds_count"
+M_KATA_GUEST_DISKSTAT: Final = "kata_guest_diskstat"
+
+# Tenant used when a sandbox carries no tenant: metered, never dropped.
+UNATTRIBUTED: Final = "unattributed"
+
+# Function (workload) names, as scale recommendations and the API know them
+FUNCTION_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+# Health incident kinds (pipeline/health.py decides them, alert rules and the API name them)
+QEMU_HANG: Final = "qemu_hang"
+IO_STALL: Final = "io_stall"
+HOST_DISK_STALL: Final = "host_disk_stall"
+INCIDENT_KINDS: Final = (QEMU_HANG, IO_STALL, HOST_DISK_STALL)
+
+# -- Prometheus metrics each service exports (counters carry their exposed `_total`) ----------
+# sandmeter collect
+COLLECTOR_SCRAPE_SECONDS: Final = "sandmeter_collector_scrape_duration_seconds"
+COLLECTOR_SCRAPE_ERRORS: Final = "sandmeter_collector_scrape_errors_total"
+COLLECTOR_SAMPLES: Final = "sandmeter_collector_samples_total"
+COLLECTOR_BATCHES_SENT: Final = "sandmeter_collector_batches_sent_total"
+COLLECTOR_SEND_ERRORS: Final = "sandmeter_collector_send_errors_total"
+COLLECTOR_SPOOL_DEPTH: Final = "sandmeter_collector_spool_batches"
+COLLECTOR_SPOOL_BYTES: Final = "sandmeter_collector_spool_bytes"
+COLLECTOR_SPOOL_LIMIT: Final = "sandmeter_collector_spool_limit_bytes"
+COLLECTOR_SPOOL_DROPPED: Final = "sandmeter_collector_spool_dropped_total"
+COLLECTOR_WIRE_BYTES: Final = "sandmeter_collector_wire_bytes_total"
+
+# sandmeter process
+PROCESSOR_SAMPLES: Final = "sandmeter_processor_samples_total"
+PROCESSOR_BATCHES: Final = "sandmeter_processor_batches_total"
+PROCESSOR_DLQ: Final = "sandmeter_processor_deadletter_total"
+PROCESSOR_LATE: Final = "sandmeter_processor_late_samples_total"
+PROCESSOR_DUPLICATES: Final = "sandmeter_processor_duplicate_samples_total"
+PROCESSOR_CLAMPED: Final = "sandmeter_processor_clamped_deltas_total"
+PROCESSOR_INSERT_SECONDS: Final = "sandmeter_processor_insert_duration_seconds"
+PROCESSOR_FLUSH_SECONDS: Final = "sandmeter_processor_flush_duration_seconds"
+PROCESSOR_FRESHNESS: Final = "sandmeter_processor_freshness_seconds"
+PROCESSOR_LAG: Final = "sandmeter_processor_consumer_lag"
+PROCESSOR_SERIES: Final = "sandmeter_processor_series"
+PROCESSOR_WRITE_FAILURES: Final = "sandmeter_processor_write_failures_total"
+PROCESSOR_CHECKPOINTS: Final = "sandmeter_processor_checkpoints_total"
+PROCESSOR_CHECKPOINT_SECONDS: Final = "sandmeter_processor_checkpoint_duration_seconds"
+PROCESSOR_EVICTED: Final = "sandmeter_processor_evicted_sandboxes_total"
+PROCESSOR_STATE_BYTES: Final = "sandmeter_processor_state_bytes"
+PROCESSOR_PARTITIONS_DROPPED: Final = "sandmeter_processor_partitions_dropped_total"
+PROCESSOR_ROLLUP_SECONDS: Final = "sandmeter_processor_rollup_duration_seconds"
+HEALTH_INCIDENTS_OPEN: Final = "sandmeter_health_open_incidents"
+HEALTH_INCIDENT: Final = "sandmeter_health_incident_open"  # 1 per open incident, for Alertmanager
+HEALTH_EVENTS: Final = "sandmeter_health_events_total"
+
+# sandmeter api
+API_REQUEST_SECONDS: Final = "sandmeter_api_request_duration_seconds"
+
+# sandmeter scale
+SCALE_PUBLISHED: Final = "sandmeter_scale_decisions_published_total"
+SCALE_EVALUATIONS: Final = "sandmeter_scale_evaluations_total"
+SCALE_STALE: Final = "sandmeter_scale_stale_ticks_total"

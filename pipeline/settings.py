@@ -1,0 +1,41 @@
+"""`sandmeter process` (and `sandmeter migrate`) settings (SANDMETER_PROCESSOR_*)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from contracts.names import TOPIC_ALERTS, TOPIC_DEADLETTER, TOPIC_SAMPLES
+from contracts.settings import ClickHousePart, KafkaPart, LogPart, MetricsPart
+
+
+class ProcessorSettings(KafkaPart, ClickHousePart, MetricsPart, LogPart):
+    """Kafka -> accounting -> ClickHouse."""
+
+    model_config = SettingsConfigDict(env_prefix="SANDMETER_PROCESSOR_", frozen=True)
+
+    topic: str = TOPIC_SAMPLES
+    deadletter_topic: str = TOPIC_DEADLETTER
+    alerts_topic: str = TOPIC_ALERTS
+    group_id: str = "sandmeter-processor"
+    # Tansu (and Kafka) hold a group join for about the session timeout: keep it short.
+    session_timeout_ms: int = 6000
+    # a flush blocked longer than this (ClickHouse away) leaves the group; the checkpoints make
+    # the rejoin safe (docs/operations.md)
+    max_poll_interval_ms: int = Field(300_000, gt=0)
+    flush_max_samples: int = Field(200_000, gt=0)
+    flush_interval_s: float = Field(1.0, gt=0)
+    keep_raw_samples: bool = True
+    # raw-sample days older than this are dropped whole (checked hourly); 0 keeps them all
+    raw_retention_days: int = Field(7, ge=0)
+    # rules naming the function (workload) of each sandbox, for scale recommendations
+    functions_file: Path | None = None
+    # state and offsets go to ClickHouse this often; Kafka offsets are committed after them
+    checkpoint_interval_s: float = Field(10.0, ge=0)
+    # samples this much older than their series' state are late; stopped sandboxes' state is
+    # dropped once they have been silent this long
+    lateness_s: float = Field(600.0, gt=0)
+    max_counter_rate_per_s: float = 1e12
+    metrics_port: int = Field(9465, ge=0, le=65535)

@@ -1,0 +1,74 @@
+"""`sandmeter api`: the billing API (SANDMETER_API_*), and `sandmeter api keys` to manage keys."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from typing import Any
+
+from sandmeter.cli.common import Subparsers
+
+
+def add(sub: Subparsers) -> None:
+    api = sub.add_parser("api", help="run the billing API (SANDMETER_API_*), or manage its keys")
+    api.set_defaults(fn=run)
+    keys = (
+        api.add_subparsers(dest="keys_cmd")
+        .add_parser("keys", help="API keys")
+        .add_subparsers(dest="keys_cmd", required=True)
+    )
+    kc = keys.add_parser("create", help="a key for one tenant (--tenant) or the operator (--operator)")
+    kc.add_argument("--tenant", default="")
+    kc.add_argument("--operator", action="store_true")
+    keys.add_parser("revoke", help="revoke a key by its id").add_argument("key_id")
+    keys.add_parser("list", help="key ids, roles, tenants, state (never the keys)")
+
+
+def run(a: argparse.Namespace) -> int:
+    from billing import ApiSettings, PlanError, create_app
+
+    s = ApiSettings()
+    if getattr(a, "keys_cmd", None):
+        return _keys(a, s.clickhouse())
+    import uvicorn
+
+    try:
+        app = create_app(s, s.clickhouse)
+    except PlanError as exc:
+        print(f"sandmeter api: bad price plan: {exc}", file=sys.stderr)
+        return 2
+    threading.Thread(target=_status, args=(app, s.status_every_s), daemon=True).start()
+    uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level.lower())
+    return 0
+
+
+def _status(app: Any, every_s: float) -> None:
+    log = logging.getLogger("billing.app")
+    while True:
+        time.sleep(every_s)
+        log.info("api: requests=%d errors=%d", app.state.requests, app.state.errors)
+
+
+def _keys(a: argparse.Namespace, ch: Any) -> int:
+    from billing import OPERATOR, TENANT, create_key, list_keys, revoke_key
+
+    if a.keys_cmd == "create":
+        if bool(a.tenant) == a.operator:
+            print("give exactly one of --tenant T or --operator", file=sys.stderr)
+            return 2
+        key_id, key = create_key(ch, OPERATOR if a.operator else TENANT, a.tenant or "")
+        print(f"key id {key_id}; the key (shown once): {key}")
+        return 0
+    if a.keys_cmd == "revoke":
+        if not revoke_key(ch, a.key_id):
+            print(f"no key {a.key_id}", file=sys.stderr)
+            return 1
+        print(f"revoked {a.key_id}")
+        return 0
+    for k in list_keys(ch):
+        state = "revoked" if k["revoked_ms"] else "active"
+        print(f"{k['key_id']}  {k['role']:<8}  {k['tenant'] or '-':<24}  {state}")
+    return 0
