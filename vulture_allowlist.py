@@ -1,0 +1,14 @@
+"""Names vulture cannot see used (`make lint` runs vulture with this file). Each is called by a
+framework or by the test harness, never by our own code; keep the list short."""
+
+from collectors.agent import CollectorAgent
+from collectors.lifecycle import SandboxWatcher
+from collectors.sim.runner import Simulator, _Handler, _KataMonitor
+
+_Handler.do_GET  # http.server dispatches GET here
+_Handler.log_message  # http.server's logging hook, silenced
+_KataMonitor.handle_error  # socketserver's error hook, silenced
+_KataMonitor.daemon_threads  # socketserver reads it
+Simulator.set_cpu_load  # the scaling e2e test drives the simulated load
+CollectorAgent.batches_made  # the delivery e2e test counts the batches made
+SandboxWatcher.event_driven  # the lifecycle test checks which mode the watcher runs in
