@@ -80,6 +80,7 @@ HOST_DISK_STALL: Final = "host_disk_stall"
 INCIDENT_KINDS: Final = (QEMU_HANG, IO_STALL, HOST_DISK_STALL)
 
 # -- Prometheus metrics each service exports (counters carry their exposed `_total`) ----------
+BUILD_INFO: Final = "sandmeter_build_info"  # every service: {service, version, python} = 1
 # sandmeter collect
 COLLECTOR_SCRAPE_SECONDS: Final = "sandmeter_collector_scrape_duration_seconds"
 COLLECTOR_SCRAPE_ERRORS: Final = "sandmeter_collector_scrape_errors_total"

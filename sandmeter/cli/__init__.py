@@ -1,7 +1,7 @@
 """The `sandmeter` command: one subcommand per module of this package.
 
 Settings come from SANDMETER_* environment variables (each service's settings class, built
-here at the entry point and passed down).
+here at the entry point and passed down); `sandmeter <command> --help` lists them.
 """
 
 from __future__ import annotations
@@ -10,15 +10,18 @@ import argparse
 import logging
 import sys
 
+from sandmeter import __version__
 from sandmeter.cli import api, collect, dashboards, demo, migrate, process, scale, simulate, stack
+from sandmeter.cli.common import CliError, ServiceParser
 
 SUBCOMMANDS = (stack, migrate, collect, simulate, process, scale, api, dashboards, demo)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sandmeter", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks on errors")
+    p.add_argument("--version", action="version", version=f"sandmeter {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=ServiceParser)
     for module in SUBCOMMANDS:
         module.add(sub)
     return p
@@ -34,7 +37,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     # the driver logs each refused connection with a traceback; callers report failures themselves
     logging.getLogger("clickhouse_driver").setLevel(logging.ERROR)
-    rc: int = a.fn(a)
+    try:
+        rc: int = a.fn(a)
+    except CliError as exc:
+        print(f"sandmeter {a.cmd}: {exc.message}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if a.verbose:
+            raise
+        print(f"sandmeter {a.cmd}: {type(exc).__name__}: {exc} (run `sandmeter -v {a.cmd}` for the traceback)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return rc
 
 

@@ -9,12 +9,28 @@ import threading
 import time
 from typing import Any
 
-from sandmeter.cli.common import Subparsers
+from contracts.metrics import service_registry
+from contracts.settings import Part
+from sandmeter import __version__
+from sandmeter.cli.common import (
+    SETTINGS_ERROR,
+    CliError,
+    Subparsers,
+    apply_log_level,
+    require_clickhouse,
+    service,
+    settings,
+)
+
+
+def _settings_class() -> type[Part]:
+    from billing import ApiSettings
+
+    return ApiSettings
 
 
 def add(sub: Subparsers) -> None:
-    api = sub.add_parser("api", help="run the billing API (SANDMETER_API_*), or manage its keys")
-    api.set_defaults(fn=run)
+    api = service(sub, "api", "run the billing API (SANDMETER_API_*), or manage its keys", run, _settings_class)
     keys = (
         api.add_subparsers(dest="keys_cmd")
         .add_parser("keys", help="API keys")
@@ -28,18 +44,19 @@ def add(sub: Subparsers) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    from billing import ApiSettings, PlanError, create_app
-
-    s = ApiSettings()
-    if getattr(a, "keys_cmd", None):
-        return _keys(a, s.clickhouse())
     import uvicorn
 
+    from billing import ApiSettings, PlanError, create_app
+
+    s = settings(ApiSettings)
+    apply_log_level(s, a.verbose)
+    if getattr(a, "keys_cmd", None):
+        require_clickhouse(s)
+        return _keys(a, s.clickhouse())
     try:
-        app = create_app(s, s.clickhouse)
+        app = create_app(s, s.clickhouse, registry=service_registry("api", __version__))
     except PlanError as exc:
-        print(f"sandmeter api: bad price plan: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(SETTINGS_ERROR, f"bad price plan: {exc}") from None
     threading.Thread(target=_status, args=(app, s.status_every_s), daemon=True).start()
     uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level.lower())
     return 0
@@ -57,8 +74,7 @@ def _keys(a: argparse.Namespace, ch: Any) -> int:
 
     if a.keys_cmd == "create":
         if bool(a.tenant) == a.operator:
-            print("give exactly one of --tenant T or --operator", file=sys.stderr)
-            return 2
+            raise CliError(SETTINGS_ERROR, "give exactly one of --tenant T or --operator")
         key_id, key = create_key(ch, OPERATOR if a.operator else TENANT, a.tenant or "")
         print(f"key id {key_id}; the key (shown once): {key}")
         return 0

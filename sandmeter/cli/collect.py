@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import argparse
 
-from sandmeter.cli.common import Subparsers, no_args, served_registry, stop_on_signals
+from contracts.settings import Part
+from sandmeter.cli.common import Subparsers, apply_log_level, served_registry, service, settings, stop_on_signals
+
+
+def _settings_class() -> type[Part]:
+    from collectors import CollectorSettings
+
+    return CollectorSettings
 
 
 def add(sub: Subparsers) -> None:
-    no_args(sub, "collect", "run the node collector (SANDMETER_COLLECTOR_*)", run)
+    service(sub, "collect", "run the node collector (SANDMETER_COLLECTOR_*)", run, _settings_class)
 
 
 def run(a: argparse.Namespace) -> int:
     from collectors import CollectorSettings, build_agent, run_agent
 
-    s = CollectorSettings()
-    reg = served_registry(s)
-    agent = build_agent(s, reg)
+    s = settings(CollectorSettings)
+    apply_log_level(s, a.verbose)
+    reg = served_registry(s, "collector")
+    agent = build_agent(s, reg)  # Kafka may be away: batches wait in the spool
     stop = stop_on_signals()
     try:
         run_agent(agent, s.interval_s, stop, s.status_every_s)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sandmeter.cli.common import Subparsers
+from sandmeter.cli.common import SETTINGS_ERROR, CliError, Subparsers
 
 
 def add(sub: Subparsers) -> None:
@@ -16,8 +16,15 @@ def add(sub: Subparsers) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    from billing import PlanError
     from dashboards import write_all
 
-    for p in write_all(a.out, a.plans):
+    try:
+        written = write_all(a.out, a.plans)
+    except PlanError as exc:
+        raise CliError(SETTINGS_ERROR, f"--plans {a.plans}: {exc}") from None
+    except OSError as exc:
+        raise CliError(SETTINGS_ERROR, f"--out {a.out}: {exc.strerror}") from None
+    for p in written:
         print(p)
     return 0

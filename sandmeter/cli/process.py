@@ -4,18 +4,37 @@ from __future__ import annotations
 
 import argparse
 
-from sandmeter.cli.common import Subparsers, no_args, served_registry, stop_on_signals
+from contracts.settings import Part
+from sandmeter.cli.common import (
+    Subparsers,
+    apply_log_level,
+    require_clickhouse,
+    require_kafka,
+    served_registry,
+    service,
+    settings,
+    stop_on_signals,
+)
+
+
+def _settings_class() -> type[Part]:
+    from pipeline import ProcessorSettings
+
+    return ProcessorSettings
 
 
 def add(sub: Subparsers) -> None:
-    no_args(sub, "process", "run the stream processor (SANDMETER_PROCESSOR_*)", run)
+    service(sub, "process", "run the stream processor (SANDMETER_PROCESSOR_*)", run, _settings_class)
 
 
 def run(a: argparse.Namespace) -> int:
     from pipeline import ProcessorSettings, build_processor
 
-    s = ProcessorSettings()
-    reg = served_registry(s)
+    s = settings(ProcessorSettings)
+    apply_log_level(s, a.verbose)
+    require_kafka(s)
+    require_clickhouse(s)
+    reg = served_registry(s, "processor")
     proc = build_processor(s, reg)
     try:
         proc.run(stop_on_signals())

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 from contracts.clock import wall_ms
-from sandmeter.cli.common import Subparsers, no_args, served_registry, stop_on_signals
+from contracts.settings import Part
+from sandmeter.cli.common import (
+    Subparsers,
+    apply_log_level,
+    require_clickhouse,
+    require_kafka,
+    served_registry,
+    service,
+    settings,
+    stop_on_signals,
+)
+
+
+def _settings_class() -> type[Part]:
+    from scaling import ScaleSettings
+
+    return ScaleSettings
 
 
 def add(sub: Subparsers) -> None:
-    no_args(sub, "scale", "publish changed scale decisions to Kafka (SANDMETER_SCALE_*)", run)
+    service(sub, "scale", "publish changed scale decisions to Kafka (SANDMETER_SCALE_*)", run, _settings_class)
 
 
 def run(a: argparse.Namespace) -> int:
@@ -18,9 +33,11 @@ def run(a: argparse.Namespace) -> int:
 
     from scaling import KpaConfig, Publisher, ScaleSettings
 
-    s = ScaleSettings()
-    logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    reg = served_registry(s)
+    s = settings(ScaleSettings)
+    apply_log_level(s, a.verbose)
+    require_kafka(s)
+    require_clickhouse(s)
+    reg = served_registry(s, "scale")
     producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
     pub = Publisher(s.clickhouse(), producer, s.topic, s.stale_s, wall_ms, KpaConfig(), reg)
     pub.run(stop_on_signals(), s.status_every_s)

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from sandmeter.cli.common import Subparsers
+from contracts.settings import Part
+from sandmeter.cli.common import SETTINGS_ERROR, CliError, Subparsers, service, settings
+
+
+def _settings_class() -> type[Part]:
+    from sandmeter.stack import StackSettings
+
+    return StackSettings
 
 
 def add(sub: Subparsers) -> None:
-    p = sub.add_parser("stack", help="start/stop the local broker and ClickHouse (SANDMETER_STACK_*)")
-    p.add_argument("action", choices=["up", "down", "status"])
-    p.set_defaults(fn=run)
+    help_ = "start/stop the local broker and ClickHouse (SANDMETER_STACK_*)"
+    service(sub, "stack", help_, run, _settings_class).add_argument("action", choices=["up", "down", "status"])
 
 
 def run(a: argparse.Namespace) -> int:
     from sandmeter.stack import ServiceError, Stack, StackSettings
 
-    stack = Stack(StackSettings())
+    stack = Stack(settings(StackSettings))
     try:
         if a.action == "up":
             started = stack.up()
@@ -32,6 +37,5 @@ def run(a: argparse.Namespace) -> int:
                 print(f"{s.name:<11} pid={s.pid or '-':<8} port={s.port:<6} {'answering' if s.answering else 'DOWN'}")
             return 0 if ok else 1
     except ServiceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(SETTINGS_ERROR, str(exc)) from None
     return 0

@@ -1,0 +1,141 @@
+"""The CLI's errors are one actionable line (exit 2 for a bad setting, 3 for a dependency that
+does not answer), --help lists each service's variables, and every service exports build and
+process metrics without `_created` series."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+
+from contracts.metrics import counter, service_registry
+from contracts.settings import variables
+from sandmeter.cli.common import CliError, served_registry
+from sandmeter.stack.procs import free_port
+
+
+def sandmeter(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SANDMETER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "sandmeter.cli", *args], env={**clean, **env}, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+
+
+def one_line(r: subprocess.CompletedProcess[str]) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "variable", "value"),
+    [
+        (["stack", "status"], {"SANDMETER_STACK_KAFKA_PORT": "abc"}, "SANDMETER_STACK_KAFKA_PORT", "'abc'"),
+        (["collect"], {"SANDMETER_COLLECTOR_SANDBOX_DIRS": "/run/vc/sbs"}, "SANDMETER_COLLECTOR_SANDBOX_DIRS",
+         "JSON list"),
+        (["process"], {"SANDMETER_PROCESSOR_LOG_LEVEL": "chatty"}, "SANDMETER_PROCESSOR_LOG_LEVEL", "'DEBUG'"),
+        (["scale"], {"SANDMETER_SCALE_CLICKHOUSE_PORT": "70000"}, "SANDMETER_SCALE_CLICKHOUSE_PORT", "65535"),
+    ],
+)  # fmt: skip
+def test_a_bad_setting_is_one_line_naming_the_variable_and_exits_2(
+    args: list[str], env: dict[str, str], variable: str, value: str
+) -> None:
+    r = sandmeter(*args, **env)
+    assert r.returncode == 2, r.stderr
+    line = one_line(r)
+    assert variable in line and value in line, line
+
+
+def test_log_level_is_case_insensitive() -> None:
+    # a lower-case level is a valid setting: the command gets past settings to the dependency check
+    r = sandmeter("migrate", SANDMETER_PROCESSOR_LOG_LEVEL="debug", SANDMETER_PROCESSOR_CLICKHOUSE_PORT="1")
+    assert r.returncode == 3, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "address", "setting"),
+    [
+        (["migrate"], {"SANDMETER_PROCESSOR_CLICKHOUSE_PORT": "{port}"}, "127.0.0.1:{port}",
+         "SANDMETER_PROCESSOR_CLICKHOUSE_PORT"),
+        (["process"], {"SANDMETER_PROCESSOR_KAFKA_BOOTSTRAP": "127.0.0.1:{port}"}, "127.0.0.1:{port}",
+         "SANDMETER_PROCESSOR_KAFKA_BOOTSTRAP"),
+        (["api", "keys", "list"], {"SANDMETER_API_CLICKHOUSE_PORT": "{port}"}, "127.0.0.1:{port}",
+         "SANDMETER_API_CLICKHOUSE_PORT"),
+    ],
+)  # fmt: skip
+def test_a_dependency_down_is_one_line_naming_its_address_and_setting_and_exits_3(
+    args: list[str], env: dict[str, str], address: str, setting: str
+) -> None:
+    port = str(free_port())  # nothing listens there
+    r = sandmeter(*args, **{k: v.format(port=port) for k, v in env.items()})
+    assert r.returncode == 3, r.stderr
+    line = one_line(r)
+    assert address.format(port=port) in line and setting in line, line
+
+
+def test_a_missing_plans_directory_is_a_settings_error(tmp_path: Any) -> None:
+    r = sandmeter("dashboards", "--out", str(tmp_path / "out"), "--plans", str(tmp_path / "none"))
+    assert r.returncode == 2 and "--plans" in one_line(r)
+
+
+def test_an_expected_failure_stays_one_line_with_verbose() -> None:
+    r = sandmeter("-v", "migrate", SANDMETER_PROCESSOR_CLICKHOUSE_PORT=str(free_port()))
+    assert r.returncode == 3  # an expected failure stays one line even with -v
+    assert "Traceback" not in r.stderr
+
+
+def test_help_of_each_service_lists_its_variables_with_defaults() -> None:
+    from collectors import CollectorSettings
+    from pipeline import ProcessorSettings
+
+    for cmd, cls in (("collect", CollectorSettings), ("process", ProcessorSettings)):
+        out = sandmeter(cmd, "--help").stdout
+        for var, default, _ in variables(cls):
+            assert var in out and default in out, (cmd, var)
+    assert "127.0.0.1:19092" in sandmeter("process", "--help").stdout
+
+
+def test_version() -> None:
+    from sandmeter import __version__
+
+    r = sandmeter("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"sandmeter {__version__}"
+
+
+def test_service_registry_has_build_and_process_metrics_and_no_created_series() -> None:
+    reg = service_registry("processor", "9.9.9")
+    counter("sandmeter_test_things_total", "things", reg).inc()
+    text = generate_latest(reg).decode()
+    assert 'sandmeter_build_info{python="' in text and 'service="processor",version="9.9.9"} 1.0' in text
+    assert "process_resident_memory_bytes" in text and "python_info" in text
+    assert "sandmeter_test_things_total 1.0" in text
+    assert "_created" not in text
+
+
+def test_a_taken_metrics_port_names_the_variable() -> None:
+    from pipeline import ProcessorSettings
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        s = ProcessorSettings(metrics_host="127.0.0.1", metrics_port=port)
+        with pytest.raises(CliError) as exc:
+            served_registry(s, "processor")
+    assert exc.value.code == 2 and "SANDMETER_PROCESSOR_METRICS_PORT" in exc.value.message
+
+
+def test_the_registry_is_served() -> None:
+    from pipeline import ProcessorSettings
+
+    port = free_port()
+    served_registry(ProcessorSettings(metrics_host="127.0.0.1", metrics_port=port), "processor")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "sandmeter_build_info" in text
