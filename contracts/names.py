@@ -123,3 +123,6 @@ API_REQUEST_SECONDS: Final = "sandmeter_api_request_duration_seconds"
 SCALE_PUBLISHED: Final = "sandmeter_scale_decisions_published_total"
 SCALE_EVALUATIONS: Final = "sandmeter_scale_evaluations_total"
 SCALE_STALE: Final = "sandmeter_scale_stale_ticks_total"
+SCALE_TICK_FAILURES: Final = "sandmeter_scale_tick_failures_total"  # ClickHouse or Kafka away
+# Unix time of the last tick that decided from fresh data (or had nothing to decide)
+SCALE_LAST_SUCCESS: Final = "sandmeter_scale_last_success_timestamp_seconds"

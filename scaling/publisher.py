@@ -8,7 +8,7 @@ import threading
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from contracts import names as n
 from contracts.metrics import counter
@@ -33,6 +33,13 @@ class Publisher:
         self.m_published = counter(n.SCALE_PUBLISHED, "Changed decisions sent to the scale-decisions topic", registry)
         self.m_evaluations = counter(n.SCALE_EVALUATIONS, "Function decisions computed", registry)
         self.m_stale = counter(n.SCALE_STALE, "Ticks without decisions because the load data was stale", registry)
+        self.m_failures = counter(n.SCALE_TICK_FAILURES, "Ticks that failed (ClickHouse or Kafka away)", registry)
+        self.m_last_success = Gauge(
+            n.SCALE_LAST_SUCCESS, "When a tick last decided from fresh data or had nothing to decide (Unix s)",
+            registry=registry,
+        )  # fmt: skip
+        # from the start: a publisher that never succeeds is stale one alert threshold after it started
+        self.m_last_success.set(clock_ms() / 1000)
 
     def tick(self) -> int:
         """One round; returns how many changed decisions were published."""
@@ -40,6 +47,7 @@ class Publisher:
         sent = 0
         functions = active_functions(self.ch, now)  # each with load in the last hour: known
         if not functions:
+            self.m_last_success.set(now / 1000)  # nothing to decide is a success, not staleness
             return 0
         try:
             newest = fresh_newest(self.ch, now, self.stale_s)  # once per tick, not per function
@@ -62,15 +70,22 @@ class Publisher:
             self.producer.flush(timeout=10)
             self.published += sent
             self.m_published.inc(sent)
+        self.m_last_success.set(now / 1000)
         return sent
+
+    def step(self) -> None:
+        """One tick that never raises: a failure is counted and logged, and the next tick tries again.
+        Failing and stale ticks leave the last-success time behind, which is what alerts."""
+        try:
+            self.tick()
+        except Exception as exc:  # ClickHouse or Kafka away
+            self.m_failures.inc()
+            log.error("scale tick failed: %s", exc)
 
     def run(self, stop: threading.Event, status_every_s: float = 30.0) -> None:
         last_status = time.monotonic()
         while not stop.wait(self.cfg.tick_s):
-            try:
-                self.tick()
-            except Exception as exc:  # ClickHouse or Kafka away: try again next tick
-                log.error("scale tick failed: %s", exc)
+            self.step()
             if time.monotonic() - last_status >= status_every_s:
                 last_status = time.monotonic()
                 log.info(

@@ -106,3 +106,41 @@ def test_publisher_sends_only_changed_decisions(db: tuple[str, Any]) -> None:
     assert pub.tick() == 1 and len(prod.sent) == 2
     clock[0] = NOW + 60_000
     assert pub.tick() == 0 and pub.stale_ticks == 1  # stale: nothing published, no zero
+
+
+class Down:
+    """A ClickHouse connection to a server that went away."""
+
+    def execute(self, *_a: Any, **_k: Any) -> Any:
+        raise ConnectionRefusedError("Connection refused")
+
+
+def test_a_failing_tick_is_counted_and_leaves_the_last_success_behind() -> None:
+    reg = CollectorRegistry()
+    clock = [NOW]
+    pub = Publisher(Down(), Producer(), "decisions", 15, lambda: clock[0], KpaConfig(), reg)
+    assert reg.get_sample_value(n.SCALE_LAST_SUCCESS) == NOW / 1000  # the start counts as the last success
+    clock[0] = NOW + 5000
+    pub.step()  # never raises: the next tick tries again
+    pub.step()
+    assert reg.get_sample_value(n.SCALE_TICK_FAILURES) == 2
+    assert reg.get_sample_value(n.SCALE_LAST_SUCCESS) == NOW / 1000
+
+
+@pytest.mark.clickhouse
+def test_last_success_moves_on_fresh_or_empty_ticks_and_stands_still_on_stale_ones(db: tuple[str, Any]) -> None:
+    _, ch = db
+    reg = CollectorRegistry()
+    clock = [NOW]
+    pub = Publisher(ch, Producer(), "decisions", 15, lambda: clock[0], KpaConfig(), reg)
+    clock[0] = NOW + 1000
+    pub.step()  # no function has load yet: nothing to decide is a success
+    assert reg.get_sample_value(n.SCALE_LAST_SUCCESS) == (NOW + 1000) / 1000
+    insert(ch, rows("fn", 2, 160, 0.2))
+    clock[0] = NOW + 2000
+    pub.step()
+    assert reg.get_sample_value(n.SCALE_LAST_SUCCESS) == (NOW + 2000) / 1000
+    clock[0] = NOW + 60_000  # the load data is 60 s old, beyond stale_s
+    pub.step()
+    assert reg.get_sample_value(n.SCALE_LAST_SUCCESS) == (NOW + 2000) / 1000
+    assert reg.get_sample_value(n.SCALE_STALE) == 1 and reg.get_sample_value(n.SCALE_TICK_FAILURES) == 0
