@@ -1,4 +1,5 @@
-"""`sandmeter dashboards --out DIR`: Grafana dashboards, provisioning and Prometheus rules.
+"""`sandmeter dashboards --out DIR`: Grafana dashboards and provisioning, Prometheus config and
+rules, the Alertmanager config.
 
 Table, column, metric and label names are imported from the modules that define them, so a
 rename breaks the tests instead of a dashboard. ClickHouse panels use the
@@ -22,7 +23,7 @@ from billing import PlanBook, load_book
 from contracts import names as n
 from contracts.quantities import GIB, PLAN_METRIC
 from contracts.wire import sub_label
-from dashboards import rules
+from dashboards import alerting, rules
 
 CH_UID = "clickhouse"
 PROM_UID = "prometheus"
@@ -338,7 +339,7 @@ def provisioning(
     }
 
 
-def files(plans: Path = DEFAULT_PLANS) -> dict[str, str]:
+def files(plans: Path = DEFAULT_PLANS, webhook_url: str = alerting.DEFAULT_WEBHOOK_URL) -> dict[str, str]:
     """Every generated file, by path relative to the output directory."""
     out = {
         f"grafana/dashboards/{name}.json": json.dumps(dashboard_json(name, plans), indent=2, sort_keys=True) + "\n"
@@ -346,13 +347,14 @@ def files(plans: Path = DEFAULT_PLANS) -> dict[str, str]:
     }
     out.update(provisioning())
     out["prometheus/rules/sandmeter.rules.yml"] = rules.rules_yaml()
-    out["prometheus/prometheus.yml"] = rules.prometheus_yaml()
+    out["prometheus/prometheus.yml"] = alerting.prometheus_yaml()
+    out["alertmanager/alertmanager.yml"] = alerting.alertmanager_yaml(webhook_url)
     return out
 
 
-def write_all(out: Path, plans: Path = DEFAULT_PLANS) -> list[Path]:
+def write_all(out: Path, plans: Path = DEFAULT_PLANS, webhook_url: str = alerting.DEFAULT_WEBHOOK_URL) -> list[Path]:
     written = []
-    for rel, text in files(plans).items():
+    for rel, text in files(plans, webhook_url).items():
         p = out / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)

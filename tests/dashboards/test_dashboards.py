@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 from grafana_macros import render_sql, targets
 
+from dashboards import alerting
 from dashboards import generate as g
-from dashboards import rules
 
 ROOT = Path(__file__).resolve().parents[2]
 MACROS = {"__fromTime", "__toTime", "__interval_s", "__all"}
@@ -46,15 +46,24 @@ def test_the_committed_deploy_directory_is_what_the_code_generates() -> None:
 
 def test_compose_mounts_the_generated_dashboards_provisioning_and_rules() -> None:
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    mounts = {v.split(":")[0]: v.split(":")[1] for s in ("grafana", "prometheus") for v in services[s]["volumes"]}
+    mounts = {
+        v.split(":")[0]: v.split(":")[1]
+        for s in ("grafana", "prometheus", "alertmanager")
+        for v in services[s]["volumes"]
+    }
     assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
     assert mounts["./deploy/grafana/dashboards"] == "/var/lib/grafana/dashboards"
     assert mounts["./deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
     assert mounts["./deploy/prometheus/rules"] == "/etc/prometheus/rules"
+    assert mounts["./deploy/alertmanager/alertmanager.yml"] == "/etc/alertmanager/alertmanager.yml"
     provider = yaml.safe_load(g.provisioning()["grafana/provisioning/dashboards/sandmeter.yaml"])
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
-    prom = yaml.safe_load(rules.prometheus_yaml())
+    prom = yaml.safe_load(alerting.prometheus_yaml())
     assert prom["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+    am = prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0]
+    assert am.split(":")[0] == "alertmanager" and any(
+        p.endswith(":" + am.split(":")[1]) for p in services["alertmanager"]["ports"]
+    )
     assert "grafana-clickhouse-datasource" in services["grafana"]["environment"]["GF_INSTALL_PLUGINS"]
 
 
