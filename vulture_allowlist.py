@@ -4,10 +4,12 @@ framework or by the test harness, never by our own code; keep the list short."""
 from collectors.agent import CollectorAgent
 from collectors.lifecycle import SandboxWatcher
 from collectors.sim.runner import Simulator, _Handler, _KataMonitor
+from sandmeter.stack import receiver
 
 _Handler.do_GET  # http.server dispatches GET here
 _Handler.log_message  # http.server's logging hook, silenced
 _KataMonitor.handle_error  # socketserver's error hook, silenced
+receiver._Handler.do_POST  # http.server dispatches Alertmanager's webhook POSTs here
 _KataMonitor.daemon_threads  # socketserver reads it
 Simulator.set_cpu_load  # the scaling e2e test drives the simulated load
 CollectorAgent.batches_made  # the delivery e2e test counts the batches made

@@ -4,7 +4,9 @@ set -euo pipefail
 need=()
 command -v clickhouse-server >/dev/null || need+=(clickhouse-server)
 command -v clickhouse-client >/dev/null || need+=(clickhouse-client)
-command -v promtool >/dev/null || need+=(prometheus)
+command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
+# Debian calls Alertmanager prometheus-alertmanager; amtool comes with it
+command -v prometheus-alertmanager >/dev/null && command -v amtool >/dev/null || need+=(prometheus-alertmanager)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi

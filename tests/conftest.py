@@ -15,20 +15,38 @@ import pytest
 from support import private_db
 
 from contracts.clock import wall_ms
-from sandmeter.stack import Stack, StackSettings
+from sandmeter.stack import AlertReceiver, Stack, StackSettings
 from sandmeter.stack.procs import free_port
 
 SERVICE_MARKERS = {"kafka", "clickhouse", "e2e"}
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def alert_receiver() -> Iterator[AlertReceiver]:
+    """The webhook the session stack's Alertmanager posts every notification to."""
+    r = AlertReceiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, alert_receiver: AlertReceiver) -> Iterator[Stack]:
+    """Broker, ClickHouse, Prometheus and Alertmanager. Alerting runs at test speed: scrapes and
+    rule evaluations every second, notifications at once, every `for:` capped at 2 s (the rule
+    setting; the expressions are the production ones)."""
     s = Stack(
         StackSettings(
             state_dir=tmp_path_factory.mktemp("stack"),
             kafka_port=free_port(),
             clickhouse_tcp_port=free_port(),
             clickhouse_http_port=free_port(),
+            prometheus_port=free_port(),
+            alertmanager_port=free_port(),
+            alert_webhook_url=alert_receiver.url,
+            scrape_interval_s=1,
+            alert_group_wait_s=0,
+            alert_group_interval_s=1,
+            alert_for_max_s=2,
         )
     )
     s.up()

@@ -1,11 +1,16 @@
-"""`sandmeter stack up|down|status`: the local broker and ClickHouse (SANDMETER_STACK_*)."""
+"""`sandmeter stack up|down|status|watch`: the local broker, ClickHouse, Prometheus and
+Alertmanager (SANDMETER_STACK_*)."""
 
 from __future__ import annotations
 
 import argparse
+import re
+from typing import Any
 
 from contracts.settings import Part
 from sandmeter.cli.common import SETTINGS_ERROR, CliError, Subparsers, service, settings
+
+WATCH_ARG = re.compile(r"(processor|collector|api|scale)(?::([A-Za-z0-9._-]+))?=(\d{1,5})")
 
 
 def _settings_class() -> type[Part]:
@@ -15,27 +20,63 @@ def _settings_class() -> type[Part]:
 
 
 def add(sub: Subparsers) -> None:
-    help_ = "start/stop the local broker and ClickHouse (SANDMETER_STACK_*)"
-    service(sub, "stack", help_, run, _settings_class).add_argument("action", choices=["up", "down", "status"])
+    help_ = "start/stop the local broker, ClickHouse, Prometheus and Alertmanager (SANDMETER_STACK_*)"
+    p = service(sub, "stack", help_, run, _settings_class)
+    p.add_argument("action", choices=["up", "down", "status", "watch"])
+    p.add_argument(
+        "targets",
+        nargs="*",
+        metavar="SERVICE[:NODE]=PORT",
+        help="watch: the services Prometheus scrapes on 127.0.0.1, e.g. processor=9465 api=8080 scale=9466 "
+        "collector:node-local=9464 (none: stop watching)",
+    )
+
+
+def _targets(args: list[str]) -> dict[str, list[Any]]:
+    from dashboards import API_JOB, COLLECTOR_JOB, PROCESSOR_JOB, SCALE_JOB
+    from sandmeter.stack import Target
+
+    jobs = {"processor": PROCESSOR_JOB, "collector": COLLECTOR_JOB, "api": API_JOB, "scale": SCALE_JOB}
+    out: dict[str, list[Any]] = {}
+    for arg in args:
+        m = WATCH_ARG.fullmatch(arg)
+        if not m or not 0 < int(m[3]) < 65536 or (m[2] is not None) != (m[1] == "collector"):
+            raise CliError(SETTINGS_ERROR, f"{arg!r}: expected SERVICE=PORT, or collector:NODE=PORT for a collector")
+        out.setdefault(jobs[m[1]], []).append(Target(int(m[3]), m[2]))
+    return out
 
 
 def run(a: argparse.Namespace) -> int:
     from sandmeter.stack import ServiceError, Stack, StackSettings
 
+    if a.targets and a.action != "watch":
+        raise CliError(SETTINGS_ERROR, f"`stack {a.action}` takes no targets")
     stack = Stack(settings(StackSettings))
     try:
         if a.action == "up":
             started = stack.up()
             print(f"started: {', '.join(started) or 'nothing (already running)'}; kafka {stack.kafka_bootstrap}, "
                   f"clickhouse 127.0.0.1:{stack.settings.clickhouse_tcp_port}")  # fmt: skip
+            if stack.alerting:
+                print(f"prometheus {stack.alerting.prometheus_url}, alertmanager {stack.alerting.alertmanager_url}")
         elif a.action == "down":
             print(f"stopped: {', '.join(stack.down()) or 'nothing was running'}")
+        elif a.action == "watch":
+            stack.watch(_targets(a.targets))
+            print(f"watching: {_describe(stack)}")
         else:
             ok = True
             for s in stack.status():
                 ok &= s.answering
-                print(f"{s.name:<11} pid={s.pid or '-':<8} port={s.port:<6} {'answering' if s.answering else 'DOWN'}")
+                print(f"{s.name:<12} pid={s.pid or '-':<8} port={s.port:<6} {'answering' if s.answering else 'DOWN'}")
+            if stack.alerting:
+                print(f"watching: {_describe(stack)}")
             return 0 if ok else 1
     except ServiceError as exc:
         raise CliError(SETTINGS_ERROR, str(exc)) from None
     return 0
+
+
+def _describe(stack: Any) -> str:
+    watched = stack.alerting.watched()
+    return ", ".join(f"{job} {[t.port for t in ts]}" for job, ts in watched.items()) or "nothing"

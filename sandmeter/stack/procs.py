@@ -62,6 +62,13 @@ class ManagedProcess:
     state_dir: Path
     ports: Sequence[int]
     ready: Callable[[], bool]
+    # what must appear in the pid's command line for it to be ours (default: argv[0]'s name);
+    # "prometheus" also appears in prometheus-alertmanager's, so those two pass their config path
+    marker: str = ""
+
+    @property
+    def _marker(self) -> str:
+        return self.marker or Path(self.argv[0]).name
 
     @property
     def pidfile(self) -> Path:
@@ -76,7 +83,7 @@ class ManagedProcess:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid, Path(self.argv[0]).name) else None
+        return pid if _alive(pid, self._marker) else None
 
     def start(self, timeout_s: float) -> bool:
         """Starts the process unless it already runs; returns True when it started it."""
@@ -117,10 +124,10 @@ class ManagedProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _alive(pid, Path(self.argv[0]).name):
+        while time.monotonic() < deadline and _alive(pid, self._marker):
             _reap(pid)
             time.sleep(0.1)
-        if _alive(pid, Path(self.argv[0]).name):
+        if _alive(pid, self._marker):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
             time.sleep(0.2)

@@ -1,16 +1,18 @@
-"""Starts, checks and stops the broker and ClickHouse described by a StackSettings."""
+"""Starts, checks and stops the broker, ClickHouse, Prometheus and Alertmanager described by a
+StackSettings."""
 
 from __future__ import annotations
 
 import contextlib
 import shutil
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 from contracts.names import ALL_TOPICS
+from sandmeter.stack.alerting import Alerting, Target
 from sandmeter.stack.procs import ManagedProcess, ServiceError
 from sandmeter.stack.settings import StackSettings
 
@@ -178,6 +180,7 @@ class Stack:
             ready=lambda: _clickhouse_answers(s.clickhouse_tcp_port),
         )
         self._ch_root = ch_root
+        self.alerting = Alerting(s, self.dir) if s.alerting else None
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -195,14 +198,25 @@ class Stack:
         try:
             if self.clickhouse.start(self.settings.start_timeout_s):
                 started.append("clickhouse")
+            if self.alerting:
+                started += self.alerting.start(self.settings.start_timeout_s)
         except ServiceError:
-            if "broker" in started:
-                self.broker.stop()
+            for p in (self.clickhouse, self.broker):
+                if p.name in started:
+                    p.stop()
             raise
         return started
 
     def down(self) -> list[str]:
-        return [p.name for p in (self.clickhouse, self.broker) if p.stop()]
+        stopped = self.alerting.stop() if self.alerting else []
+        return stopped + [p.name for p in (self.clickhouse, self.broker) if p.stop()]
+
+    def watch(self, targets: Mapping[str, Sequence[Target]]) -> None:
+        """Prometheus scrapes exactly these services (job -> targets) and loads their alerts
+        once it has scraped them; `{}` watches nothing (see sandmeter.stack.alerting)."""
+        if self.alerting is None:
+            raise ServiceError("alerting is off (SANDMETER_STACK_ALERTING=false): nothing scrapes")
+        self.alerting.watch(targets, self.settings.start_timeout_s)
 
     def status(self) -> list[ServiceStatus]:
         s = self.settings
@@ -213,5 +227,9 @@ class Stack:
                 self.clickhouse.pid(),
                 s.clickhouse_tcp_port,
                 _clickhouse_answers(s.clickhouse_tcp_port),
+            ),
+            *(
+                ServiceStatus(p.name, p.pid(), p.ports[0], p.ready())
+                for p in ((self.alerting.alertmanager, self.alerting.prometheus) if self.alerting else ())
             ),
         ]

@@ -14,8 +14,11 @@ from sandmeter.stack.procs import free_port
 def test_up_twice_starts_nothing_new_and_status_answers(stack: Stack) -> None:
     assert stack.up() == []
     status = {s.name: s for s in stack.status()}
-    assert status["broker"].answering and status["clickhouse"].answering
+    assert set(status) == {"broker", "clickhouse", "prometheus", "alertmanager"}
+    assert all(s.answering and s.pid for s in status.values()), status
     assert status["broker"].pid == stack.broker.pid()
+    assert stack.alerting is not None
+    assert status["prometheus"].pid == stack.alerting.prometheus.pid() != status["alertmanager"].pid
 
 
 @pytest.mark.kafka
