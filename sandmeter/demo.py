@@ -1,8 +1,10 @@
 """`sandmeter demo`: the walking skeleton on the local stack.
 
 simulator -> collectors -> Kafka -> processor -> ClickHouse -> billing API, for about a
-minute; then it drains the fleet, prints each tenant's usage as the API reports it beside
-the simulator's ground truth, writes the dashboards and stops everything it started.
+minute, watched by the stack's Prometheus and Alertmanager, with one QEMU hang injected; then
+it drains the fleet, prints each tenant's usage as the API reports it beside the simulator's
+ground truth, then the hang's alert as Alertmanager delivered it to a webhook, writes the
+dashboards and stops everything it started.
 """
 
 from __future__ import annotations
@@ -19,20 +21,23 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, start_http_server
 
 from billing import ApiSettings
 from collectors import CollectorAgent, CollectorSettings
-from collectors.sim import FleetSpec
+from collectors.sim import FaultSpec, FleetSpec
 from contracts.clock import wall_ms
-from contracts.names import COLLECTOR_BATCHES_SENT, COLLECTOR_SAMPLES, COLLECTOR_WIRE_BYTES
+from contracts.names import COLLECTOR_BATCHES_SENT, COLLECTOR_SAMPLES, COLLECTOR_WIRE_BYTES, QEMU_HANG
+from dashboards import API_JOB, COLLECTOR_JOB, PROCESSOR_JOB
 from pipeline import ProcessorSettings
-from sandmeter.stack import Stack, StackSettings, create_topics
+from sandmeter.stack import AlertReceiver, Delivery, Stack, StackSettings, Target, create_topics
 from sandmeter.stack.procs import free_port
 
 log = logging.getLogger("sandmeter.demo")
 GIB = Decimal(1 << 30)
 PLANS = Path(__file__).resolve().parents[1] / "plans"  # the repository's example price plans
+HANG = FaultSpec(QEMU_HANG, at_s=5, node=0)  # until the drain; detected ~30 s later (hysteresis)
+HANG_ALERT = "SandmeterQemuHang"
 
 
 @dataclass
@@ -45,6 +50,7 @@ class DemoResult:
     batches_sent: int
     dlq: int
     dashboards: list[Path] = field(default_factory=list)
+    alerts: list[Delivery] = field(default_factory=list)  # what Alertmanager delivered, in order
 
 
 def _total(agents: Sequence[CollectorAgent], metric: str) -> int:
@@ -72,10 +78,25 @@ def serve_api(settings: ApiSettings, ch_factory: Any) -> Iterator[str]:
         t.join(timeout=10)
 
 
-def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, interval_s: float = 1.0) -> DemoResult:
-    """Runs every component against an already-started stack; used by the demo and e2e test."""
+def _serve(registry: CollectorRegistry) -> Any:
+    """A registry on its own /metrics port, as `sandmeter collect|process` serve theirs."""
+    return start_http_server(0, addr="127.0.0.1", registry=registry)[0]
+
+
+def _hang_alert(alerts: AlertReceiver | None, status: str = "firing") -> Delivery | None:
+    return alerts.wait(lambda d: d.name == HANG_ALERT and d.status == status, 0) if alerts else None
+
+
+def run_pipeline(
+    stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, interval_s: float = 1.0,
+    alerts: AlertReceiver | None = None,
+) -> DemoResult:  # fmt: skip
+    """Runs every component against an already-started stack; used by the demo and e2e test.
+    With `alerts` (the webhook the stack's Alertmanager posts to) the stack's Prometheus
+    watches every service meanwhile, and a hang in `spec` is waited for until it is alerted."""
     import httpx
 
+    from billing import OPERATOR, create_key
     from collectors import build_agent, run_agent, wait_for_stops
     from collectors.sim import Simulator
     from contracts.clickhouse import client
@@ -105,8 +126,7 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
             spool_dir=workdir / "spool",
             spool_fsync=False,
         )
-        reg = CollectorRegistry()
-        agent = build_agent(cs, reg)
+        agent = build_agent(cs, CollectorRegistry())
         sink = agent.sink
         agents.append(agent)
         sinks.append(sink)
@@ -116,57 +136,80 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
         kafka_bootstrap=stack.kafka_bootstrap, clickhouse_port=st.clickhouse_tcp_port, metrics_port=0,
         status_every_s=15.0,
     )  # fmt: skip
-    proc = build_processor(ps, CollectorRegistry())
+    proc_registry = CollectorRegistry()
+    proc = build_processor(ps, proc_registry)
     pth = threading.Thread(target=proc.run, args=(stop_process,), name="processor", daemon=True)
     for th in (*threads, pth):
         th.start()
-    t0 = time.monotonic()
-    while (elapsed := time.monotonic() - t0) < seconds:
-        time.sleep(min(10.0, seconds - elapsed))
-        sent = _total(agents, COLLECTOR_BATCHES_SENT)
-        print(f"  [{time.monotonic() - t0:5.1f}s] batches sent={sent} processed={proc.total_batches} "
-              f"samples written={proc.total_samples}", flush=True)  # fmt: skip
-    sim.drain()
-    if not wait_for_stops(agents, 30):  # the watchers see the stops and queue the final samples
-        log.warning("some sandbox stops were not seen within 30 s")
-    stop_collect.set()
-    for th in threads:
-        th.join(timeout=10)
-    for a in agents:
-        a.close()
-    for s in sinks:
-        s.close(timeout_s=30)
-    sent = _total(agents, COLLECTOR_BATCHES_SENT)
-    deadline = time.monotonic() + 60
-    while proc.total_batches + proc.total_dlq < sent and time.monotonic() < deadline:
-        time.sleep(0.2)
-    stop_process.set()
-    pth.join(timeout=30)
-    proc.close()
-    truth = sim.stop()
-
-    from billing import OPERATOR, create_key
-
     api_settings = ApiSettings(port=free_port(), clickhouse_port=st.clickhouse_tcp_port, plans_dir=PLANS)
-    key = create_key(client("127.0.0.1", st.clickhouse_tcp_port, "default"), OPERATOR)[1]
-    totals: dict[str, dict[str, Decimal]] = {}
-    invoices: dict[str, str] = {}
-    frm = "2000-01-01T00:00:00.000Z"
-    to = "2100-01-01T00:00:00.000Z"
-    with (
-        serve_api(api_settings, lambda: client("127.0.0.1", st.clickhouse_tcp_port, "default")) as url,
-        httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as http,
-    ):
-        r = http.get("/v1/tenants", params={"from": frm, "to": to})
-        r.raise_for_status()
-        for tenant in r.json()["tenants"]:
-            u = http.get(f"/v1/tenants/{tenant}/usage", params={"from": frm, "to": to, "granularity": "day"})
-            u.raise_for_status()
-            totals[tenant] = {k: Decimal(v) for k, v in u.json()["totals"].items()}
-            month = time.strftime("%Y-%m", time.gmtime())
-            inv = http.get(f"/v1/tenants/{tenant}/invoices/{month}")
-            inv.raise_for_status()
-            invoices[tenant] = f"{inv.json()['total']} {inv.json()['currency']} ({inv.json()['status']})"
+
+    def ch_factory() -> Any:
+        return client("127.0.0.1", st.clickhouse_tcp_port, "default")
+
+    t0 = time.monotonic()
+    with contextlib.ExitStack() as running:
+        url = running.enter_context(serve_api(api_settings, ch_factory))
+        if alerts is not None:
+            servers = {a.node: _serve(a.registry) for a in agents}
+            proc_server = _serve(proc_registry)
+            for srv in (*servers.values(), proc_server):
+                running.callback(srv.shutdown)
+            running.callback(stack.watch, {})  # unwatched before the services stop serving
+            stack.watch({
+                PROCESSOR_JOB: [Target(proc_server.server_port)],
+                COLLECTOR_JOB: [Target(srv.server_port, node) for node, srv in servers.items()],
+                API_JOB: [Target(api_settings.port)],
+            })  # fmt: skip
+            print(f"  [{time.monotonic() - t0:5.1f}s] Prometheus scrapes every service; alerts armed", flush=True)
+        while (elapsed := time.monotonic() - t0) < seconds:
+            time.sleep(min(10.0, seconds - elapsed))
+            sent = _total(agents, COLLECTOR_BATCHES_SENT)
+            delivered = f" alerts delivered={len(alerts.deliveries())}" if alerts else ""
+            print(f"  [{time.monotonic() - t0:5.1f}s] batches sent={sent} processed={proc.total_batches} "
+                  f"samples written={proc.total_samples}{delivered}", flush=True)  # fmt: skip
+        hang = next((f for f in spec.faults if f.kind == QEMU_HANG), None)
+        if alerts is not None and hang is not None and _hang_alert(alerts) is None:
+            wait_s = max(0.0, hang.at_s + 75 - (time.monotonic() - t0))  # detection takes ~30 s
+            print(f"  waiting up to {wait_s:.0f} s for the hang's alert ...", flush=True)
+            alerts.wait(lambda d: d.name == HANG_ALERT and d.status == "firing", wait_s)
+        sim.drain()
+        if not wait_for_stops(agents, 30):  # the watchers see the stops and queue the final samples
+            log.warning("some sandbox stops were not seen within 30 s")
+        stop_collect.set()
+        for th in threads:
+            th.join(timeout=10)
+        for a in agents:
+            a.close()
+        for s in sinks:
+            s.close(timeout_s=30)
+        sent = _total(agents, COLLECTOR_BATCHES_SENT)
+        deadline = time.monotonic() + 60
+        while proc.total_batches + proc.total_dlq < sent and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _hang_alert(alerts) is not None and alerts is not None:
+            # the hung sandbox stopped: its incident closed, and the alert resolves
+            alerts.wait(lambda d: d.name == HANG_ALERT and d.status == "resolved", 15)
+        stop_process.set()
+        pth.join(timeout=30)
+        proc.close()
+        truth = sim.stop()
+
+        key = create_key(ch_factory(), OPERATOR)[1]
+        totals: dict[str, dict[str, Decimal]] = {}
+        invoices: dict[str, str] = {}
+        frm = "2000-01-01T00:00:00.000Z"
+        to = "2100-01-01T00:00:00.000Z"
+        with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as http:
+            r = http.get("/v1/tenants", params={"from": frm, "to": to})
+            r.raise_for_status()
+            for tenant in r.json()["tenants"]:
+                u = http.get(f"/v1/tenants/{tenant}/usage", params={"from": frm, "to": to, "granularity": "day"})
+                u.raise_for_status()
+                totals[tenant] = {k: Decimal(v) for k, v in u.json()["totals"].items()}
+                month = time.strftime("%Y-%m", time.gmtime())
+                inv = http.get(f"/v1/tenants/{tenant}/invoices/{month}")
+                inv.raise_for_status()
+                invoices[tenant] = f"{inv.json()['total']} {inv.json()['currency']} ({inv.json()['status']})"
     dash = write_all(workdir / "grafana", PLANS)
     return DemoResult(
         api_totals=totals,
@@ -177,6 +220,7 @@ def run_pipeline(stack: Stack, seconds: float, spec: FleetSpec, workdir: Path, i
         batches_sent=sent,
         dlq=proc.total_dlq,
         dashboards=dash,
+        alerts=alerts.deliveries() if alerts else [],
     )
 
 
@@ -196,24 +240,55 @@ def format_table(res: DemoResult) -> str:
     return "\n".join(lines)
 
 
+def format_alerts(res: DemoResult) -> str:
+    """The hang's alert as Alertmanager delivered it, when it came, and everything else delivered."""
+    hang = next((f for f in res.truth["faults"] if f["kind"] == QEMU_HANG), None)
+    fired = next((d for d in res.alerts if d.name == HANG_ALERT and d.status == "firing"), None)
+    if hang is None or fired is None:
+        return "no QEMU hang alert reached the webhook (a hang is detected ~30 s after it starts: run longer?)"
+    lines = [
+        f"the injected QEMU hang (sandbox {hang['sandbox_id']} of {hang['tenant']} on {hang['node']}) as Alertmanager "
+        f"delivered it to the webhook (receiver {fired.receiver}), {fired.at - hang['start_ms'] / 1000:.1f} s after "
+        "it began:",
+        json.dumps(fired.alert, indent=2),
+    ]
+    resolved = next((d for d in res.alerts if d.name == HANG_ALERT and d.status == "resolved"), None)
+    if resolved is not None and hang["end_ms"] is not None:
+        lines.append(f"resolved at the webhook {resolved.at - hang['end_ms'] / 1000:.1f} s after the sandbox stopped")
+    others = sorted({f"{d.name} ({d.status})" for d in res.alerts if d.name != HANG_ALERT})
+    lines.append(f"other alerts delivered: {', '.join(others) or 'none'}")
+    return "\n".join(lines)
+
+
 def main(seconds: float, nodes: int, sandboxes: int, tenants: int, out: Path) -> int:
     t0 = time.monotonic()
     state = Path(tempfile.mkdtemp(prefix="sandmeter-demo-"))
+    receiver = AlertReceiver()
     stack = Stack(
         StackSettings(
             state_dir=state / "stack",
             kafka_port=free_port(),
             clickhouse_tcp_port=free_port(),
             clickhouse_http_port=free_port(),
+            prometheus_port=free_port(),
+            alertmanager_port=free_port(),
+            alert_webhook_url=receiver.url,
+            # the production rules, `for:` included; only scraping and notifying go faster
+            scrape_interval_s=1,
+            alert_group_wait_s=0,
+            alert_group_interval_s=1,
         )
     )
     print(f"starting the local stack in {state} ...", flush=True)
     stack.up()
     try:
-        print(f"running {nodes} nodes, {sandboxes} sandboxes, {tenants} tenants for {seconds:.0f} s", flush=True)
-        res = run_pipeline(stack, seconds, FleetSpec(nodes=nodes, sandboxes=sandboxes, tenants=tenants), state)
+        print(f"running {nodes} nodes, {sandboxes} sandboxes, {tenants} tenants for {seconds:.0f} s; "
+              f"a QEMU hang is injected on node {HANG.node} at {HANG.at_s:.0f} s", flush=True)  # fmt: skip
+        spec = FleetSpec(nodes=nodes, sandboxes=sandboxes, tenants=tenants, faults=(HANG,))
+        res = run_pipeline(stack, seconds, spec, state, alerts=receiver)
     finally:
         stack.down()
+        receiver.close()
     out.mkdir(parents=True, exist_ok=True)
     for p in res.dashboards:
         target = out / p.relative_to(state / "grafana")
@@ -223,14 +298,16 @@ def main(seconds: float, nodes: int, sandboxes: int, tenants: int, out: Path) ->
     print(format_table(res))
     print(
         f"\nwire: {res.samples} samples in {res.batches_sent} batches, {res.wire_bytes} bytes "
-        f"= {res.wire_bytes / max(1, res.samples):.2f} bytes/sample; dead-lettered: {res.dlq}"
+        f"= {res.wire_bytes / max(1, res.samples):.2f} bytes/sample; dead-lettered: {res.dlq}\n"
     )
-    print(f"dashboards, provisioning and alert rules written to {out}/; wall time {time.monotonic() - t0:.1f} s")
+    print(format_alerts(res))
+    print(f"\ndashboards, provisioning and alert rules written to {out}/; wall time {time.monotonic() - t0:.1f} s")
     (out / "demo-result.json").write_text(
         json.dumps(
             {
                 "api_totals": {t: {k: str(v) for k, v in m.items()} for t, m in res.api_totals.items()},
                 "truth_tenants": res.truth["tenants"],
+                "alerts": [{"at": d.at, "receiver": d.receiver, **d.alert} for d in res.alerts],
             },
             indent=2,
         )

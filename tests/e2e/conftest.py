@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import urllib.request
@@ -11,20 +12,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import Children, Collectors
 from prometheus_client import CollectorRegistry, start_http_server
 from support import private_db
 
-from collectors.agent import CollectorAgent, build_agent, run_agent, wait_for_stops
+from billing import ApiSettings
+from collectors.agent import CollectorAgent, build_agent, run_agent
 from collectors.settings import CollectorSettings
 from collectors.sim.model import FaultSpec, FleetSpec
 from collectors.sim.runner import Simulator
 from collectors.sink import BatchSink
+from contracts.clickhouse import client
 from contracts.clock import wall_ms
 from contracts.names import HEALTH_INCIDENT as INCIDENT
 from contracts.wire import SampleBatch
+from dashboards.rules import API_JOB, COLLECTOR_JOB, PROCESSOR_JOB, SCALE_JOB
 from pipeline.processor import build_processor
 from pipeline.settings import ProcessorSettings
-from sandmeter.stack import Stack, create_topics
+from sandmeter.demo import PLANS, serve_api
+from sandmeter.stack import AlertReceiver, Delivery, ServiceError, Stack, Target, create_topics
 from sandmeter.stack.procs import free_port
 
 
@@ -116,16 +122,19 @@ def collectors() -> Any:
 
 @dataclass
 class FaultRun:
-    """One simulator run with an injected hang and stall through every real component."""
+    """One simulator run with an injected hang and stall through every real component, watched
+    by the stack's Prometheus and Alertmanager, ending with one collector killed."""
 
     db: str
     ch: Any
     truth: dict[str, Any]
     open_now: set[tuple[str, str]]  # incidents open on the processor's gauges mid-run
     alerts_topic: str
-    metrics_text: dict[str, str]  # "processor" / "collector" -> what their /metrics served
+    metrics_text: dict[str, str]  # "processor" / "collector" / "api" / "scale" -> what their /metrics served
     from_ms: int
     to_ms: int
+    alerts: list[Delivery]  # what Alertmanager delivered to the webhook during the run
+    killed: tuple[str, float]  # the node whose collector was SIGKILLed after the drain, and when (Unix s)
 
 
 def _serve(registry: CollectorRegistry) -> int:
@@ -134,21 +143,31 @@ def _serve(registry: CollectorRegistry) -> int:
     return port
 
 
+def _stops_missing(ch: Any, sandboxes: set[str]) -> set[str]:
+    rows = ch.execute("SELECT DISTINCT sandbox_id FROM sandbox_lifecycle FINAL WHERE event = 'stop'")
+    return sandboxes - {str(r[0]) for r in rows}
+
+
 @pytest.fixture(scope="session")
-def fault_run(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRun]:
-    """Simulator (a hung QEMU on one node, an IO stall on another) -> real collectors -> Tansu
-    -> processor -> ClickHouse. Shared by the health-detection and dashboard tests."""
+def fault_run(
+    stack: Stack, alert_receiver: AlertReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FaultRun]:
+    """Simulator (a hung QEMU on one node, an IO stall on another) -> `sandmeter collect`
+    children -> Tansu -> processor -> ClickHouse, with the billing API and a `sandmeter scale`
+    child beside them, all watched by the stack's Prometheus, whose alerts reach the session's
+    webhook through its Alertmanager. After the drain one collector is killed (SIGKILL).
+    Shared by the health-detection, dashboard and alert-delivery tests."""
     tmp = tmp_path_factory.mktemp("fault-run")
     with private_db(stack) as (name, ch):
-        topic, alerts = f"samples-{name}", f"alerts-{name}"
-        create_topics(stack.kafka_bootstrap, 4, (topic, topic + ".dlq", alerts))
+        topic, alerts, decisions = f"samples-{name}", f"alerts-{name}", f"decisions-{name}"
+        create_topics(stack.kafka_bootstrap, 4, (topic, topic + ".dlq", alerts, decisions))
         faults = (FaultSpec("qemu_hang", at_s=5, duration_s=45, node=0), FaultSpec("io_stall", at_s=5, node=1))
         spec = FleetSpec(nodes=3, sandboxes=12, tenants=3, churn_per_min=6, reset_per_min=0, seed=9, faults=faults)
         sim = Simulator(tmp / "fleet", spec)
-        from_ms = wall_ms()
+        t0, from_ms = time.monotonic(), wall_ms()
         sim.start()
+        fleet = Collectors(sim.describe()["nodes"], stack.kafka_bootstrap, topic, tmp / "spool", tmp)
         stop_process = threading.Event()
-        fleet = start_collectors(sim, stack.kafka_bootstrap, topic, tmp / "spool", 1.0)
         reg = CollectorRegistry()
         ps = ProcessorSettings(
             kafka_bootstrap=stack.kafka_bootstrap, topic=topic, deadletter_topic=topic + ".dlq",
@@ -156,29 +175,68 @@ def fault_run(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             clickhouse_database=name, metrics_port=0, flush_interval_s=0.5,
         )  # fmt: skip
         proc = build_processor(ps, reg)
-        ports = {"processor": _serve(reg), "collector": _serve(fleet.agents[0].registry)}
+        ports = {"processor": _serve(reg), "scale": free_port()}
         pth = threading.Thread(target=proc.run, args=(stop_process,), daemon=True)
         pth.start()
+        scale = Children("scale", {
+            "SANDMETER_SCALE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SANDMETER_SCALE_TOPIC": decisions,
+            "SANDMETER_SCALE_CLICKHOUSE_PORT": str(stack.settings.clickhouse_tcp_port),
+            "SANDMETER_SCALE_CLICKHOUSE_DATABASE": name, "SANDMETER_SCALE_METRICS_HOST": "127.0.0.1",
+            "SANDMETER_SCALE_METRICS_PORT": str(ports["scale"]),
+        }, tmp)  # fmt: skip
+        scale.spawn("scale")
+        api = ApiSettings(port=free_port(), clickhouse_port=stack.settings.clickhouse_tcp_port,
+                          clickhouse_database=name, plans_dir=PLANS)  # fmt: skip
+        ch_factory = lambda: client("127.0.0.1", stack.settings.clickhouse_tcp_port, name)  # noqa: E731
+        killed = sorted(fleet.ports)[-1]  # a node without a fault
         try:
-            time.sleep(95)  # the hang opens at ~35 s and closes at ~80 s; the stall opens at ~65 s
-            open_now = {
-                (s.labels["kind"], s.labels["sandbox_id"])
-                for m in reg.collect()
-                if m.name == INCIDENT
-                for s in m.samples
-                if s.value == 1
-            }
-            texts = {
-                who: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-                for who, port in ports.items()
-            }
-            sim.drain()
-            assert wait_for_stops(fleet.agents, 30), "the collectors did not see every stop"
+            with serve_api(api, ch_factory):
+                fleet.wait_serving(fleet.ports)
+                scale.wait_serving({"scale": ports["scale"]})
+                watch_from = time.time()
+                stack.watch({
+                    PROCESSOR_JOB: [Target(ports["processor"])],
+                    COLLECTOR_JOB: [Target(port, node) for node, port in fleet.ports.items()],
+                    API_JOB: [Target(api.port)],
+                    SCALE_JOB: [Target(ports["scale"])],
+                })  # fmt: skip
+                print(f"every service scraped and its alerts loaded {time.time() - watch_from:.1f} s after watching")
+                # the hang opens at ~35 s and closes at ~80 s; the stall opens at ~65 s
+                time.sleep(max(0.0, 95 - (time.monotonic() - t0)))
+                open_now = {
+                    (s.labels["kind"], s.labels["sandbox_id"])
+                    for m in reg.collect()
+                    if m.name == INCIDENT
+                    for s in m.samples
+                    if s.value == 1
+                }
+                ports |= {"collector": fleet.ports[killed], "api": api.port}
+                texts = {
+                    who: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+                    for who, port in ports.items()
+                }
+                live = {s["sandbox_id"] for s in sim.truth()["sandboxes"] if s["stop_ms"] is None}
+                sim.drain()  # the stall ends with its sandbox
+                deadline = time.monotonic() + 60
+                while missing := _stops_missing(ch, live):
+                    assert time.monotonic() < deadline, f"the stops of {sorted(missing)} did not reach ClickHouse"
+                    time.sleep(0.5)
+                # the stall's resolution comes one scrape, one evaluation and one group interval later
+                alert_receiver.wait(
+                    lambda d: d.name == "SandmeterIOStall" and d.status == "resolved" and d.at >= watch_from, 15
+                )
+                killed_at = time.time()
+                fleet.kill(killed)
+                alert_receiver.wait(lambda d: d.name == "SandmeterCollectorDown" and d.at >= killed_at, 30)
         finally:
-            fleet.stop(sink_timeout_s=10)
+            with contextlib.suppress(ServiceError):
+                stack.watch({})  # the session's Prometheus forgets these services before they stop
+            fleet.stop_all()
+            scale.stop_all()
             time.sleep(3)
             stop_process.set()
             pth.join(timeout=30)
             proc.close()
             truth = sim.stop()
-        yield FaultRun(name, ch, truth, open_now, alerts, texts, from_ms, wall_ms())
+        delivered = [d for d in alert_receiver.deliveries() if d.at >= watch_from]
+        yield FaultRun(name, ch, truth, open_now, alerts, texts, from_ms, wall_ms(), delivered, (killed, killed_at))

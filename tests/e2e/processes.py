@@ -1,25 +1,72 @@
-"""`sandmeter process` children and group/metrics probes shared by the end-to-end tests."""
+"""`sandmeter <command>` children (processors, collectors, the scale publisher) and the group
+and metrics probes shared by the end-to-end tests."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from collectors.agent import wait_for_stops
 from sandmeter.stack import Stack
+from sandmeter.stack.procs import free_port
 
 
-class Processors:
+class Children:
+    """`sandmeter <command>` child processes, each with its own log file and environment."""
+
+    def __init__(self, command: str, env: Mapping[str, str], logs: Path) -> None:
+        self.command, self.logs = command, logs
+        self.env = {**os.environ, **env}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(self, name: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
+        argv = [sys.executable, "-m", "sandmeter.cli", self.command]
+        p = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=log, stderr=log)
+        self.procs[name] = p
+        return p
+
+    def wait_serving(self, ports: Mapping[str, int], timeout_s: float = 30) -> None:
+        """Until each named child's /metrics answers; a child that exited fails with its log."""
+        deadline = time.monotonic() + timeout_s
+        for name, port in ports.items():
+            while metric(port, "process_start_time_seconds") < 0:
+                p = self.procs[name]
+                assert p.poll() is None, f"{name} exited {p.returncode}: {self.log_tail(name)}"
+                assert time.monotonic() < deadline, f"{name} serves no /metrics on {port}: {self.log_tail(name)}"
+                time.sleep(0.1)
+
+    def log_tail(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")[-600:]
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: the process gets no chance to say goodbye."""
+        self.procs[name].kill()
+        self.procs[name].wait()
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+class Processors(Children):
     """`sandmeter process` child processes sharing one consumer group."""
 
     def __init__(self, stack: Stack, db: str, topic: str, group: str, logs: Path) -> None:
-        self.env = {
-            **os.environ,
+        super().__init__("process", {
             "SANDMETER_PROCESSOR_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
             "SANDMETER_PROCESSOR_TOPIC": topic,
             "SANDMETER_PROCESSOR_DEADLETTER_TOPIC": topic + ".dlq",
@@ -30,26 +77,41 @@ class Processors:
             "SANDMETER_PROCESSOR_METRICS_PORT": "0",
             "SANDMETER_PROCESSOR_FLUSH_INTERVAL_S": "0.5",
             "SANDMETER_PROCESSOR_CHECKPOINT_INTERVAL_S": "6",
-        }
-        self.logs = logs
-        self.procs: list[subprocess.Popen[bytes]] = []
+        }, logs)  # fmt: skip
 
     def start(self, metrics_port: int = 0) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"processor-{len(self.procs)}.log", "wb")  # noqa: SIM115 - the child owns it
-        env = {**self.env, "SANDMETER_PROCESSOR_METRICS_PORT": str(metrics_port)}
-        p = subprocess.Popen([sys.executable, "-m", "sandmeter.cli", "process"], env=env, stdout=log, stderr=log)
-        self.procs.append(p)
-        return p
+        return self.spawn(f"processor-{len(self.procs)}", {"SANDMETER_PROCESSOR_METRICS_PORT": str(metrics_port)})
 
-    def stop_all(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+
+class Collectors(Children):
+    """A `sandmeter collect` child per simulated node, each serving /metrics on its own port
+    (`ports`, by node id), so one can be killed as a real node's collector dies."""
+
+    def __init__(
+        self, nodes: Sequence[dict[str, Any]], bootstrap: str, topic: str, spool: Path, logs: Path,
+        interval_s: float = 1.0,
+    ) -> None:  # fmt: skip
+        super().__init__("collect", {
+            "SANDMETER_COLLECTOR_KAFKA_BOOTSTRAP": bootstrap,
+            "SANDMETER_COLLECTOR_TOPIC": topic,
+            "SANDMETER_COLLECTOR_SPOOL_DIR": str(spool),
+            "SANDMETER_COLLECTOR_SPOOL_FSYNC": "false",
+            "SANDMETER_COLLECTOR_INTERVAL_S": str(interval_s),
+            "SANDMETER_COLLECTOR_METRICS_HOST": "127.0.0.1",
+        }, logs)  # fmt: skip
+        self.ports: dict[str, int] = {}
+        for nd in nodes:
+            node, port = nd["node_id"], free_port()
+            self.spawn(node, {
+                "SANDMETER_COLLECTOR_NODE_ID": node,
+                "SANDMETER_COLLECTOR_CGROUP_ROOT": nd["cgroup_root"],
+                "SANDMETER_COLLECTOR_PROC_ROOT": nd["proc_root"],
+                "SANDMETER_COLLECTOR_SANDBOX_DIRS": json.dumps([nd["sandbox_dir"]]),
+                "SANDMETER_COLLECTOR_BUNDLE_DIRS": json.dumps([nd["bundle_dir"]]),
+                "SANDMETER_COLLECTOR_KATA_MONITOR_URL": nd["kata_monitor_url"],
+                "SANDMETER_COLLECTOR_METRICS_PORT": str(port),
+            })  # fmt: skip
+            self.ports[node] = port
 
 
 def metric(port: int, name: str) -> float:

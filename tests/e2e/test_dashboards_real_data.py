@@ -1,6 +1,7 @@
 """Dashboards and alert rules against what a real run produced (the `fault_run` fixture):
 every ClickHouse panel query returns rows, every variable resolves, and every metric a
-Prometheus panel or rule names is exported on the real /metrics of a collector or processor."""
+Prometheus panel or rule names is exported on the real /metrics of a collector, the processor,
+the API or the scale publisher."""
 
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def test_every_clickhouse_panel_query_returns_rows(fault_run: Any) -> None:
 
 
 def test_every_metric_a_panel_or_rule_names_is_on_a_real_metrics_page(fault_run: Any) -> None:
-    served = exported(fault_run.metrics_text["processor"]) | exported(fault_run.metrics_text["collector"])
+    served = set().union(*(exported(text) for text in fault_run.metrics_text.values()))
+    assert set(fault_run.metrics_text) == {"processor", "collector", "api", "scale"}
     exprs = [a.expr for a in rules.ALERTS] + [
         t["expr"]
         for name in g.DASHBOARDS
