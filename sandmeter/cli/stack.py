@@ -51,8 +51,9 @@ def run(a: argparse.Namespace) -> int:
 
     if a.targets and a.action != "watch":
         raise CliError(SETTINGS_ERROR, f"`stack {a.action}` takes no targets")
-    stack = Stack(settings(StackSettings))
+    s = settings(StackSettings)
     try:
+        stack = Stack(s)  # a missing binary is a one-line error too
         if a.action == "up":
             started = stack.up()
             print(f"started: {', '.join(started) or 'nothing (already running)'}; kafka {stack.kafka_bootstrap}, "
@@ -66,9 +67,11 @@ def run(a: argparse.Namespace) -> int:
             print(f"watching: {_describe(stack)}")
         else:
             ok = True
-            for s in stack.status():
-                ok &= s.answering
-                print(f"{s.name:<12} pid={s.pid or '-':<8} port={s.port:<6} {'answering' if s.answering else 'DOWN'}")
+            for st in stack.status():
+                ok &= st.answering
+                print(
+                    f"{st.name:<12} pid={st.pid or '-':<8} port={st.port:<6} {'answering' if st.answering else 'DOWN'}"
+                )
             if stack.alerting:
                 print(f"watching: {_describe(stack)}")
             return 0 if ok else 1

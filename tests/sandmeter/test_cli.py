@@ -42,6 +42,10 @@ def one_line(r: subprocess.CompletedProcess[str]) -> str:
          "JSON list"),
         (["process"], {"SANDMETER_PROCESSOR_LOG_LEVEL": "chatty"}, "SANDMETER_PROCESSOR_LOG_LEVEL", "'DEBUG'"),
         (["scale"], {"SANDMETER_SCALE_CLICKHOUSE_PORT": "70000"}, "SANDMETER_SCALE_CLICKHOUSE_PORT", "65535"),
+        (["stack", "status"], {"SANDMETER_STACK_ALERT_WEBHOOK_URL": "alerts.example.com"},
+         "SANDMETER_STACK_ALERT_WEBHOOK_URL", "'alerts.example.com'"),
+        (["stack", "status"], {"SANDMETER_STACK_ALERT_GROUP_INTERVAL_S": "0"}, "SANDMETER_STACK_ALERT_GROUP_INTERVAL_S",
+         "greater than 0"),
     ],
 )  # fmt: skip
 def test_a_bad_setting_is_one_line_naming_the_variable_and_exits_2(
@@ -139,3 +143,30 @@ def test_the_registry_is_served() -> None:
     served_registry(ProcessorSettings(metrics_host="127.0.0.1", metrics_port=port), "processor")
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert "sandmeter_build_info" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["stack", "watch", "processor"], "'processor': expected SERVICE=PORT"),
+        (["stack", "watch", "api=8080"], "prometheus is not running"),
+        (["dashboards", "--out", "/tmp/x", "--alert-webhook-url", "ftp://x"], "expected an http(s) URL"),
+    ],
+)
+def test_bad_watch_targets_and_webhook_urls_are_one_line_and_exit_2(args: list[str], says: str, tmp_path: Any) -> None:
+    r = sandmeter(*args, SANDMETER_STACK_STATE_DIR=str(tmp_path), SANDMETER_STACK_PROMETHEUS_PORT=str(free_port()))
+    assert r.returncode == 2, r.stderr
+    assert says in one_line(r)
+
+
+def test_watch_targets_name_a_service_a_port_and_for_a_collector_its_node() -> None:
+    from sandmeter.cli.stack import _targets
+    from sandmeter.stack import Target
+
+    assert _targets(["processor=9465", "collector:node-a=9464", "collector:node-b=9474", "api=8080"]) == {
+        "sandmeter-processor": [Target(9465)], "sandmeter-api": [Target(8080)],
+        "sandmeter-collector": [Target(9464, "node-a"), Target(9474, "node-b")],
+    }  # fmt: skip
+    for bad in ("collector=9464", "api:n1=8080", "scale=70000", "scale=0", "web=80", "api=80x"):
+        with pytest.raises(CliError, match="expected SERVICE=PORT"):
+            _targets([bad])
