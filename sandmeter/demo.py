@@ -83,8 +83,8 @@ def _serve(registry: CollectorRegistry) -> Any:
     return start_http_server(0, addr="127.0.0.1", registry=registry)[0]
 
 
-def _hang_alert(alerts: AlertReceiver | None, status: str = "firing") -> Delivery | None:
-    return alerts.wait(lambda d: d.name == HANG_ALERT and d.status == status, 0) if alerts else None
+def _hang_alert(alerts: AlertReceiver, status: str, wait_s: float = 0) -> Delivery | None:
+    return alerts.wait(lambda d: d.name == HANG_ALERT and d.status == status, wait_s)
 
 
 def run_pipeline(
@@ -168,10 +168,10 @@ def run_pipeline(
             print(f"  [{time.monotonic() - t0:5.1f}s] batches sent={sent} processed={proc.total_batches} "
                   f"samples written={proc.total_samples}{delivered}", flush=True)  # fmt: skip
         hang = next((f for f in spec.faults if f.kind == QEMU_HANG), None)
-        if alerts is not None and hang is not None and _hang_alert(alerts) is None:
+        if alerts is not None and hang is not None and _hang_alert(alerts, "firing") is None:
             wait_s = max(0.0, hang.at_s + 75 - (time.monotonic() - t0))  # detection takes ~30 s
             print(f"  waiting up to {wait_s:.0f} s for the hang's alert ...", flush=True)
-            alerts.wait(lambda d: d.name == HANG_ALERT and d.status == "firing", wait_s)
+            _hang_alert(alerts, "firing", wait_s)
         sim.drain()
         if not wait_for_stops(agents, 30):  # the watchers see the stops and queue the final samples
             log.warning("some sandbox stops were not seen within 30 s")
@@ -186,9 +186,8 @@ def run_pipeline(
         deadline = time.monotonic() + 60
         while proc.total_batches + proc.total_dlq < sent and time.monotonic() < deadline:
             time.sleep(0.2)
-        if _hang_alert(alerts) is not None and alerts is not None:
-            # the hung sandbox stopped: its incident closed, and the alert resolves
-            alerts.wait(lambda d: d.name == HANG_ALERT and d.status == "resolved", 15)
+        if alerts is not None and _hang_alert(alerts, "firing") is not None:
+            _hang_alert(alerts, "resolved", 15)  # the hung sandbox stopped: its incident closes
         stop_process.set()
         pth.join(timeout=30)
         proc.close()
