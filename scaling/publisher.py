@@ -56,6 +56,8 @@ class Publisher:
             self.m_stale.inc()
             log.warning("no decisions: %s", exc)
             return 0
+        changed: dict[tuple[str, str], tuple[int, bool]] = {}
+        acks = []
         for tenant, function in functions:
             rec = decide(self.ch, tenant, function, newest, self.cfg)
             self.evaluations += 1
@@ -63,11 +65,16 @@ class Publisher:
             key = (tenant, function)
             state = (rec["desired_replicas"], rec["panic"])
             if self.last.get(key) != state:
-                self.producer.send(self.topic, key=f"{tenant}/{function}".encode(), value=json.dumps(rec).encode())
-                self.last[key] = state
-                sent += 1
-        if sent:
+                value = json.dumps(rec).encode()
+                acks.append(self.producer.send(self.topic, key=f"{tenant}/{function}".encode(), value=value))
+                changed[key] = state
+        if changed:
             self.producer.flush(timeout=10)
+            for ack in acks:
+                ack.get(timeout=1)  # a record Kafka refused raises here: the tick failed
+            # only now are they sent: a failed tick sends the same changes again next time
+            self.last.update(changed)
+            sent = len(changed)
             self.published += sent
             self.m_published.inc(sent)
         self.m_last_success.set(now / 1000)

@@ -80,12 +80,26 @@ def test_an_inflight_gauge_drives_the_load_and_can_panic(db: tuple[str, Any]) ->
     assert rec["panic"] and rec["desired_replicas"] == 18 and rec["unit"] == "requests"
 
 
+class Ack:
+    """kafka-python's FutureRecordMetadata: get() raises what Kafka answered for the record."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+    def get(self, timeout: float) -> None:
+        if self.error:
+            raise self.error
+
+
 class Producer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bytes]] = []
+        self.refuse: Exception | None = None  # what Kafka answers each record with
 
-    def send(self, topic: str, key: bytes, value: bytes) -> None:
-        self.sent.append((topic, key, value))
+    def send(self, topic: str, key: bytes, value: bytes) -> Ack:
+        if not self.refuse:
+            self.sent.append((topic, key, value))
+        return Ack(self.refuse)
 
     def flush(self, timeout: float) -> None:
         pass
@@ -144,3 +158,21 @@ def test_last_success_moves_on_fresh_or_empty_ticks_and_stands_still_on_stale_on
     pub.step()
     assert reg.get_sample_value(n.SCALE_LAST_SUCCESS) == (NOW + 2000) / 1000
     assert reg.get_sample_value(n.SCALE_STALE) == 1 and reg.get_sample_value(n.SCALE_TICK_FAILURES) == 0
+
+
+@pytest.mark.clickhouse
+def test_a_decision_kafka_refused_fails_the_tick_and_is_sent_again(db: tuple[str, Any]) -> None:
+    _, ch = db
+    insert(ch, rows("fn", 2, 160, 0.2))
+    reg, prod = CollectorRegistry(), Producer()
+    clock = [NOW]
+    pub = Publisher(ch, prod, "decisions", 15, lambda: clock[0], KpaConfig(), reg)
+    clock[0] = NOW + 1000
+    prod.refuse = RuntimeError("NotLeaderForPartitionError")
+    pub.step()
+    assert reg.get_sample_value(n.SCALE_TICK_FAILURES) == 1 and reg.get_sample_value(n.SCALE_PUBLISHED) == 0
+    assert reg.get_sample_value(n.SCALE_LAST_SUCCESS) == NOW / 1000
+    prod.refuse = None
+    pub.step()  # the same decision again: it was never delivered
+    assert len(prod.sent) == 1 and reg.get_sample_value(n.SCALE_PUBLISHED) == 1
+    assert reg.get_sample_value(n.SCALE_LAST_SUCCESS) == (NOW + 1000) / 1000
