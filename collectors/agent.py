@@ -222,6 +222,7 @@ def build_agent(s: CollectorSettings, registry: CollectorRegistry, sink: BatchSi
             max_bytes=s.spool_max_bytes,
             max_batches=s.spool_max_batches,
             fsync=s.spool_fsync,
+            client_kwargs=s.kafka_kwargs(),
         ),
         tenants=TenantRule.from_file(s.tenant_label, s.tenant_map_file),
         registry=registry,

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,11 +44,13 @@ class KafkaSink:
         max_batches: int = 100_000,
         fsync: bool = True,
         producer: Any = None,
+        client_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.topic = topic
         self._producer = producer
         self._owns_producer = producer is None
-        self._bootstrap = bootstrap
+        # the settings' Kafka client arguments: TLS and SASL (KafkaPart.kafka_kwargs)
+        self._client_kwargs = {"bootstrap_servers": bootstrap, **(client_kwargs or {})}
         self._spool = DiskSpool(spool_dir, max_bytes, max_batches, fsync)
         self._cv = threading.Condition()
         self._closing = False
@@ -93,7 +96,7 @@ class KafkaSink:
         from kafka import KafkaProducer
 
         return KafkaProducer(
-            bootstrap_servers=self._bootstrap,
+            **self._client_kwargs,
             acks="all",
             linger_ms=0,
             max_in_flight_requests_per_connection=1,

@@ -8,7 +8,8 @@
 - `settings`: the settings parts (Kafka, ClickHouse, metrics endpoint, logging) every
   service's settings class is composed of
 - `clickhouse`: the ClickHouse connection factory
+- `kafka`: the Kafka client arguments (TLS, SASL) and a start-up probe that names a refusal
 - `clock`, `metrics`: the wall clock in ms; a Prometheus counter helper
 """
 
-__all__ = ["builder", "clickhouse", "clock", "metrics", "names", "quantities", "settings", "wire"]
+__all__ = ["builder", "clickhouse", "clock", "kafka", "metrics", "names", "quantities", "settings", "wire"]

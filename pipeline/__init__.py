@@ -3,6 +3,6 @@ ClickHouse, exactly once through checkpoints; and the ClickHouse schema migratio
 
 from pipeline.processor import Processor, build_processor
 from pipeline.schema import SchemaError, migrate
-from pipeline.settings import ProcessorSettings
+from pipeline.settings import MigrateSettings, ProcessorSettings
 
-__all__ = ["Processor", "ProcessorSettings", "SchemaError", "build_processor", "migrate"]
+__all__ = ["MigrateSettings", "Processor", "ProcessorSettings", "SchemaError", "build_processor", "migrate"]

@@ -457,7 +457,7 @@ def build_processor(s: ProcessorSettings, registry: CollectorRegistry) -> Proces
     from pipeline.writer import open_writer
 
     consumer = KafkaConsumer(
-        bootstrap_servers=s.kafka_bootstrap,
+        **s.kafka_kwargs(),
         group_id=s.group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -466,7 +466,7 @@ def build_processor(s: ProcessorSettings, registry: CollectorRegistry) -> Proces
         max_poll_interval_ms=s.max_poll_interval_ms,
         max_partition_fetch_bytes=8 << 20,
     )
-    producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**s.kafka_kwargs(), acks="all")
     writer = open_writer(s, s.keep_raw_samples)
     proc = Processor(s, consumer, producer, writer, registry)
     consumer.subscribe([s.topic], listener=_listener(proc))

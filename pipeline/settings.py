@@ -1,4 +1,4 @@
-"""`sandmeter process` (and `sandmeter migrate`) settings (SANDMETER_PROCESSOR_*)."""
+"""`sandmeter process` settings (SANDMETER_PROCESSOR_*) and `sandmeter migrate` settings (SANDMETER_MIGRATE_*)."""
 
 from __future__ import annotations
 
@@ -39,3 +39,13 @@ class ProcessorSettings(KafkaPart, ClickHousePart, MetricsPart, LogPart):
     lateness_s: float = Field(600.0, gt=0)
     max_counter_rate_per_s: float = 1e12
     metrics_port: int = Field(9465, ge=0, le=65535)
+
+
+class MigrateSettings(ClickHousePart):
+    """`sandmeter migrate`: the schema owner's ClickHouse user (DDL), never the processor's."""
+
+    model_config = SettingsConfigDict(env_prefix="SANDMETER_MIGRATE_", frozen=True)
+
+    # wait this long for ClickHouse to answer before giving up (a container starting next to it);
+    # a refused login fails at once
+    wait_s: float = Field(0.0, ge=0)

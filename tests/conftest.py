@@ -1,7 +1,8 @@
 """Session fixtures that start the real broker and ClickHouse; a guard for unit tests.
 
 Tests that need a service carry `@pytest.mark.kafka` / `@pytest.mark.clickhouse` (or
-`e2e`, which implies both). Unmarked tests get clients that raise, so a unit test cannot
+`e2e`, which implies both; `fake_kafka`: real clients against tests/scram_broker.py).
+Unmarked tests get clients that raise, so a unit test cannot
 quietly depend on a server.
 """
 
@@ -18,7 +19,7 @@ from contracts.clock import wall_ms
 from sandmeter.stack import AlertReceiver, Stack, StackSettings
 from sandmeter.stack.procs import free_port
 
-SERVICE_MARKERS = {"kafka", "clickhouse", "e2e"}
+SERVICE_MARKERS = {"kafka", "clickhouse", "e2e", "fake_kafka"}
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import threading
 
 from contracts.settings import Part
-from sandmeter.cli.common import Subparsers, apply_log_level, served_registry, service, settings, stop_on_signals
+from sandmeter.cli.common import (
+    Subparsers,
+    apply_log_level,
+    served_registry,
+    service,
+    settings,
+    stop_on_signals,
+    warn_if_kafka_refuses,
+)
 
 
 def _settings_class() -> type[Part]:
@@ -25,6 +34,8 @@ def run(a: argparse.Namespace) -> int:
     apply_log_level(s, a.verbose)
     reg = served_registry(s, "collector")
     agent = build_agent(s, reg)  # Kafka may be away: batches wait in the spool
+    # ...but a refused login or TLS handshake will not pass by itself: say so once, and run on
+    threading.Thread(target=warn_if_kafka_refuses, args=(s,), name="kafka-check", daemon=True).start()
     stop = stop_on_signals()
     try:
         run_agent(agent, s.interval_s, stop, s.status_every_s)

@@ -8,11 +8,13 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeAlias, TypeVar
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from contracts import kafka
 from contracts.metrics import service_registry
 from contracts.settings import (
     ClickHousePart,
@@ -103,33 +105,74 @@ def served_registry(s: MetricsPart, name: str) -> CollectorRegistry:
     return registry
 
 
-def require_clickhouse(s: ClickHousePart) -> None:
-    """Exits 3 when ClickHouse does not answer, naming its address and the settings."""
-    try:
-        s.clickhouse().execute("SELECT 1")
-    except Exception as exc:
-        host, port = env_name(type(s), "clickhouse_host"), env_name(type(s), "clickhouse_port")
-        raise CliError(
-            UNREACHABLE,
-            f"ClickHouse at {s.clickhouse_host}:{s.clickhouse_port} does not answer ({_first_line(exc)}); "
-            f"start it, or point {host} / {port} at it",
-        ) from None
+def require_clickhouse(s: ClickHousePart, wait_s: float = 0.0) -> None:
+    """Exits 3 when ClickHouse does not answer within `wait_s` (at once when it refuses the
+    login), naming its address and the settings to change."""
+    from contracts.clickhouse import refused_login
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            s.clickhouse().execute("SELECT 1")
+            return
+        except Exception as exc:
+            if refused_login(exc):
+                user, pw = env_name(type(s), "clickhouse_user"), env_name(type(s), "clickhouse_password")
+                raise CliError(
+                    UNREACHABLE,
+                    f"ClickHouse at {s.clickhouse_host}:{s.clickhouse_port} refused user {s.clickhouse_user!r} "
+                    f"({_first_line(exc)}); check {user} and {pw} (or {pw}_FILE)",
+                ) from None
+            if time.monotonic() >= deadline:
+                host, port = env_name(type(s), "clickhouse_host"), env_name(type(s), "clickhouse_port")
+                raise CliError(
+                    UNREACHABLE,
+                    f"ClickHouse at {s.clickhouse_host}:{s.clickhouse_port} does not answer ({_first_line(exc)}); "
+                    f"start it, or point {host} / {port} at it",
+                ) from None
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
-def require_kafka(s: KafkaPart) -> None:
-    """Exits 3 when no Kafka broker answers, naming the bootstrap address and its setting."""
-    from kafka import KafkaAdminClient
+def require_kafka(s: KafkaPart, timeout_s: float = 10.0) -> None:
+    """Exits 3 when no Kafka broker answers within `timeout_s`, or at once when one refuses the
+    TLS handshake or the login, naming the bootstrap address and the settings to change."""
+    refusal = kafka.probe(s.kafka_kwargs(), timeout_s)
+    if refusal is not None:
+        raise CliError(UNREACHABLE, kafka_problem(s, refusal))
 
-    try:
-        KafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, request_timeout_ms=5000).close()
-    except Exception as exc:
-        var = env_name(type(s), "kafka_bootstrap")
-        raise CliError(
-            UNREACHABLE,
-            f"no Kafka broker answers at {s.kafka_bootstrap} ({_first_line(exc)}); start it, or set {var}",
-        ) from None
+
+def warn_if_kafka_refuses(s: KafkaPart, timeout_s: float = 30.0) -> None:
+    """For a service that runs on without Kafka (the collector spools): one ERROR line when
+    the broker refuses the TLS handshake or the login, which no retry will fix."""
+    refusal = kafka.probe(s.kafka_kwargs(), timeout_s)
+    if refusal is not None and refusal.kind != "unreachable":
+        logging.getLogger("sandmeter.cli").error("%s; batches stay spooled until then", kafka_problem(s, refusal))
+
+
+def kafka_problem(s: KafkaPart, r: kafka.Refusal) -> str:
+    """One line: the broker's address, what went wrong, and which variables to change."""
+
+    def v(field: str) -> str:
+        return env_name(type(s), f"kafka_{field}")
+
+    where = f"Kafka at {s.kafka_bootstrap}"
+    if r.kind == "sasl":
+        return (
+            f"{where} refused the {s.kafka_sasl_mechanism} login of {s.kafka_username!r} ({r.detail}); check "
+            f"{v('username')}, {v('password')} (or {v('password_file')}) and {v('sasl_mechanism')}"
+        )
+    if r.kind == "tls":
+        return (
+            f"{where}: TLS handshake failed ({r.detail}); check {v('ca_file')} (the CA that signed the broker's "
+            f"certificate), {v('check_hostname')}, and that {v('bootstrap')} names a TLS listener"
+        )
+    return (
+        f"no Kafka broker answers at {s.kafka_bootstrap} ({r.detail}); start it, or set {v('bootstrap')} "
+        f"(and {v('security_protocol')}, now {s.kafka_security_protocol}, to what that listener speaks)"
+    )
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    """The exception's message up to the server's stack trace, on one line."""
+    text = " ".join(str(exc).split()).split(" Stack trace:")[0][:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

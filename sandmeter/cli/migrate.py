@@ -1,4 +1,4 @@
-"""`sandmeter migrate`: apply the ClickHouse migrations (SANDMETER_PROCESSOR_CLICKHOUSE_*)."""
+"""`sandmeter migrate`: apply the ClickHouse migrations (SANDMETER_MIGRATE_*)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,20 @@ from sandmeter.cli.common import SETTINGS_ERROR, CliError, Subparsers, require_c
 
 
 def _settings_class() -> type[Part]:
-    from pipeline import ProcessorSettings
+    from pipeline import MigrateSettings
 
-    return ProcessorSettings
+    return MigrateSettings
 
 
 def add(sub: Subparsers) -> None:
-    service(sub, "migrate", "apply ClickHouse migrations (SANDMETER_PROCESSOR_CLICKHOUSE_*)", run, _settings_class)
+    service(sub, "migrate", "apply ClickHouse migrations (SANDMETER_MIGRATE_*)", run, _settings_class)
 
 
 def run(a: argparse.Namespace) -> int:
-    from pipeline import ProcessorSettings, SchemaError, migrate
+    from pipeline import MigrateSettings, SchemaError, migrate
 
-    s = settings(ProcessorSettings)
-    require_clickhouse(s)
+    s = settings(MigrateSettings)
+    require_clickhouse(s, s.wait_s)
     try:
         ran = migrate(s.clickhouse(), wall_ms())
     except SchemaError as exc:

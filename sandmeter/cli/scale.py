@@ -38,7 +38,7 @@ def run(a: argparse.Namespace) -> int:
     require_kafka(s)
     require_clickhouse(s)
     reg = served_registry(s, "scale")
-    producer = KafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+    producer = KafkaProducer(**s.kafka_kwargs(), acks="all")
     pub = Publisher(s.clickhouse(), producer, s.topic, s.stale_s, wall_ms, KpaConfig(), reg)
     pub.run(stop_on_signals(), s.status_every_s)
     producer.close(timeout=5)

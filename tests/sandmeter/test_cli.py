@@ -4,6 +4,7 @@ process metrics without `_created` series."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from prometheus_client import generate_latest
 from contracts.metrics import counter, service_registry
 from contracts.settings import variables
 from sandmeter.cli.common import CliError, served_registry
+from sandmeter.stack import Stack
 from sandmeter.stack.procs import free_port
 
 
@@ -59,15 +61,15 @@ def test_a_bad_setting_is_one_line_naming_the_variable_and_exits_2(
 
 def test_log_level_is_case_insensitive() -> None:
     # a lower-case level is a valid setting: the command gets past settings to the dependency check
-    r = sandmeter("migrate", SANDMETER_PROCESSOR_LOG_LEVEL="debug", SANDMETER_PROCESSOR_CLICKHOUSE_PORT="1")
+    r = sandmeter("api", "keys", "list", SANDMETER_API_LOG_LEVEL="debug", SANDMETER_API_CLICKHOUSE_PORT="1")
     assert r.returncode == 3, r.stderr
 
 
 @pytest.mark.parametrize(
     ("args", "env", "address", "setting"),
     [
-        (["migrate"], {"SANDMETER_PROCESSOR_CLICKHOUSE_PORT": "{port}"}, "127.0.0.1:{port}",
-         "SANDMETER_PROCESSOR_CLICKHOUSE_PORT"),
+        (["migrate"], {"SANDMETER_MIGRATE_CLICKHOUSE_PORT": "{port}", "SANDMETER_MIGRATE_WAIT_S": "1.5"},
+         "127.0.0.1:{port}", "SANDMETER_MIGRATE_CLICKHOUSE_PORT"),
         (["process"], {"SANDMETER_PROCESSOR_KAFKA_BOOTSTRAP": "127.0.0.1:{port}"}, "127.0.0.1:{port}",
          "SANDMETER_PROCESSOR_KAFKA_BOOTSTRAP"),
         (["api", "keys", "list"], {"SANDMETER_API_CLICKHOUSE_PORT": "{port}"}, "127.0.0.1:{port}",
@@ -90,7 +92,7 @@ def test_a_missing_plans_directory_is_a_settings_error(tmp_path: Any) -> None:
 
 
 def test_an_expected_failure_stays_one_line_with_verbose() -> None:
-    r = sandmeter("-v", "migrate", SANDMETER_PROCESSOR_CLICKHOUSE_PORT=str(free_port()))
+    r = sandmeter("-v", "migrate", SANDMETER_MIGRATE_CLICKHOUSE_PORT=str(free_port()))
     assert r.returncode == 3  # an expected failure stays one line even with -v
     assert "Traceback" not in r.stderr
 
@@ -170,3 +172,63 @@ def test_watch_targets_name_a_service_a_port_and_for_a_collector_its_node() -> N
     for bad in ("collector=9464", "api:n1=8080", "scale=70000", "scale=0", "web=80", "api=80x"):
         with pytest.raises(CliError, match="expected SERVICE=PORT"):
             _targets([bad])
+
+
+def _forward_after(delay_s: float, port: int, target: int) -> None:
+    """After `delay_s`, forwards connections to 127.0.0.1:`port` to `target`: a ClickHouse that
+    starts answering late, as in a container started next to it."""
+    import threading
+    import time
+
+    def pump(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        time.sleep(delay_s)
+        listener = socket.create_server(("127.0.0.1", port))
+        while True:
+            client, _ = listener.accept()
+            upstream = socket.create_connection(("127.0.0.1", target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+
+@pytest.mark.clickhouse
+def test_migrate_waits_for_clickhouse_to_answer_then_migrates(stack: Stack) -> None:
+    from contracts.clickhouse import client
+
+    port, name = free_port(), f"t_wait_{os.getpid()}"
+    admin = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
+    admin.execute(f"CREATE DATABASE {name}")
+    try:
+        _forward_after(2.0, port, stack.settings.clickhouse_tcp_port)
+        r = sandmeter("migrate", SANDMETER_MIGRATE_CLICKHOUSE_PORT=str(port), SANDMETER_MIGRATE_WAIT_S="60",
+                      SANDMETER_MIGRATE_CLICKHOUSE_DATABASE=name)  # fmt: skip
+        assert r.returncode == 0 and "applied" in r.stdout, r.stderr
+        assert admin.execute(f"SELECT count() FROM {name}.sandmeter_migrations")[0][0] > 0
+    finally:
+        admin.execute(f"DROP DATABASE {name}")
+
+
+@pytest.mark.clickhouse
+@pytest.mark.parametrize("user", ["nobody", "default"])
+def test_a_refused_clickhouse_login_ends_at_once_naming_the_user_and_password_variables(
+    stack: Stack, user: str
+) -> None:
+    # a wait of 10 minutes: were the refusal waited on, the 60 s subprocess timeout would fail the test
+    r = sandmeter(
+        "migrate", SANDMETER_MIGRATE_CLICKHOUSE_PORT=str(stack.settings.clickhouse_tcp_port),
+        SANDMETER_MIGRATE_CLICKHOUSE_USER=user, SANDMETER_MIGRATE_CLICKHOUSE_PASSWORD="pw#not-this-one",
+        SANDMETER_MIGRATE_WAIT_S="600",
+    )  # fmt: skip
+    assert r.returncode == 3, r.stderr
+    line = one_line(r)
+    assert f"ClickHouse at 127.0.0.1:{stack.settings.clickhouse_tcp_port} refused user {user!r}" in line, line
+    assert "SANDMETER_MIGRATE_CLICKHOUSE_USER" in line and "SANDMETER_MIGRATE_CLICKHOUSE_PASSWORD_FILE" in line
+    assert "pw#not-this-one" not in r.stderr + r.stdout
