@@ -317,11 +317,16 @@ def dashboard_json(name: str, plans: Path = DEFAULT_PLANS) -> dict[str, Any]:
 def provisioning(
     clickhouse_host: str = "clickhouse", clickhouse_port: int = 9000, prometheus_url: str = "http://prometheus:9090"
 ) -> dict[str, str]:
+    # Grafana runs any SQL a dashboard editor types: its ClickHouse user is read only and sees
+    # no keys or invoices (deploy/clickhouse/users-sandmeter.xml); Grafana expands the password
+    # variable from its environment (docker-compose.yml)
+    clickhouse = {"host": clickhouse_host, "port": clickhouse_port, "protocol": "native",
+                  "username": "sandmeter_dashboards", "defaultDatabase": "sandmeter"}  # fmt: skip
     datasources = {
         "apiVersion": 1,
         "datasources": [
-            {"name": "ClickHouse", "uid": CH_UID, "type": CH_TYPE,
-             "jsonData": {"host": clickhouse_host, "port": clickhouse_port, "protocol": "native"}},
+            {"name": "ClickHouse", "uid": CH_UID, "type": CH_TYPE, "jsonData": clickhouse,
+             "secureJsonData": {"password": "$CLICKHOUSE_DASHBOARDS_PASSWORD"}},
             {"name": "Prometheus", "uid": PROM_UID, "type": "prometheus", "url": prometheus_url, "access": "proxy",
              "isDefault": True},
         ],
