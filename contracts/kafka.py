@@ -8,8 +8,9 @@ cause is in its log records alone. `probe` reads it from there, so a service can
 
 from __future__ import annotations
 
+import itertools
 import logging
-import time
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -52,37 +53,56 @@ class Refusal:
     detail: str
 
 
-def probe(kwargs: dict[str, Any], timeout_s: float, attempt_s: float = 2.0) -> Refusal | None:
-    """Connects (TLS, SASL) and reads metadata; None if that worked. Retries an unreachable
-    broker until `timeout_s`; a refused handshake ends at once."""
+def probe(kwargs: dict[str, Any], timeout_s: float) -> Refusal | None:
+    """Connects (TLS, SASL) and reads metadata; None if that worked within `timeout_s`. A
+    refused handshake or login ends the wait at once (the client keeps trying in the
+    background until its own timeout, in a daemon thread)."""
     from kafka import KafkaAdminClient
 
-    deadline = time.monotonic() + timeout_s
-    while True:
-        causes = _Causes()
+    failed: list[BaseException] = []
+    done = threading.Event()
+    name = f"sandmeter-probe-{next(_probes)}"  # the client's id and threads: its log records
+
+    def connect() -> None:
         try:
-            with causes:
-                bootstrap_ms = int(1000 * max(0.1, min(attempt_s, deadline - time.monotonic())))
-                KafkaAdminClient(**kwargs, request_timeout_ms=bootstrap_ms, bootstrap_timeout_ms=bootstrap_ms).close()
-            return None
+            ms = int(timeout_s * 1000)
+            KafkaAdminClient(
+                **kwargs, client_id=name, request_timeout_ms=max(ms, 1000), bootstrap_timeout_ms=ms
+            ).close()
         except Exception as exc:
-            refusal = causes.refusal() or Refusal("unreachable", _line(exc))
-        if refusal.kind != "unreachable" or time.monotonic() >= deadline:
-            return refusal
+            failed.append(exc)
+        finally:
+            done.set()
+
+    with _Causes({name, f"kafka-io-{name}"}) as causes:
+        threading.Thread(target=connect, name=name, daemon=True).start()
+        while not done.wait(0.05):
+            refusal = causes.refusal()
+            if refusal is not None and refusal.kind != "unreachable":
+                return refusal
+        if not failed:
+            return None
+        return causes.refusal() or Refusal("unreachable", _line(failed[0]))
+
+
+_probes = itertools.count(1)
 
 
 class _Causes(logging.Filter):
-    """Collects the exceptions kafka-python's connection manager logs while it bootstraps (and
-    drops those records: the caller reports the cause itself)."""
+    """Collects the exceptions kafka-python's connection manager logs while one probe's client
+    bootstraps (records of its threads only; dropped: the caller reports the cause itself)."""
 
     LOGGER = "kafka.net.manager"
 
-    def __init__(self) -> None:
+    def __init__(self, threads: set[str]) -> None:
         super().__init__()
+        self.threads = threads
         self.seen: list[BaseException] = []
         self._level = logging.NOTSET
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.threadName not in self.threads:
+            return True
         args = record.args if isinstance(record.args, tuple) else ()
         self.seen.extend(a for a in args if isinstance(a, BaseException))
         return False
@@ -102,13 +122,14 @@ class _Causes(logging.Filter):
     def refusal(self) -> Refusal | None:
         from kafka import errors
 
-        for exc in reversed(self.seen):
+        seen = list(self.seen)  # appended to by the client's IO thread
+        for exc in reversed(seen):
             if isinstance(exc, errors.SaslAuthenticationFailedError | errors.UnsupportedSaslMechanismError):
                 return Refusal("sasl", _line(exc))
             if "SSL" in str(exc) or "Handshake failed" in str(exc):
                 return Refusal("tls", _line(exc))
         # the last cause before kafka-python's own "Unable to bootstrap", which says nothing more
-        causes = [e for e in self.seen if not isinstance(e, errors.KafkaTimeoutError)]
+        causes = [e for e in seen if not isinstance(e, errors.KafkaTimeoutError)]
         return Refusal("unreachable", _line(causes[-1])) if causes else None
 
 

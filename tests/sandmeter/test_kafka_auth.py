@@ -100,7 +100,7 @@ def test_anything_but_the_right_login_over_tls_is_refused(
         over = {**over, "CA_FILE": str(certs["other_ca"])}
     s = collector_settings(broker, certs, **over)
     broker.events.clear()
-    refusal = kafka.probe(s.kafka_kwargs(), timeout_s=1.0, attempt_s=1.0)
+    refusal = kafka.probe(s.kafka_kwargs(), timeout_s=1.0)
     assert refusal is not None and refusal.kind == kind, refusal
     assert broker_saw in broker.events
     assert not any(e.startswith("authenticated") for e in broker.events)
@@ -127,7 +127,7 @@ def test_no_log_record_carries_the_password(
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="kafka")
     for over in ({}, {"USERNAME": "mallory"}):
-        kafka.probe(collector_settings(broker, certs, **over).kafka_kwargs(), timeout_s=1.0, attempt_s=1.0)
+        kafka.probe(collector_settings(broker, certs, **over).kafka_kwargs(), timeout_s=1.0)
     messages = [r.getMessage() for r in caplog.records]
     # kafka-python logs its whole configuration: the password is in it, masked
     assert any("'sasl_plain_password': '***'" in m for m in messages)
