@@ -20,7 +20,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from collectors.agent import build_agent
-from collectors.settings import CollectorSettings
+from collectors.sim import collector_settings
 from collectors.spool import DiskSpool, SpoolRecord
 from contracts.clock import wall_ms
 from contracts.wire import Encoder, SampleBatch
@@ -62,15 +62,7 @@ def main(sandboxes: int = 50, repeats: int = 30) -> None:
                 time.sleep(0.1)
             nd = json.loads((root / "fleet.json").read_text())["nodes"][0]
             sink = SpoolingSink(Path(tmp) / "spool")
-            settings = CollectorSettings(
-                node_id=nd["node_id"],
-                cgroup_root=Path(nd["cgroup_root"]),
-                proc_root=Path(nd["proc_root"]),
-                sandbox_dirs=(Path(nd["sandbox_dir"]),),
-                bundle_dirs=(Path(nd["bundle_dir"]),),
-                kata_monitor_url=nd["kata_monitor_url"],
-                metrics_port=0,
-            )
+            settings = collector_settings(nd, metrics_port=0)
             agent = build_agent(settings, CollectorRegistry(), sink)
             agent.watcher.start(on_start=agent.on_start, on_stop=agent.on_stop)
             agent.scrape()  # warm: labels, cgroup paths, parse cache

@@ -26,6 +26,10 @@ class CollectorSettings(KafkaPart, MetricsPart, LogPart):
     sandbox_dirs: tuple[Path, ...] = (Path("/run/vc/sbs"), Path("/run/kata"))
     # containerd's OCI bundles: CRI labels at sandbox creation, before kata-monitor knows it
     bundle_dirs: tuple[Path, ...] = (Path("/run/containerd/io.containerd.runtime.v2.task/k8s.io"),)
+    # libcni's cache (`results/<network>-<sandbox id>-<ifname>` names each pod's host-side veth)
+    # and sysfs: network bytes come from the host side of the pod network, which outlives the VM
+    cni_cache_dir: Path = Path("/var/lib/cni")
+    sys_class_net: Path = Path("/sys/class/net")
     tenant_label: str = "cri_namespace"
     tenant_map_file: Path | None = None
     # batches wait here until Kafka acknowledges them; one subdirectory per node id

@@ -24,7 +24,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from billing import ApiSettings
-from collectors import CollectorAgent, CollectorSettings
+from collectors import CollectorAgent
 from collectors.sim import FaultSpec, FleetSpec
 from contracts.clock import wall_ms
 from contracts.names import COLLECTOR_BATCHES_SENT, COLLECTOR_SAMPLES, COLLECTOR_WIRE_BYTES, QEMU_HANG
@@ -98,7 +98,7 @@ def run_pipeline(
 
     from billing import OPERATOR, create_key
     from collectors import build_agent, run_agent, wait_for_stops
-    from collectors.sim import Simulator
+    from collectors.sim import Simulator, collector_settings
     from contracts.clickhouse import client
     from dashboards import write_all
     from pipeline import build_processor, migrate
@@ -113,14 +113,9 @@ def run_pipeline(
     stop_collect, stop_process = threading.Event(), threading.Event()
     agents, sinks, threads = [], [], []
     for nd in sim.describe()["nodes"]:
-        cs = CollectorSettings(
-            node_id=nd["node_id"],
+        cs = collector_settings(
+            nd,
             kafka_bootstrap=stack.kafka_bootstrap,
-            cgroup_root=Path(nd["cgroup_root"]),
-            proc_root=Path(nd["proc_root"]),
-            sandbox_dirs=(Path(nd["sandbox_dir"]),),
-            bundle_dirs=(Path(nd["bundle_dir"]),),
-            kata_monitor_url=nd["kata_monitor_url"],
             interval_s=interval_s,
             metrics_port=0,
             spool_dir=workdir / "spool",

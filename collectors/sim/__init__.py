@@ -1,6 +1,6 @@
 """A simulated fleet of Kata nodes (files, /proc, kata-monitor) with exact ground truth."""
 
-from collectors.sim.model import FaultSpec, FleetSpec
-from collectors.sim.runner import Simulator
+from collectors.sim.runner import Simulator, collector_settings
+from collectors.sim.spec import Dist, FaultSpec, FleetSpec
 
-__all__ = ["FaultSpec", "FleetSpec", "Simulator"]
+__all__ = ["Dist", "FaultSpec", "FleetSpec", "Simulator", "collector_settings"]
