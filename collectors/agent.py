@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from collectors.cgroup import CgroupSource
 from collectors.host import HostSource
 from collectors.katamonitor import KataMonitorSource
 from collectors.lifecycle import LifecycleEvent, SandboxWatcher
+from collectors.podnet import PodNetSource
 from collectors.procfs import ProcSource
 from collectors.settings import CollectorSettings
 from collectors.sink import BatchSink, KafkaSink
@@ -28,6 +30,11 @@ from contracts.metrics import counter
 from contracts.wire import EncodeError, EventKind, SampleBatch
 
 log = logging.getLogger(__name__)
+
+LABELS_KEPT_SCRAPES = 2  # labels of a sandbox nothing reports any more are kept this many scrapes
+# the GIL switch interval while the collector runs: a thread waiting for the GIL (the watcher,
+# stamping a start or stop) gets it within this instead of Python's default 5 ms
+SWITCH_INTERVAL_S = 0.0005
 
 
 class CollectorAgent:
@@ -54,8 +61,11 @@ class CollectorAgent:
         self.boot_epoch_ms = clock_ms()
         self._seq = 0
         self._seq_lock = threading.Lock()
-        self._labels: dict[str, dict[str, str]] = {}  # sandbox -> cri labels, kept between scrapes
-        self._gone_last: set[str] = set()
+        # sandbox -> cri labels, fixed once they name a tenant; kept while anything reports it
+        self._labels: dict[str, dict[str, str]] = {}
+        self._fixed: set[str] = set()
+        self._seen_at: dict[str, int] = {}  # sandbox -> the last scrape that had it alive or reported
+        self._labels_lock = threading.Lock()
         self._pool = cf.ThreadPoolExecutor(max_workers=max(1, len(self.sources)), thread_name_prefix="src")
         self._pending: dict[str, cf.Future[Reading]] = {}
         self.scrape_seconds = Histogram(
@@ -70,6 +80,9 @@ class CollectorAgent:
             n.COLLECTOR_SCRAPE_ERRORS, "Source failures and bad input, per source", registry, ["source"]
         )
         self.samples = counter(n.COLLECTOR_SAMPLES, "Samples put into batches", registry)
+        self.label_conflicts = counter(
+            n.COLLECTOR_LABEL_CONFLICTS, "Labels that contradict a sandbox's fixed ones (first attribution kept)", registry
+        )
         for s in self.sources:
             self.scrape_errors.labels(s.name)
         self.scrapes = 0
@@ -80,7 +93,44 @@ class CollectorAgent:
         return self._seq
 
     def pod_uids(self) -> dict[str, str]:
-        return {sb: lb["cri_uid"] for sb, lb in list(self._labels.items()) if "cri_uid" in lb}
+        with self._labels_lock:
+            return {sb: lb["cri_uid"] for sb, lb in self._labels.items() if "cri_uid" in lb}
+
+    def labels(self, sandbox: str) -> dict[str, str]:
+        with self._labels_lock:
+            return dict(self._labels.get(sandbox, {}))
+
+    def learn(self, sandbox: str, labels: dict[str, str], source: str) -> None:
+        """Adds what a source knows of a sandbox's labels. Once they name a tenant they are
+        fixed: later labels that differ are counted and logged, never applied, so no source
+        (a lagging kata-monitor, a bundle rewritten) can move a sandbox to another tenant."""
+        if not labels:
+            return
+        with self._labels_lock:
+            self._seen_at[sandbox] = self.scrapes
+            cur = self._labels.get(sandbox, {})
+            if sandbox not in self._fixed:
+                merged = {**cur, **labels}
+                self._labels[sandbox] = merged
+                if self.tenants.tenant(merged) != n.UNATTRIBUTED:
+                    self._fixed.add(sandbox)
+                return
+            clash = sorted(k for k, v in labels.items() if k in cur and cur[k] != v)
+        if clash:
+            self.label_conflicts.inc()
+            k = clash[0]
+            log.warning("sandbox %s: %s says %s=%r, fixed at %r: kept", sandbox, source, k, labels[k], cur[k])
+
+    def _forget_labels(self, keep: set[str]) -> None:
+        """Drops labels of sandboxes nothing has reported for LABELS_KEPT_SCRAPES scrapes (their
+        stops are handled: this runs while the watcher is held)."""
+        with self._labels_lock:
+            for sb in keep:
+                self._seen_at[sb] = self.scrapes
+            for sb in [s for s, at in self._seen_at.items() if self.scrapes - at > LABELS_KEPT_SCRAPES]:
+                del self._seen_at[sb]
+                self._labels.pop(sb, None)
+                self._fixed.discard(sb)
 
     def _read(self, src: Source, alive: frozenset[str]) -> Reading:
         t0 = time.perf_counter()
@@ -93,8 +143,10 @@ class CollectorAgent:
         """Reads every source (each within its timeout) and queues one batch.
 
         The batch is stamped before a scan of the sandbox directories, so every sandbox it
-        holds as alive existed at its stamp (allocation runs to the stamp), and the stop batch
-        of any sandbox gone before it is queued ahead of it (the scan runs the stop handler).
+        holds as alive existed at its stamp (allocation runs to the stamp). After the reads the
+        watcher is scanned again and held until the batch is queued: a sandbox that stopped
+        meanwhile has its stop batch (with its start and final sample) queued first, and its
+        samples and events leave this batch, so nothing of it comes after its stop.
         """
         scrape_ts = self.clock_ms()
         self.watcher.scan()
@@ -129,18 +181,22 @@ class CollectorAgent:
             readings.append(r)
         for r in readings:
             for sb, lb in r.labels.items():
-                self._labels[sb] = {**self._labels.get(sb, {}), **lb}
-        # labels outlive a stop by one scrape: the stop handler still needs them for the final batch
-        gone = {s for s in self._labels if s not in alive}
-        for sb in gone & self._gone_last:
-            del self._labels[sb]
-        self._gone_last = gone
-        batch = self._build(readings, events, alive, scrape_ts)
+                self.learn(sb, lb, r.source)
+        with self.watcher.hold() as still:
+            gone = alive - still
+            reported = {sb for r in readings for sb in r.labels} - gone
+            self._forget_labels(set(still) | reported)
+            batch = self._build(readings, [e for e in events if e.sandbox not in gone], still & alive, scrape_ts, gone)
         self.scrapes += 1
         return batch
 
     def _build(
-        self, readings: Sequence[Reading], events: Sequence[LifecycleEvent], alive: frozenset[str], ts: int
+        self,
+        readings: Sequence[Reading],
+        events: Sequence[LifecycleEvent],
+        alive: frozenset[str],
+        ts: int,
+        gone: frozenset[str] = frozenset(),
     ) -> SampleBatch:
         b = BatchBuilder(self.node)
         for sb in sorted(alive):
@@ -148,6 +204,8 @@ class CollectorAgent:
         for r in readings:
             rows = r.rows
             for sb, metric, sub, value in zip(rows.sandbox, rows.metric, rows.sub, rows.value, strict=True):
+                if sb in gone:  # its stop batch, queued before this one, holds its final sample
+                    continue
                 ix = HOST if not sb else b.entity_index(sb)
                 if ix is None:  # kata-monitor knows a sandbox the directory scan has not seen yet
                     ix = self._entity(b, sb)
@@ -157,7 +215,7 @@ class CollectorAgent:
         return self._queue(b, ts)
 
     def _entity(self, b: BatchBuilder, sb: str) -> int:
-        labels = dict(self._labels.get(sb, {}))
+        labels = self.labels(sb)
         labels["tenant"] = self.tenants.tenant(labels)
         return b.entity(sb, labels)
 
@@ -175,24 +233,35 @@ class CollectorAgent:
         return batch
 
     def on_start(self, ev: LifecycleEvent) -> None:
-        """Learns a new sandbox's CRI labels from its OCI bundle; kata-monitor's override them later."""
-        labels = bundle_labels(self.bundle_dirs, ev.sandbox)
-        if labels:
-            self._labels[ev.sandbox] = {**labels, **self._labels.get(ev.sandbox, {})}
+        """Learns a new sandbox's CRI labels from its OCI bundle (kata-monitor's come later) and
+        lets sources note it while its files are certainly there (the pod's CNI result)."""
+        with self._labels_lock:
+            self._seen_at[ev.sandbox] = self.scrapes
+        self.learn(ev.sandbox, bundle_labels(self.bundle_dirs, ev.sandbox), "bundle")
+        for src in self.sources:
+            hook = getattr(src, "on_start", None)
+            if hook is not None:
+                hook(ev.sandbox)
 
     def on_stop(self, ev: LifecycleEvent) -> None:
-        """Sends the stopped sandbox's final sample and its stop event at once, with its start
-        again: a sandbox that lived less than a scrape interval may stop before any scrape
-        batch has carried its start (the processor keeps the first start it sees)."""
+        """Sends the stopped sandbox's final readings (sources with `read_final`: its cgroups,
+        the host side of its network) and its stop event at once, with its start again: a
+        sandbox that lived less than a scrape interval may stop before any scrape batch has
+        carried its start (the processor keeps the first start it sees)."""
         b = BatchBuilder(self.node)
         ix = self._entity(b, ev.sandbox)
         if ev.started_ms is not None:
             b.event(ix, EventKind.START, ev.started_ms)
         for src in self.sources:
-            if isinstance(src, CgroupSource):
-                r = src.read_final(ev.sandbox)
-                for metric, sub, value in zip(r.rows.metric, r.rows.sub, r.rows.value, strict=True):
-                    b.add(ix, metric, sub, r.ts_ms, value)
+            final = getattr(src, "read_final", None)
+            if final is None:
+                continue
+            r: Reading = final(ev.sandbox, ev.snapshot or {})
+            if r.errors:
+                self.scrape_errors.labels(src.name).inc(r.errors)
+                log.warning("%s: final reading of %s: %s", src.name, ev.sandbox, r.error_samples[0])
+            for metric, sub, value in zip(r.rows.metric, r.rows.sub, r.rows.value, strict=True):
+                b.add(ix, metric, sub, r.ts_ms, value)
         b.event(ix, EventKind.STOP, ev.ts_ms)
         self._queue(b, ev.ts_ms)
 
@@ -208,11 +277,13 @@ def build_agent(s: CollectorSettings, registry: CollectorRegistry, sink: BatchSi
         CgroupSource(s.cgroup_root, wall_ms, lambda: holder[0].pod_uids() if holder else {}),
         HostSource(s.proc_root, wall_ms),
         ProcSource(s.proc_root, s.cgroup_root, wall_ms, lambda: holder[0].pod_uids() if holder else {}),
+        PodNetSource(s.proc_root, s.cni_cache_dir, s.sys_class_net, wall_ms),
     ]
     agent = CollectorAgent(
         node=s.node_id,
         sources=sources,
-        watcher=SandboxWatcher(s.sandbox_dirs, wall_ms),
+        # the host's /proc/net/dev is read the moment a stop is seen, before CNI DEL can come
+        watcher=SandboxWatcher(s.sandbox_dirs, wall_ms, snapshot=(s.proc_root / "net" / "dev",)),
         sink=sink
         or KafkaSink(
             s.kafka_bootstrap,
@@ -237,16 +308,16 @@ def wait_for_stops(agents: list[CollectorAgent], timeout_s: float) -> bool:
     """Waits until no agent's watcher holds a live sandbox (every stop seen and its final batch
     queued), e.g. after a simulator drained its fleet; False if `timeout_s` passed first."""
     deadline = time.monotonic() + timeout_s
-    while any(a.watcher.alive() for a in agents):
+    while any(a.watcher.busy() for a in agents):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
-    time.sleep(0.2)  # the stop handler runs just after the watcher forgets the sandbox
     return True
 
 
 def run_agent(agent: CollectorAgent, interval_s: float, stop: threading.Event, status_every_s: float = 30.0) -> None:
     """Scrapes on a monotonic schedule until `stop` is set; logs a one-line status."""
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
     agent.watcher.start(on_start=agent.on_start, on_stop=agent.on_stop)
     next_at = time.monotonic()
     last_status = time.monotonic()

@@ -135,7 +135,7 @@ class CgroupSource:
                 out.error(f"{sb}: {exc}")
         return out
 
-    def read_final(self, sandbox: str) -> Reading:
+    def read_final(self, sandbox: str, snapshot: Mapping[str, str] | None = None) -> Reading:
         """The last sample of a sandbox that just stopped (its cgroup may be about to go)."""
         out = Reading(self.name, self.clock_ms())
         dirs = self.locator.find(sandbox, self.pod_uids().get(sandbox))

@@ -87,7 +87,7 @@ class ProcSource:
                 acc[n.M_PROC_CPU_TICKS, sub_label(proc=kind, item="stime")] += stime
                 self._process(out, sb, kind, base, acc)
             except FileNotFoundError:
-                out.error(f"{sb}: pid {pid} vanished while being read")
+                continue  # it exited between cgroup.procs and /proc: a sandbox stopping, not bad input
             except (OSError, ValueError, IndexError) as exc:
                 out.error(f"{sb}: pid {pid}: {exc}")
         rows = out.rows

@@ -49,6 +49,10 @@ M_PROC_CTXT: Final = "proc_ctxt_switches"  # item=voluntary|nonvoluntary
 M_PROC_IO: Final = "proc_io_bytes"  # item=rchar|wchar|read_bytes|write_bytes
 M_PROC_THREADS: Final = "proc_threads"  # state=all|D|Z: thread counts
 M_PROC_THREAD_BLOCKED: Final = "proc_thread_blocked"  # one per thread in D state: thread, tid, wchan; value 1
+# the host side of each pod's network (its veth, from the host's /proc/net/dev), in the guest's
+# direction: rx = bytes the guest received. Outlives the VM until CNI DEL: billed network bytes.
+M_NET_RX_BYTES: Final = "pod_net_rx_bytes"
+M_NET_TX_BYTES: Final = "pod_net_tx_bytes"
 # host /proc
 M_HOST_CPU_MS: Final = "host_cpu_ms"
 M_HOST_PROCS_BLOCKED: Final = "host_procs_blocked"
@@ -92,6 +96,7 @@ COLLECTOR_SPOOL_BYTES: Final = "sandmeter_collector_spool_bytes"
 COLLECTOR_SPOOL_LIMIT: Final = "sandmeter_collector_spool_limit_bytes"
 COLLECTOR_SPOOL_DROPPED: Final = "sandmeter_collector_spool_dropped_total"
 COLLECTOR_WIRE_BYTES: Final = "sandmeter_collector_wire_bytes_total"
+COLLECTOR_LABEL_CONFLICTS: Final = "sandmeter_collector_label_conflicts_total"
 
 # sandmeter process
 PROCESSOR_SAMPLES: Final = "sandmeter_processor_samples_total"
