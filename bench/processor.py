@@ -64,7 +64,7 @@ def encoded_batches(nodes: int, scrapes: int) -> list[Msg]:
                 b.add(e, n.M_CG_MEM_CURRENT, "", ts, float(1 << 28))
                 b.add(e, n.M_CG_IO_RBYTES, "", ts, float(s * 4096))
                 b.add(e, n.M_CG_IO_WBYTES, "", ts, float(s * 2048))
-                b.add(e, n.M_KATA_NETDEV, 'interface="eth0",item="recv_bytes"', ts, float(s * 1500))
+                b.add(e, n.M_NET_RX_BYTES, "", ts, float(s * 1500))
                 b.add(e, n.M_SPEC_VCPU_MILLI, "", ts, 1000.0)
                 b.add(e, n.M_SPEC_MEM_BYTES, "", ts, float(1 << 30))
                 b.add_many(
@@ -165,7 +165,7 @@ def state_memory(series_target: int = 100_000) -> None:
                 b.add(e, n.M_CG_MEM_CURRENT, "", ts, float(1 << 28))
                 b.add(e, n.M_CG_IO_RBYTES, "", ts, float(s))
                 b.add(e, n.M_CG_IO_WBYTES, "", ts, float(s))
-                b.add(e, n.M_KATA_NETDEV, 'interface="eth0",item="recv_bytes"', ts, float(s))
+                b.add(e, n.M_NET_RX_BYTES, "", ts, float(s))
                 b.add(e, n.M_SPEC_VCPU_MILLI, "", ts, 1000.0)
                 b.add(e, n.M_SPEC_MEM_BYTES, "", ts, float(1 << 30))
             batches.append(b.build(1, s, ts))

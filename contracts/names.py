@@ -117,6 +117,7 @@ PROCESSOR_EVICTED: Final = "sandmeter_processor_evicted_sandboxes_total"
 PROCESSOR_STATE_BYTES: Final = "sandmeter_processor_state_bytes"
 PROCESSOR_PARTITIONS_DROPPED: Final = "sandmeter_processor_partitions_dropped_total"
 PROCESSOR_ROLLUP_SECONDS: Final = "sandmeter_processor_rollup_duration_seconds"
+PROCESSOR_LABEL_CONFLICTS: Final = "sandmeter_processor_label_conflicts_total"
 HEALTH_INCIDENTS_OPEN: Final = "sandmeter_health_open_incidents"
 HEALTH_INCIDENT: Final = "sandmeter_health_incident_open"  # 1 per open incident, for Alertmanager
 HEALTH_EVENTS: Final = "sandmeter_health_events_total"

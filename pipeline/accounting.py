@@ -2,8 +2,14 @@
 
 Everything per sample is numpy over the whole flush; Python loops run per batch and per
 sandbox only. Counters become deltas with resets handled like PromQL `increase`; the memory
-gauge is integrated (trapezoid, integer byte-ms); allocated capacity comes from each
-sandbox's spec between its lifecycle events.
+gauge is integrated (trapezoid, integer byte-ms) clipped to the sandbox's [start, stop);
+allocated capacity comes from each sandbox's spec between its lifecycle events.
+
+Rows are a pure function of each node's batch sequence: whatever the flush boundaries, a
+batch is accounted as if it were processed alone after the batches before it. Attributes
+(tenant, labels, spec, start, stop) are taken per batch, from what that batch and the ones
+before it said; a sample is late or a duplicate against the series' state after the batches
+before its own. A sandbox's tenant and labels are fixed at its first attributed sight.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any
 
 import numpy as np
@@ -22,36 +27,23 @@ import pandas as pd
 from contracts import names as n
 from contracts.quantities import COLUMNS
 from contracts.wire import EventKind, SampleBatch
+from pipeline.series import Measure, SeriesFrame, account_series
 from pipeline.state import SandboxState, SeriesState
 
-
-class Measure(IntEnum):
-    NONE = 0
-    CPU_US = 1
-    MEM_BYTES = 2
-    IO_READ = 3
-    IO_WRITE = 4
-    NET_RX = 5
-    NET_TX = 6
-    SPEC_VCPU = 7
-    SPEC_MEM = 8
-
-
-COUNTERS = (Measure.CPU_US, Measure.IO_READ, Measure.IO_WRITE, Measure.NET_RX, Measure.NET_TX)
 _BY_METRIC = {
     n.M_CG_CPU_USAGE_US: Measure.CPU_US,
     n.M_CG_MEM_CURRENT: Measure.MEM_BYTES,
     n.M_CG_IO_RBYTES: Measure.IO_READ,
     n.M_CG_IO_WBYTES: Measure.IO_WRITE,
+    n.M_NET_RX_BYTES: Measure.NET_RX,
+    n.M_NET_TX_BYTES: Measure.NET_TX,
     n.M_SPEC_VCPU_MILLI: Measure.SPEC_VCPU,
     n.M_SPEC_MEM_BYTES: Measure.SPEC_MEM,
 }
-_NET_ITEMS = {'item="recv_bytes"': Measure.NET_RX, 'item="sent_bytes"': Measure.NET_TX}
 
 USAGE_COLUMNS = ("tenant", "sandbox_id", "node", "start_ms", "end_ms", *COLUMNS, "batch_id")
 # a sandbox_lifecycle row: tenant, sandbox, node, event (start|stop), ts, vCPU millicores, memory, batch
 LIFECYCLE_COLUMNS = ("tenant", "sandbox_id", "node", "event", "ts_ms", "vcpu_millicores", "memory_bytes", "batch_id")
-LifecycleRow = tuple[str, str, str, str, int, int, int, str]
 _MEASURE_COLUMN = {
     Measure.CPU_US: "cpu_used_us",
     Measure.MEM_BYTES: "mem_used_byte_ms",
@@ -60,44 +52,33 @@ _MEASURE_COLUMN = {
     Measure.NET_RX: "net_rx_bytes",
     Measure.NET_TX: "net_tx_bytes",
 }
-
-
-@dataclass
-class _Columns:
-    """The accountable samples of a flush, one array per field, plus each batch's entity gids."""
-
-    gid: npt.NDArray[Any]
-    key: npt.NDArray[Any]
-    ts: npt.NDArray[Any]
-    val: npt.NDArray[Any]
-    measure: npt.NDArray[Any]
-    bidx: npt.NDArray[Any]
-    sandbox_gids: list[npt.NDArray[np.int64]]
-
-
-@dataclass
-class _SeriesUsage:
-    frame: pd.DataFrame  # gid, bidx, measure, amount, start, end (spec samples excluded)
-    late: pd.DataFrame
-    duplicates: int
-    clamped: int
+LifecycleRow = tuple[str, str, str, str, int, int, int, str]
+_NEVER = np.iinfo(np.int64).max  # a batch index no batch reaches: "not known in this flush"
+MAX_CONFLICT_NOTES = 5
 
 
 @dataclass
 class Result:
-    usage: pd.DataFrame
+    usage: pd.DataFrame  # USAGE_COLUMNS, one row per (sandbox, batch)
     lifecycle: list[LifecycleRow] = field(default_factory=list)
     late: pd.DataFrame | None = None
     duplicates: int = 0
     clamped: int = 0
     samples: int = 0
+    # aligned with `usage`: each row's sandbox labels and vCPU spec as of its batch
+    attrs: pd.DataFrame | None = None
+    label_conflicts: int = 0  # attributed labels that differ from a sandbox's fixed ones (not applied)
+    conflict_notes: list[str] = field(default_factory=list)
 
 
-def _net_sub_measure(sub: str) -> Measure:
-    for item, m in _NET_ITEMS.items():
-        if item in sub:
-            return m
-    return Measure.NONE
+@dataclass
+class _Flush:
+    """Per-batch facts of one flush, gathered while interning."""
+
+    gids: list[npt.NDArray[np.int64]]  # per batch: entity index -> sandbox gid (-1: the node)
+    attrs: list[dict[int, tuple[str, dict[str, str]]]]  # per batch: gid -> (tenant, labels) as of it
+    conflicts: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 class Accountant:
@@ -128,17 +109,29 @@ class Accountant:
         self._metric_ids, self._sub_ids = metric_ids, sub_ids
 
     # -- interning (per entity / metric / sub-label, never per sample) --------------------
-    def _sandbox(self, node: str, sandbox_id: str, labels: dict[str, str]) -> SandboxState:
+    def _sandbox(self, node: str, sandbox_id: str, labels: dict[str, str]) -> tuple[SandboxState, str | None]:
+        """The sandbox's state after seeing `labels`, and a note if they contradict its fixed ones.
+
+        Until a batch names its tenant the labels follow the latest batch; the first labels
+        with a tenant fix tenant and labels for good. Later ones without a tenant (a source
+        that does not know it) change nothing; later ones that say otherwise are reported.
+        """
         key = (node, sandbox_id)
         s = self.sandboxes.get(key)
         if s is None:
-            s = SandboxState(len(self._by_gid), node, sandbox_id, labels.get("tenant", n.UNATTRIBUTED))
+            s = SandboxState(len(self._by_gid), node, sandbox_id, n.UNATTRIBUTED)
             self.sandboxes[key] = s
             self._by_gid.append(s)
-        if labels:
-            s.labels = dict(labels)
-            s.tenant = labels.get("tenant", s.tenant)
-        return s
+        tenant = labels.get("tenant") or n.UNATTRIBUTED
+        if s.tenant == n.UNATTRIBUTED:
+            if labels:
+                s.labels = dict(labels)
+            s.tenant = tenant
+            return s, None
+        if tenant == n.UNATTRIBUTED or (tenant == s.tenant and all(s.labels.get(k, v) == v for k, v in labels.items())):
+            return s, None
+        clash = sorted(k for k, v in labels.items() if s.labels.get(k, v) != v)
+        return s, f"{node}/{sandbox_id}: {clash[0]}={labels[clash[0]]!r} differs from the fixed {s.labels[clash[0]]!r}"
 
     def _intern(self, table: dict[str, int], values: Sequence[str], limit: int) -> npt.NDArray[np.uint64]:
         out = np.empty(len(values), np.uint64)
@@ -174,34 +167,44 @@ class Accountant:
 
     # -- the flush ---------------------------------------------------------------------
     def process(self, batches: Sequence[SampleBatch]) -> Result:
-        cols = self._columns(batches)
-        self._note_starts(batches, cols.sandbox_gids)
-        series = self._series_usage(cols)
-        alloc, lifecycle = self._allocation(batches, cols.sandbox_gids)
+        flush = _Flush([], [])
+        frame = self._columns(batches, flush)
+        bounds = self._note_events(batches, flush)
+        series = account_series(frame, self.series, bounds, self.max_rate)
+        alloc, lifecycle, vcpu = self._allocation(batches, flush, series.spec)
+        usage, attrs = self._usage_rows(series.usage, alloc, batches, flush, vcpu)
         return Result(
-            usage=self._usage_rows(series.frame, alloc, batches),
+            usage=usage,
             lifecycle=lifecycle,
             late=series.late,
             duplicates=series.duplicates,
             clamped=series.clamped,
             samples=int(sum(len(b) for b in batches)),
+            attrs=attrs,
+            label_conflicts=flush.conflicts,
+            conflict_notes=flush.notes,
         )
 
-    def _columns(self, batches: Sequence[SampleBatch]) -> _Columns:
-        gids, keys, ts, val, meas, bidx, sandbox_gids = [], [], [], [], [], [], []
+    def _columns(self, batches: Sequence[SampleBatch], flush: _Flush) -> SeriesFrame:
+        gids, keys, ts, val, meas, bidx = [], [], [], [], [], []
         for i, b in enumerate(batches):
-            ent_gid = np.array(
-                [self._sandbox(b.node, e.id, dict(e.labels)).gid if e.id else -1 for e in b.entities],
-                np.int64,
-            )
-            sandbox_gids.append(ent_gid)
+            ent_gid = np.full(len(b.entities), -1, np.int64)
+            attrs: dict[int, tuple[str, dict[str, str]]] = {}
+            for e_ix, e in enumerate(b.entities):
+                if not e.id:
+                    continue
+                s, note = self._sandbox(b.node, e.id, dict(e.labels))
+                ent_gid[e_ix] = s.gid
+                attrs[s.gid] = (s.tenant, s.labels)
+                if note is not None:
+                    flush.conflicts += 1
+                    if len(flush.notes) < MAX_CONFLICT_NOTES:
+                        flush.notes.append(f"batch {b.batch_id}: {note}")
+            flush.gids.append(ent_gid)
+            flush.attrs.append(attrs)
             met_m = np.array([_BY_METRIC.get(m, Measure.NONE) for m in b.metrics], np.int8)
-            is_net = np.array([m == n.M_KATA_NETDEV for m in b.metrics], bool)
-            sub_m = np.array([_net_sub_measure(s) for s in b.subs], np.int8)
             m = met_m[b.metric] if len(b.metrics) else np.zeros(0, np.int8)
-            if is_net.any():
-                m = np.where(is_net[b.metric], sub_m[b.sub], m)
-            g = ent_gid[b.entity]
+            g = ent_gid[b.entity] if len(ent_gid) else np.zeros(0, np.int64)
             keep = (m != Measure.NONE) & (g >= 0)
             if not keep.any():
                 continue
@@ -218,137 +221,113 @@ class Accountant:
         def cat(parts: Sequence[npt.NDArray[Any]], dtype: type) -> npt.NDArray[Any]:
             return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
-        return _Columns(
+        return SeriesFrame(
             gid=cat(gids, np.int64), key=cat(keys, np.uint64), ts=cat(ts, np.int64), val=cat(val, np.float64),
-            measure=cat(meas, np.int8), bidx=cat(bidx, np.int64), sandbox_gids=sandbox_gids,
+            measure=cat(meas, np.int8), bidx=cat(bidx, np.int64),
         )  # fmt: skip
 
-    def _note_starts(self, batches: Sequence[SampleBatch], sandbox_gids: Sequence[npt.NDArray[np.int64]]) -> None:
-        for b, gids in zip(batches, sandbox_gids, strict=True):
+    def _note_events(self, batches: Sequence[SampleBatch], flush: _Flush) -> dict[str, npt.NDArray[np.int64]]:
+        """Each sandbox's first start and stop, and from which batch of this flush on they are
+        known (-1: before it; _NEVER: not yet): integrals in a batch use only what it knows."""
+        size = len(self._by_gid)
+        out = {k: np.full(size, v, np.int64) for k, v in
+               (("start", -1), ("start_at", _NEVER), ("stop", -1), ("stop_at", _NEVER))}  # fmt: skip
+        for s in self._by_gid:
+            if s.start_ms is not None:
+                out["start"][s.gid], out["start_at"][s.gid] = s.start_ms, -1
+            if s.stop_ms is not None:
+                out["stop"][s.gid], out["stop_at"][s.gid] = s.stop_ms, -1
+        for i, (b, gids) in enumerate(zip(batches, flush.gids, strict=True)):
             for e, k, t in zip(b.ev_entity.tolist(), b.ev_kind.tolist(), b.ev_ts_ms.tolist(), strict=True):
-                s = self._by_gid[gids[e]] if gids[e] >= 0 else None
-                if s is not None and k == EventKind.START and s.start_ms is None:
-                    s.start_ms = t
-
-    def _series_usage(self, c: _Columns) -> _SeriesUsage:
-        key, ts, val, meas, gid, bidx = c.key, c.ts, c.val, c.measure, c.gid, c.bidx
-        order = np.lexsort((ts, key))
-        key, ts, val, meas, gid, bidx = (a[order] for a in (key, ts, val, meas, gid, bidx))
-        # exact repeats inside the flush (a replayed batch) count once
-        dup = np.zeros(key.shape[0], bool)
-        dup[1:] = (key[1:] == key[:-1]) & (ts[1:] == ts[:-1])
-        slot: npt.NDArray[Any] = self.series.lookup(key)
-        known = slot >= 0
-        state_ts = self.series.take_ts(slot)
-        dup |= known & (ts == state_ts)
-        late = known & (ts < state_ts) & ~dup
-        keep = ~(dup | late)
-        late_df = pd.DataFrame({"gid": gid[late], "ts": ts[late], "val": val[late], "key": key[late]})
-        duplicates = int(dup.sum())
-        key, ts, val, meas, gid, bidx, slot = (a[keep] for a in (key, ts, val, meas, gid, bidx, slot))
-        first = np.ones(key.shape[0], bool)
-        first[1:] = key[1:] != key[:-1]
-        prev_ts = np.where(first, self.series.take_ts(slot), np.roll(ts, 1))
-        prev_val = np.where(first, self.series.take_val(slot), np.roll(val, 1))
-        new = prev_ts < 0
-        # a series seen for the first time: its counter started at 0 when the sandbox did;
-        # a gauge is integrated from the sandbox start when that is known
-        starts = np.array([s.start_ms if s.start_ms is not None else -1 for s in self._by_gid], np.int64)
-        sb_start = starts[gid] if gid.size else np.zeros(0, np.int64)
-        is_counter = np.isin(meas, [int(m) for m in COUNTERS])
-        prev_ts = np.where(new, np.where((sb_start >= 0) & (sb_start <= ts), sb_start, ts), prev_ts)
-        prev_val = np.where(new, np.where(is_counter, 0.0, val), prev_val)
-        dt = ts - prev_ts
-        v_i = val.astype(np.int64)
-        pv_i = prev_val.astype(np.int64)
-        delta = np.where(v_i >= pv_i, v_i - pv_i, v_i)  # reset: the counter restarted from 0
-        too_fast = is_counter & (delta > self.max_rate * np.maximum(dt, 1) / 1000.0)
-        delta = np.where(too_fast, 0, delta)
-        area = (v_i + pv_i) * dt // 2
-        amount = np.where(is_counter, delta, np.where(meas == Measure.MEM_BYTES, area, 0))
-        is_spec = (meas == Measure.SPEC_VCPU) | (meas == Measure.SPEC_MEM)
-        if key.size:
-            last = np.ones(key.shape[0], bool)
-            last[:-1] = key[1:] != key[:-1]
-            self.series.update(key[last], ts[last], val[last])
-        frame = pd.DataFrame({"gid": gid, "bidx": bidx, "measure": meas, "amount": amount, "start": prev_ts, "end": ts})
-        return _SeriesUsage(frame[~is_spec], late_df, duplicates, int(too_fast.sum()))
-
-    def _allocation(
-        self, batches: Sequence[SampleBatch], sandbox_gids: Sequence[npt.NDArray[np.int64]]
-    ) -> tuple[pd.DataFrame, list[LifecycleRow]]:
-        rows: list[tuple[int, int, int, int, int, int]] = []
-        lifecycle: list[LifecycleRow] = []
-        for i, b in enumerate(batches):
-            gids = sandbox_gids[i]
-            spec = self._spec_in(b)
-            # a batch may carry a sandbox's start and its stop (a stop handler's batch does)
-            events: dict[tuple[int, EventKind], int] = {
-                (int(gids[e]), EventKind(int(k))): int(t)
-                for e, k, t in zip(b.ev_entity, b.ev_kind, b.ev_ts_ms, strict=True)
-                if gids[e] >= 0
-            }
-            for ent_ix, g in enumerate(gids):
+                g = int(gids[e]) if e < len(gids) else -1
                 if g < 0:
                     continue
                 s = self._by_gid[g]
-                if ent_ix in spec:
-                    s.vcpu_milli, s.mem_max = spec[ent_ix]
-                start_ts = events.get((int(g), EventKind.START))
+                if k == EventKind.START and s.start_ms is None:
+                    s.start_ms, out["start"][g], out["start_at"][g] = t, t, i
+                elif k == EventKind.STOP and s.stop_ms is None:
+                    s.stop_ms, out["stop"][g], out["stop_at"][g] = t, t, i
+        return out
+
+    def _allocation(
+        self, batches: Sequence[SampleBatch], flush: _Flush, spec: dict[tuple[int, int], tuple[int | None, int | None]]
+    ) -> tuple[pd.DataFrame, list[LifecycleRow], dict[tuple[int, int], int]]:
+        """Allocated capacity per (sandbox, batch): from its start, to each batch's stamp, then
+        to its stop, at the spec as of that batch. Also the lifecycle rows and each
+        (sandbox, batch)'s vCPU spec."""
+        rows: list[tuple[int, int, int, int, int, int]] = []
+        lifecycle: list[LifecycleRow] = []
+        vcpu: dict[tuple[int, int], int] = {}
+        for i, b in enumerate(batches):
+            gids = flush.gids[i]
+            # a batch may carry a sandbox's start and its stop (a stop handler's batch does)
+            events: dict[tuple[int, EventKind], int] = {
+                (int(gids[e]), EventKind(int(k))): int(t)
+                for e, k, t in zip(b.ev_entity.tolist(), b.ev_kind.tolist(), b.ev_ts_ms.tolist(), strict=True)
+                if e < len(gids) and gids[e] >= 0
+            }
+            for g in gids.tolist():
+                if g < 0:
+                    continue
+                s = self._by_gid[g]
+                tenant = flush.attrs[i][g][0]
+                v, m = spec.get((g, i), (None, None))
+                s.vcpu_milli = s.vcpu_milli if v is None else v
+                s.mem_max = s.mem_max if m is None else m
+                vcpu[(g, i)] = s.vcpu_milli
+                start_ts = events.get((g, EventKind.START))
                 if start_ts is not None and s.alloc_cursor is None and not s.stopped:
                     s.alloc_cursor = start_ts
-                    lifecycle.append(self._life(s, "start", start_ts, b.batch_id))
-                stop_ts = events.get((int(g), EventKind.STOP))
+                    lifecycle.append((tenant, s.sandbox_id, s.node, "start", start_ts, s.vcpu_milli, s.mem_max,
+                                      b.batch_id))  # fmt: skip
+                stop_ts = events.get((g, EventKind.STOP))
                 end = b.scrape_ts_ms if stop_ts is None else stop_ts
                 # until the spec is known the cursor waits, so that time is billed at the spec
                 known_spec = bool(s.vcpu_milli or s.mem_max)
                 if s.alloc_cursor is not None and not s.stopped and end > s.alloc_cursor and known_spec:
                     d = end - s.alloc_cursor
-                    rows.append((int(g), i, s.alloc_cursor, end, s.vcpu_milli * d, s.mem_max * d))
+                    rows.append((g, i, s.alloc_cursor, end, s.vcpu_milli * d, s.mem_max * d))
                     s.alloc_cursor = end
                 if stop_ts is not None and not s.stopped:
                     s.stopped = True
-                    lifecycle.append(self._life(s, "stop", stop_ts, b.batch_id))
+                    lifecycle.append((tenant, s.sandbox_id, s.node, "stop", stop_ts, s.vcpu_milli, s.mem_max,
+                                      b.batch_id))  # fmt: skip
         df = pd.DataFrame(rows, columns=["gid", "bidx", "astart", "aend", "vcpu_alloc_mcpu_ms", "mem_alloc_byte_ms"])
-        return df, lifecycle
+        return df, lifecycle, vcpu
 
-    @staticmethod
-    def _life(s: SandboxState, event: str, ts: int, batch_id: str) -> LifecycleRow:
-        return (s.tenant, s.sandbox_id, s.node, event, ts, s.vcpu_milli, s.mem_max, batch_id)
-
-    @staticmethod
-    def _spec_in(b: SampleBatch) -> dict[int, tuple[int, int]]:
-        """Entity index -> (vcpu millicores, memory bytes) reported in this batch."""
-        try:
-            mv = b.metrics.index(n.M_SPEC_VCPU_MILLI)
-            mm = b.metrics.index(n.M_SPEC_MEM_BYTES)
-        except ValueError:
-            return {}
-        out: dict[int, tuple[int, int]] = {}
-        vc = b.metric == mv
-        mem = dict(zip(b.entity[b.metric == mm].tolist(), b.value[b.metric == mm].tolist(), strict=True))
-        for e, v in zip(b.entity[vc].tolist(), b.value[vc].tolist(), strict=True):
-            out[e] = (int(v), int(mem.get(e, 0)))
-        return out
-
-    def _usage_rows(self, f: pd.DataFrame, alloc: pd.DataFrame, batches: Sequence[SampleBatch]) -> pd.DataFrame:
+    def _usage_rows(
+        self,
+        f: pd.DataFrame,
+        alloc: pd.DataFrame,
+        batches: Sequence[SampleBatch],
+        flush: _Flush,
+        vcpu: dict[tuple[int, int], int],
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
         piv = f.pivot_table(index=["gid", "bidx"], columns="measure", values="amount", aggfunc="sum", fill_value=0)
         piv.columns = [_MEASURE_COLUMN[Measure(int(c))] for c in piv.columns]
         span = f.groupby(["gid", "bidx"]).agg(start=("start", "min"), end=("end", "max"))
         u = piv.join(span, how="outer").join(alloc.set_index(["gid", "bidx"]), how="outer").reset_index()
         if u.empty:
-            return pd.DataFrame(columns=list(USAGE_COLUMNS))
+            return pd.DataFrame(columns=list(USAGE_COLUMNS)), pd.DataFrame(columns=["labels", "vcpu_milli"])
         u["start_ms"] = u[["start", "astart"]].min(axis=1)
         u["end_ms"] = u[["end", "aend"]].max(axis=1)
         for col in (*COLUMNS, "start_ms", "end_ms"):
             u[col] = u[col].fillna(0).astype(np.int64) if col in u else np.int64(0)
-        sb = [self._by_gid[g] for g in u["gid"].tolist()]
-        u["tenant"] = [s.tenant for s in sb]
+        u["start_ms"] = np.minimum(u["start_ms"], u["end_ms"])
+        pairs = list(zip(u["gid"].tolist(), u["bidx"].tolist(), strict=True))  # per sandbox and batch
+        sb = [self._by_gid[g] for g, _ in pairs]
+        u["tenant"] = [flush.attrs[b][g][0] for g, b in pairs]
         u["sandbox_id"] = [s.sandbox_id for s in sb]
         u["node"] = [s.node for s in sb]
         ids = np.array([b.batch_id for b in batches], dtype=object)
         u["batch_id"] = ids[u["bidx"].to_numpy(np.int64)]
-        return u[list(USAGE_COLUMNS)]
+        attrs = pd.DataFrame(
+            {
+                "labels": [flush.attrs[b][g][1] for g, b in pairs],
+                "vcpu_milli": np.array([vcpu.get(p, 0) for p in pairs], np.int64),
+            }
+        )
+        return u[list(USAGE_COLUMNS)], attrs
 
 
 @dataclass
@@ -361,6 +340,7 @@ class StateFrames:
 
 SANDBOX_COLUMNS = (
     "node", "sandbox_id", "tenant", "labels", "vcpu_milli", "mem_max", "start_ms", "alloc_cursor", "stopped",
+    "stop_ms",
 )  # fmt: skip
 SERIES_COLUMNS = ("node", "sandbox_id", "metric", "sub", "ts", "val")
 
@@ -386,10 +366,14 @@ def export_state(
         stopped = np.array([s.stopped for s in sbs], bool)
         keep_sb &= ~(stopped & (last < evict_before_ms))
     kept = [s for s, k in zip(sbs, keep_sb.tolist(), strict=True) if k]
+
+    def opt(v: int | None) -> int:
+        return -1 if v is None else v
+
     sandboxes = pd.DataFrame(
         [
             (s.node, s.sandbox_id, s.tenant, json.dumps(s.labels, sort_keys=True), s.vcpu_milli, s.mem_max,
-             -1 if s.start_ms is None else s.start_ms, -1 if s.alloc_cursor is None else s.alloc_cursor, s.stopped)
+             opt(s.start_ms), opt(s.alloc_cursor), s.stopped, opt(s.stop_ms))
             for s in kept
         ],
         columns=list(SANDBOX_COLUMNS),
@@ -418,14 +402,16 @@ def export_state(
 def import_state(acct: Accountant, state: StateFrames) -> None:
     """Adds `state` to `acct`, whose state must not already hold these sandboxes."""
     d = state.sandboxes
-    cols = [d[c].tolist() for c in SANDBOX_COLUMNS]
-    for node, sid, tenant, labels, vcpu, mem, start, cursor, stopped in zip(*cols, strict=True):  # per sandbox
-        s = acct._sandbox(str(node), str(sid), json.loads(labels))
+    cols = [d[c].tolist() if c in d else [-1] * len(d) for c in SANDBOX_COLUMNS]
+    for node, sid, tenant, labels, vcpu, mem, start, cursor, stopped, stop in zip(*cols, strict=True):  # per sandbox
+        s, _ = acct._sandbox(str(node), str(sid), {})
+        s.labels = json.loads(labels)
         s.tenant = str(tenant)
         s.vcpu_milli, s.mem_max = int(vcpu), int(mem)
         s.start_ms = None if start < 0 else int(start)
         s.alloc_cursor = None if cursor < 0 else int(cursor)
         s.stopped = bool(stopped)
+        s.stop_ms = None if stop < 0 else int(stop)
     ser = state.series
     if not len(ser):
         return

@@ -52,7 +52,9 @@ def encode_state(state: StateFrames) -> str:
 def decode_state(text: str) -> StateFrames:
     raw = zstandard.ZstdDecompressor().decompress(base64.b64decode(text))
     with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-        sb = pd.DataFrame({c: z[f"sb.{c}"] for c in SANDBOX_COLUMNS})
+        # a checkpoint from before a column was added has none: -1 is "not known"
+        rows = len(z["sb.node"])
+        sb = pd.DataFrame({c: z[f"sb.{c}"] if f"sb.{c}" in z else np.full(rows, -1, np.int64) for c in SANDBOX_COLUMNS})
         se = pd.DataFrame({c: z[f"se.{c}"] for c in SERIES_COLUMNS})
     sb["stopped"] = sb["stopped"].astype(bool)
     return StateFrames(sb, se)

@@ -17,7 +17,7 @@ from contracts import names as n
 from contracts.clock import wall_ms
 from contracts.metrics import counter
 from contracts.wire import SampleBatch, WireError, decode, encode, kafka_headers
-from pipeline.accounting import Accountant, export_state, import_state, rebuilt
+from pipeline.accounting import Accountant, Result, export_state, import_state, rebuilt
 from pipeline.checkpoint import Checkpoint
 from pipeline.functions import Functions
 from pipeline.health import HealthDetector, HealthEvent
@@ -39,6 +39,11 @@ class ProcessorMetrics:
         self.late = counter(n.PROCESSOR_LATE, "Samples older than their series' state, kept in late_samples", registry)
         self.duplicates = counter(n.PROCESSOR_DUPLICATES, "Samples seen before (replays), counted once", registry)
         self.clamped = counter(n.PROCESSOR_CLAMPED, "Counter deltas above the sanity rate, not billed", registry)
+        self.label_conflicts = counter(
+            n.PROCESSOR_LABEL_CONFLICTS,
+            "Sandbox labels contradicting the ones fixed at first attribution (not applied)",
+            registry,
+        )
         self.write_failures = counter(
             n.PROCESSOR_WRITE_FAILURES, "ClickHouse writes that failed and were retried", registry
         )
@@ -169,7 +174,7 @@ class Processor:
             late = self.acct.late_frame(result.late, now) if result.late is not None and len(result.late) else None
             t1 = time.perf_counter()
             res = result
-            fl = self._function_load(result.usage, batches)
+            fl = self._function_load(result, batches)
             # stopping mid-retry leaves the offsets uncheckpointed: the batches are read again
             self._retry("ClickHouse write", lambda: self.writer.write(batches, res, now, late, fl), stop)
             self.m.insert_seconds.observe(time.perf_counter() - t1)
@@ -179,6 +184,14 @@ class Processor:
             self.m.batches.inc(len(batches))
             self.m.duplicates.inc(result.duplicates)
             self.m.clamped.inc(result.clamped)
+            if result.label_conflicts:
+                self.m.label_conflicts.inc(result.label_conflicts)
+                log.warning(
+                    "%d label(s) contradict a sandbox's tenant or labels fixed at first attribution, not applied "
+                    "(check the collectors' label sources), e.g. %s",
+                    result.label_conflicts,
+                    "; ".join(result.conflict_notes[:2]),
+                )
             self.m.late.inc(0 if late is None else len(late))
             self.m.series.set(len(self.acct.series))
             self.m.state_bytes.set(self.acct.series.nbytes())
@@ -193,10 +206,11 @@ class Processor:
         if time.monotonic() - self._last_checkpoint >= self.s.checkpoint_interval_s:
             self.checkpoint(stop=stop)
 
-    def _function_load(self, usage: pd.DataFrame, batches: list[SampleBatch]) -> pd.DataFrame | None:
-        """The usage rows with each sandbox's function, vCPU spec (a lookup per sandbox) and
-        in-flight requests gauge of that batch (-1 where the sandbox exports none)."""
-        if usage.empty:
+    def _function_load(self, result: Result, batches: list[SampleBatch]) -> pd.DataFrame | None:
+        """The usage rows with each sandbox's function and vCPU spec as of the row's batch, and
+        the in-flight requests gauge of that batch (-1 where the sandbox exports none)."""
+        usage, attrs = result.usage, result.attrs
+        if usage.empty or attrs is None:
             return None
         inflight: dict[tuple[str, str], float] = {}
         for b in batches:  # per batch and sandbox: the gauge is one series per sandbox
@@ -204,17 +218,12 @@ class Processor:
                 sel = b.metric == b.metrics.index(n.M_INFLIGHT)
                 for e, v in zip(b.entity[sel].tolist(), b.value[sel].tolist(), strict=True):
                     inflight[(b.batch_id, b.entities[e].id)] = float(v)
-        keys = list(zip(usage["node"].tolist(), usage["sandbox_id"].tolist(), strict=True))
-        spec: dict[tuple[str, str], tuple[str, int]] = {}
-        for k in set(keys):
-            sb = self.acct.sandboxes.get(k)
-            spec[k] = (self.functions.of(sb.labels, k[1]), sb.vcpu_milli) if sb else (k[1], 0)
+        sandboxes = usage["sandbox_id"].tolist()
         df = usage[["tenant", "sandbox_id", "node", "start_ms", "end_ms", "cpu_used_us"]].copy()
-        df.insert(1, "function", [spec[k][0] for k in keys])
-        df["vcpu_milli"] = np.array([spec[k][1] for k in keys], np.uint32)
+        df.insert(1, "function", [self.functions.of(lb, sb) for lb, sb in zip(attrs["labels"], sandboxes, strict=True)])
+        df["vcpu_milli"] = attrs["vcpu_milli"].to_numpy(np.uint32)
         df["inflight"] = np.array(
-            [inflight.get(k, -1.0) for k in zip(usage["batch_id"].tolist(), usage["sandbox_id"].tolist(), strict=True)],
-            np.float64,
+            [inflight.get(k, -1.0) for k in zip(usage["batch_id"].tolist(), sandboxes, strict=True)], np.float64
         )
         df["batch_id"] = usage["batch_id"]
         for c in ("start_ms", "end_ms", "cpu_used_us"):

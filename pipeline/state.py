@@ -83,3 +83,4 @@ class SandboxState:
     start_ms: int | None = None
     alloc_cursor: int | None = None  # allocated capacity is billed up to here
     stopped: bool = False
+    stop_ms: int | None = None  # the first stop seen: gauge integrals end here

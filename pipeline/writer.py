@@ -93,7 +93,7 @@ class ClickHouseWriter:
                 self._raw_future = self._pool.submit(self._write_raw, self._raw_ch, *self._raw_job)
             else:
                 self.settle()
-        usage = result.usage.copy()
+        usage = result.usage[list(USAGE_COLUMNS)].copy()
         for c in USAGE_COLUMNS:
             if c not in ("tenant", "sandbox_id", "node", "batch_id"):
                 usage[c] = usage[c].astype(np.uint64)

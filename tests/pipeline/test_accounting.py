@@ -95,7 +95,7 @@ def two_node_batches(seq: int, ts: int) -> list[SampleBatch]:
             e = b.entity(f"{node}-{sb}", {"tenant": "acme", "cri_name": sb})
             b.add(e, n.M_CG_CPU_USAGE_US, "", ts, 1000.0 * seq * (2 if sb == "sbA" else 1))
             b.add(e, n.M_CG_MEM_CURRENT, "", ts, GIB)
-            b.add(e, n.M_KATA_NETDEV, 'interface="eth0",item="recv_bytes"', ts, 10.0 * seq)
+            b.add(e, n.M_NET_RX_BYTES, "", ts, 10.0 * seq)
             b.add(e, n.M_SPEC_VCPU_MILLI, "", ts, 1000)
             b.add(e, n.M_SPEC_MEM_BYTES, "", ts, GIB)
             if seq == 0:

@@ -132,10 +132,10 @@ def make(writer: FakeWriter) -> tuple[Processor, FakeProducer, FakeConsumer]:
 def test_poisoned_batch_is_dead_lettered_and_the_rest_written(monkeypatch: pytest.MonkeyPatch) -> None:
     real = Accountant._columns
 
-    def columns(self: Accountant, batches: Any) -> Any:
+    def columns(self: Accountant, batches: Any, *rest: Any) -> Any:
         if any(b.node == "poison" for b in batches):
             raise ValueError("boom")
-        return real(self, batches)
+        return real(self, batches, *rest)
 
     monkeypatch.setattr(Accountant, "_columns", columns)
     w = FakeWriter()

@@ -20,7 +20,6 @@ from pipeline.writer import ClickHouseWriter
 
 GIB = 1 << 30
 T = 1_790_000_000_000
-RX = 'item="recv_bytes"'
 
 
 def periodic(seq: int, cg_ts: int, km_ts: int, cpu: int, rx: int) -> SampleBatch:
@@ -30,7 +29,7 @@ def periodic(seq: int, cg_ts: int, km_ts: int, cpu: int, rx: int) -> SampleBatch
     b.add(e, n.M_CG_CPU_USAGE_US, "", cg_ts, cpu)
     b.add(e, n.M_SPEC_VCPU_MILLI, "", cg_ts, 1000)
     b.add(e, n.M_SPEC_MEM_BYTES, "", cg_ts, GIB)
-    b.add(e, n.M_KATA_NETDEV, RX, km_ts, rx)
+    b.add(e, n.M_NET_RX_BYTES, "", km_ts, rx)
     if seq == 0:
         b.event(e, EventKind.START, T)
     return b.build(1, seq, km_ts)
