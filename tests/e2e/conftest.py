@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import tempfile
 import threading
 import time
 import urllib.request
@@ -18,9 +21,8 @@ from support import private_db
 
 from billing import ApiSettings
 from collectors.agent import CollectorAgent, build_agent, run_agent
-from collectors.settings import CollectorSettings
-from collectors.sim.model import FaultSpec, FleetSpec
-from collectors.sim.runner import Simulator
+from collectors.sim.runner import Simulator, collector_settings
+from collectors.sim.spec import FaultSpec, FleetSpec
 from collectors.sink import BatchSink
 from contracts.clickhouse import client
 from contracts.clock import wall_ms
@@ -98,12 +100,7 @@ def start_collectors(
     agents: list[CollectorAgent] = []
     threads = []
     for nd in sim.describe()["nodes"]:
-        cs = CollectorSettings(
-            node_id=nd["node_id"], kafka_bootstrap=bootstrap, topic=topic,
-            cgroup_root=Path(nd["cgroup_root"]), proc_root=Path(nd["proc_root"]),
-            sandbox_dirs=(Path(nd["sandbox_dir"]),), bundle_dirs=(Path(nd["bundle_dir"]),),
-            kata_monitor_url=nd["kata_monitor_url"], spool_dir=spool, spool_fsync=False,
-        )  # fmt: skip
+        cs = collector_settings(nd, kafka_bootstrap=bootstrap, topic=topic, spool_dir=spool, spool_fsync=False)
         agent = build_agent(cs, CollectorRegistry())
         if nd["node_id"] in held:
             agent.sink = HeldSink(agent.sink)
@@ -111,7 +108,24 @@ def start_collectors(
         threads.append(threading.Thread(target=run_agent, args=(agent, interval_s, stop, 60.0), daemon=True))
     for t in threads:
         t.start()
+    for a in agents:  # watching before the caller starts the simulator: every start is seen happen
+        assert a.watcher.ready.wait(10), f"{a.node}: the sandbox watcher did not start"
     return RunningCollectors(agents, threads, stop)
+
+
+@pytest.fixture
+def shm_path(tmp_path: Path) -> Iterator[Path]:
+    """A temporary directory on tmpfs where there is one (as /run, /sys and /proc are on a node):
+    a simulated fleet there creates and removes a sandbox in a millisecond, not tens of them."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        yield tmp_path
+        return
+    d = Path(tempfile.mkdtemp(prefix="sandmeter-", dir=shm))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

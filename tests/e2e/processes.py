@@ -26,9 +26,11 @@ class Children:
         self.env = {**os.environ, **env}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def spawn(self, name: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    ) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it
-        argv = [sys.executable, "-m", "sandmeter.cli", self.command]
+        argv = [sys.executable, "-m", "sandmeter.cli", self.command, *args]
         p = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=log, stderr=log)
         self.procs[name] = p
         return p
@@ -108,10 +110,42 @@ class Collectors(Children):
                 "SANDMETER_COLLECTOR_PROC_ROOT": nd["proc_root"],
                 "SANDMETER_COLLECTOR_SANDBOX_DIRS": json.dumps([nd["sandbox_dir"]]),
                 "SANDMETER_COLLECTOR_BUNDLE_DIRS": json.dumps([nd["bundle_dir"]]),
+                "SANDMETER_COLLECTOR_CNI_CACHE_DIR": nd["cni_cache_dir"],
+                "SANDMETER_COLLECTOR_SYS_CLASS_NET": nd["sys_class_net"],
                 "SANDMETER_COLLECTOR_KATA_MONITOR_URL": nd["kata_monitor_url"],
                 "SANDMETER_COLLECTOR_METRICS_PORT": str(port),
             })  # fmt: skip
             self.ports[node] = port
+
+
+class SimProcess(Children):
+    """`sandmeter simulate` as a child process: its timing is then its own, not shared with the
+    collectors' threads, as a Kata node's runtime is not the collector. Its sandboxes appear
+    once `start()` is called (collectors watching by then)."""
+
+    def __init__(self, root: Path, logs: Path, *flags: str) -> None:
+        super().__init__("simulate", {}, logs)
+        self.root, self._go = root, root / "go"
+        self.proc = self.spawn("simulator", args=["--root", str(root), "--start-when", str(self._go), *flags])
+        deadline = time.monotonic() + 30
+        while not (root / "fleet.json").exists():
+            assert self.proc.poll() is None, f"the simulator exited: {self.log_tail('simulator')}"
+            assert time.monotonic() < deadline, f"the simulator did not start: {self.log_tail('simulator')}"
+            time.sleep(0.05)
+
+    def describe(self) -> dict[str, Any]:
+        return dict(json.loads((self.root / "fleet.json").read_text()))
+
+    def start(self) -> None:
+        self._go.touch()
+
+    def drain(self) -> None:
+        """Stops every sandbox: SIGTERM drains the fleet and writes the ground truth."""
+        self.stop_all()
+
+    def stop(self) -> dict[str, Any]:
+        self.drain()
+        return dict(json.loads((self.root / "ground-truth.json").read_text()))
 
 
 def metric(port: int, name: str) -> float:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from collectors.sim.model import FleetSpec
+from collectors.sim.spec import FleetSpec
 from collectors.sim.runner import Simulator
 from collectors.spool import SpoolRecord
 from contracts.names import COLLECTOR_SPOOL_DEPTH as SPOOL_DEPTH

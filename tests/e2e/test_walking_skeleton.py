@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.sim.model import FleetSpec
+from collectors.sim.spec import FleetSpec
 from sandmeter.demo import run_pipeline
 from sandmeter.stack import Stack
 
