@@ -3,6 +3,7 @@ framework or by the test harness, never by our own code; keep the list short."""
 
 from collectors.agent import CollectorAgent
 from collectors.lifecycle import SandboxWatcher
+from collectors.sim.render import NodeTree
 from collectors.sim.runner import Simulator, _Handler, _KataMonitor
 from sandmeter.stack import receiver
 
@@ -14,3 +15,4 @@ _KataMonitor.daemon_threads  # socketserver reads it
 Simulator.set_cpu_load  # the scaling e2e test drives the simulated load
 CollectorAgent.batches_made  # the delivery e2e test counts the batches made
 SandboxWatcher.event_driven  # the lifecycle test checks which mode the watcher runs in
+NodeTree.create  # source tests build a node's files for a sandbox in one call

@@ -81,7 +81,9 @@ class CollectorAgent:
         )
         self.samples = counter(n.COLLECTOR_SAMPLES, "Samples put into batches", registry)
         self.label_conflicts = counter(
-            n.COLLECTOR_LABEL_CONFLICTS, "Labels that contradict a sandbox's fixed ones (first attribution kept)", registry
+            n.COLLECTOR_LABEL_CONFLICTS,
+            "Labels that contradict a sandbox's fixed ones (first attribution kept)",
+            registry,
         )
         for s in self.sources:
             self.scrape_errors.labels(s.name)

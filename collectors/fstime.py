@@ -16,7 +16,6 @@ import struct
 
 AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
-STATX_MTIME = 0x40
 STATX_BTIME = 0x800
 _BUF = 256  # sizeof(struct statx)
 _BTIME = struct.Struct("qI")  # statx_timestamp: tv_sec s64, tv_nsec u32 (then 4 reserved bytes)

@@ -60,8 +60,8 @@ M_HOST_MEMINFO: Final = "host_meminfo_bytes"
 M_HOST_LOAD: Final = "host_load"
 M_HOST_DISK: Final = "host_diskstat"
 M_HOST_PRESSURE: Final = "host_pressure"
-# kata-monitor families keep their own names (kata_hypervisor_*, kata_guest_*, ...)
-M_KATA_NETDEV: Final = "kata_hypervisor_netdev"
+# kata-monitor families keep their own names (kata_hypervisor_*, kata_guest_*, ...); their
+# kata_hypervisor_netdev is QEMU's view and dies with it: network is billed from pod_net_* above
 # requests in flight in a sandbox, where something in the stream exports it per sandbox_id
 # (e.g. an agent-side exporter behind kata-monitor); scale recommendations prefer it to CPU
 M_INFLIGHT: Final = "kata_sandbox_inflight_requests"

@@ -173,7 +173,6 @@ class Fault:
     kind: FaultKind
     sandbox: SimSandbox
     start_ms: int
-    planned_end_ms: int | None = None
     end_ms: int | None = None
 
     def truth(self) -> dict[str, Any]:
@@ -329,7 +328,7 @@ class Fleet:
         else:
             sb.stalled = True
         end = None if spec.duration_s is None else now_ms + int(spec.duration_s * 1000)
-        f = Fault(spec.kind, sb, now_ms, planned_end_ms=end)
+        f = Fault(spec.kind, sb, now_ms)
         self.faults.append(f)
         if end is not None:
             self.schedule(Happening(end, 0, "fault_end", fault=f))

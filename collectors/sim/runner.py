@@ -19,11 +19,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from collectors.settings import CollectorSettings
 from collectors.sim.katamon import exposition
 from collectors.sim.model import Fleet, Happening, SimSandbox
 from collectors.sim.render import NodeTree, write_atomic
 from collectors.sim.spec import FleetSpec
-from collectors.settings import CollectorSettings
 from contracts.clock import wall_ms
 
 log = logging.getLogger(__name__)

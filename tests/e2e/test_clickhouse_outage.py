@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from processes import Processors, drain_and_catch_up, metric
 
-from collectors.sim.spec import FleetSpec
 from collectors.sim.runner import Simulator
+from collectors.sim.spec import FleetSpec
 from contracts.names import PROCESSOR_CHECKPOINTS as CHECKPOINTS
 from contracts.names import PROCESSOR_WRITE_FAILURES as WRITE_FAILURES
 from sandmeter.stack import Stack, create_topics

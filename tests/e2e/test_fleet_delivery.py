@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from collectors.sim.spec import FleetSpec
 from collectors.sim.runner import Simulator
+from collectors.sim.spec import FleetSpec
 from collectors.spool import SpoolRecord
 from contracts.names import COLLECTOR_SPOOL_DEPTH as SPOOL_DEPTH
 from contracts.names import TOPIC_SAMPLES

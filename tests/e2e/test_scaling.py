@@ -23,8 +23,8 @@ from billing.app import create_app
 from billing.keys import TENANT, create_key
 from billing.plans import load_book
 from billing.settings import ApiSettings
-from collectors.sim.spec import FleetSpec
 from collectors.sim.runner import Simulator
+from collectors.sim.spec import FleetSpec
 from contracts.clickhouse import client
 from contracts.clock import wall_ms
 from sandmeter.stack import Stack, create_topics
