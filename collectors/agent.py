@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,9 +31,6 @@ from contracts.wire import EncodeError, EventKind, SampleBatch
 log = logging.getLogger(__name__)
 
 LABELS_KEPT_SCRAPES = 2  # labels of a sandbox nothing reports any more are kept this many scrapes
-# the GIL switch interval while the collector runs: a thread waiting for the GIL (the watcher,
-# stamping a start or stop) gets it within this instead of Python's default 5 ms
-SWITCH_INTERVAL_S = 0.0005
 
 
 class CollectorAgent:
@@ -319,7 +315,6 @@ def wait_for_stops(agents: list[CollectorAgent], timeout_s: float) -> bool:
 
 def run_agent(agent: CollectorAgent, interval_s: float, stop: threading.Event, status_every_s: float = 30.0) -> None:
     """Scrapes on a monotonic schedule until `stop` is set; logs a one-line status."""
-    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
     agent.watcher.start(on_start=agent.on_start, on_stop=agent.on_stop)
     next_at = time.monotonic()
     last_status = time.monotonic()

@@ -1,19 +1,22 @@
 """Sandbox start and stop, from the kata sandbox directories (`/run/vc/sbs/<id>`).
 
-A watcher thread blocks on inotify and does nothing but stamp: it notes the time it woke,
-reads the queued events (a sandbox that lived 20 ms still shows as a create and a delete)
-and hands stops to a second thread that runs the stop handler (the final sample), so a slow
-handler never delays the next stamp. A listing every `rescan_s` (and in every `scan()`)
-catches what events missed; polling replaces inotify where it is missing.
+A stamping process (collectors/stampd.py) watches the directories with inotify and stamps
+each create and delete the moment it wakes, and reads /proc/net/dev at each delete; a watcher
+thread here turns its lines into starts and stops (a sandbox that lived 20 ms still shows as
+a create and a delete) and hands stops to a second thread that runs the stop handler (the
+final sample), so a slow handler never delays anything. A listing every `rescan_s` (and in
+every `scan()`, after a sync with the stamping process) catches what events missed; polling
+replaces inotify where it is missing.
 
 Timestamps (docs/metering.md gives each bound and how it was measured):
 
-- A change seen by the watcher thread is stamped with the moment that thread woke for it:
-  late by the wake-up latency (under a millisecond when the process is not starved; the
-  collector lowers the GIL switch interval so a busy scrape cannot hold it off for 5 ms).
-  The kernel's own stamp (the parent directory's mtime) is no better: outside bursts of
-  changes it comes from the coarse clock, 0-8 ms early here (HZ=250, tickless), so it only
-  caps a stamp when the watcher was held off longer than that.
+- A change seen by the stamping process is stamped with the moment it woke for it: late by
+  the kernel's wake-up latency (0-1 ms on a 2-core machine at load 5-9, at realtime priority).
+- Without that process (it could not start, or died), the watcher thread stamps the moment
+  it woke, late by that plus its wait for the GIL (up to 13-16 ms at p99 with four
+  collectors in one process). The kernel's own stamp (the parent directory's mtime) is no
+  better: outside bursts of changes it comes from the coarse clock, 0-8 ms early here
+  (HZ=250, tickless), so it only caps a stamp when the thread was held off longer than that.
 - A change first met by `scan()` (the watcher thread was held off) is stamped when the scan
   read it: an upper bound, like first sight.
 - A sandbox found by a listing (collector start, lost events, polling) starts at its birth
@@ -213,9 +216,10 @@ class SandboxWatcher:
                     hi = min(after, os.stat(d).st_mtime_ns + COARSE_LAG_NS)
             for e in changes:
                 self._touched.add(e.name)
-                seen = e.stamp_ns if e.stamp_ns is not None else woke
-                t = _clamp(seen if seen is not None else before, lo, hi)
-                kind = "stamper" if e.stamp_ns is not None else how
+                if e.stamp_ns is not None:  # the stamping process woke for it: the stamp is the moment
+                    t, kind = e.stamp_ns, "stamper"
+                else:
+                    t, kind = _clamp(woke if woke is not None else before, lo, hi), how
                 if e.created and e.name not in self._alive:
                     self._start(e.name, d, t // MS, kind)
                 elif e.removed and e.name in self._alive:

@@ -1,10 +1,10 @@
-"""A child process that only watches the sandbox directories and stamps each change.
+"""The client of the stamping process (collectors/stampd.py): a DirWatch whose events carry stamps.
 
 In the collector's own process, the thread that wakes on an inotify event must first get
 Python's GIL, which a scrape parsing kata-monitor text holds for a switch interval at a
 time; measured with four collectors and a simulator in one process, stamps came 1 ms late
-at the median and 13-16 ms at p99. This process has nothing else to do, so the moment it
-wakes is the moment of the change up to the kernel's scheduling delay. It writes one line
+at the median and 13-16 ms at p99. The stamping process has nothing else to do, so the moment
+it wakes is the moment of the change up to the kernel's scheduling delay. It writes one line
 per change and answers a sync request once every change made before the request is out.
 
 It also reads the `--snapshot` files (the host's /proc/net/dev) the moment it sees a sandbox
@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from collectors.base import read_file
-from collectors.inotify import IN_ISDIR, IN_Q_OVERFLOW, DirEvent, DirWatch
+from collectors.inotify import IN_Q_OVERFLOW, DirEvent
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 10.0
@@ -44,59 +44,12 @@ class StamperGoneError(OSError):
 
 
 def read_snapshot(files: Sequence[str]) -> dict[str, str]:
+    """The text of each file that can be read now (path -> text)."""
     out = {}
     for f in files:
         with contextlib.suppress(OSError):
             out[f] = read_file(f)
     return out
-
-
-def serve(dirs: Sequence[str], snapshot: Sequence[str] = ()) -> int:
-    """The child's main loop."""
-    with contextlib.suppress(OSError, AttributeError):  # where allowed (CAP_SYS_NICE): woken ahead of others
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-    dw = DirWatch()
-    paths = [Path(d) for d in dirs]
-    index = {p: i for i, p in enumerate(paths)}
-    for p in paths:
-        dw.watch(p)
-    out = sys.stdout.buffer
-
-    def emit(stamp: int) -> None:
-        lines = []
-        evs = dw.read()
-        if snapshot and any(e.removed and e.mask & IN_ISDIR for e in evs):
-            lines.append(f"N {stamp} {json.dumps(read_snapshot(snapshot))}\n")
-        for e in evs:
-            if e.directory is None:
-                lines.append(f"O {stamp}\n")
-            else:
-                lines.append(f"E {e.mask} {index[e.directory]} {stamp} {e.name}\n")
-        if lines:
-            out.write("".join(lines).encode())
-
-    out.write(b"R\n")
-    out.flush()
-    pending = b""
-    while True:
-        ready, _, _ = select.select([dw.fd, 0], [], [], 1.0)
-        if dw.fd in ready:
-            emit(time.time_ns())  # first thing after the wake-up: this is the stamp
-        if 0 in ready:
-            chunk = os.read(0, 4096)
-            if not chunk:
-                return 0
-            pending += chunk
-            *cmds, pending = pending.split(b"\n")
-            for cmd in cmds:
-                if cmd == b"S":
-                    emit(time.time_ns())
-                    out.write(b"S\n")
-                elif cmd.startswith(b"W ") and cmd[2:].isdigit() and int(cmd[2:]) < len(paths):
-                    dw.watch(paths[int(cmd[2:])])
-        out.flush()
-        if not ready and os.getppid() == 1:  # orphaned
-            return 0
 
 
 class StampedDirWatch:
@@ -106,8 +59,9 @@ class StampedDirWatch:
         self.dirs = list(dirs)
         self._index = {d: i for i, d in enumerate(self.dirs)}
         snap = [a for f in snapshot for a in ("--snapshot", str(f))]
+        # run by path, not as a module of this package: it needs none of the collector's imports
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-m", "collectors.stamper", *snap, "--", *map(str, self.dirs)],
+            [sys.executable, "-I", str(Path(__file__).with_name("stampd.py")), *snap, "--", *map(str, self.dirs)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             bufsize=0,
@@ -205,16 +159,3 @@ class StampedDirWatch:
             self.proc.stdout.close()
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
-
-
-def main(argv: Sequence[str]) -> int:
-    args = list(argv)
-    snapshot = []
-    while args and args[0] == "--snapshot":
-        snapshot.append(args[1])
-        args = args[2:]
-    return serve(args[1:] if args[:1] == ["--"] else args, snapshot)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -117,9 +116,6 @@ class Simulator:
 
     def start(self) -> None:
         """Creates the initial sandboxes (collectors started before see each one appear) and runs."""
-        # a happening is stamped just before its file operation: another thread taking the GIL
-        # in between would make the truth early; keep that gap short
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         with self._lock:
             for sb in self.fleet.live():
                 tree = self.trees[sb.node]

@@ -57,6 +57,9 @@ def run(a: argparse.Namespace) -> int:
         churn_per_min=a.churn_per_min, short_per_min=a.short_per_min, lifetime=lifetime,
         reset_per_min=a.restart_per_min, restart_ms=a.restart_ms, net_teardown_ms=a.net_teardown_ms,
     )  # fmt: skip
+    # each start and stop is stamped just before its file operation: another thread (a kata-monitor
+    # request) taking the GIL in between widens the truth's window; keep that short
+    sys.setswitchinterval(0.0005)
     sim = Simulator(a.root, spec)
     stop = stop_on_signals()
     print(f"simulating {a.nodes} nodes under {a.root}; node roots and URLs in {a.root / 'fleet.json'}", flush=True)
