@@ -10,6 +10,7 @@ from collectors.agent import CollectorAgent
 from collectors.base import Reading, SourceError
 from collectors.lifecycle import SandboxWatcher
 from collectors.tenancy import TenantRule
+from contracts.names import COLLECTOR_LABEL_CONFLICTS as LABEL_CONFLICTS
 from contracts.names import COLLECTOR_SCRAPE_ERRORS as SCRAPE_ERRORS
 from contracts.wire import Encoder, EventKind, SampleBatch
 
@@ -126,5 +127,85 @@ def test_a_scrape_queues_the_stops_before_it_and_holds_only_sandboxes_alive_at_i
             (b.entities[e].id, EventKind(int(k))) for b in before for e, k in zip(b.ev_entity, b.ev_kind, strict=True)
         ]
         assert ("sb1", EventKind.STOP) in stops  # its stop batch went first: no allocation runs past the stop
+    finally:
+        a.close()
+
+
+class KataOnly(FixedSource):
+    """kata-monitor reporting a sandbox the directory scan does not know, with its CRI labels."""
+
+    def __init__(self, namespace: str = "acme") -> None:
+        super().__init__("kata_monitor", 1_000_000)
+        self.namespace = namespace
+
+    def read(self, sandboxes: frozenset[str]) -> Reading:
+        r = Reading(self.name, self.ts)
+        r.rows.add("sbk", "kata_guest_load", 'item="load1"', 0.5)
+        r.labels["sbk"] = {"cri_namespace": self.namespace, "cri_name": "fn-k"}
+        return r
+
+
+def tenants(b: SampleBatch) -> dict[str, str]:
+    return {e.id: e.labels.get("tenant", "") for e in b.entities if e.id}
+
+
+def test_a_sandbox_only_kata_monitor_reports_keeps_its_tenant_scrape_after_scrape(tmp_path: Path) -> None:
+    a, sink, _ = agent(tmp_path, KataOnly())
+    try:
+        for _ in range(5):  # the clean-up used to drop its labels from the second scrape on
+            a.scrape()
+        assert [tenants(b) for b in sink.batches] == [{"sbk": "acme"}] * 5
+    finally:
+        a.close()
+
+
+def test_labels_are_fixed_at_first_attribution_and_a_contradiction_is_counted(tmp_path: Path) -> None:
+    src = KataOnly()
+    a, sink, reg = agent(tmp_path, src)
+    try:
+        a.scrape()
+        src.namespace = "other"  # a source that says otherwise later: kept as first seen, counted
+        a.scrape()
+        a.learn("sbk", {"cri_uid": "u-1"}, "bundle")  # nothing new names a tenant: no conflict either
+        assert [tenants(b) for b in sink.batches] == [{"sbk": "acme"}] * 2
+        assert reg.get_sample_value(LABEL_CONFLICTS) == 1
+        assert a.labels("sbk") == {"cri_namespace": "acme", "cri_name": "fn-k"}
+    finally:
+        a.close()
+
+
+def test_labels_of_a_sandbox_nothing_reports_any_more_are_dropped_after_two_scrapes(tmp_path: Path) -> None:
+    src = KataOnly()
+    a, _, _ = agent(tmp_path, src)
+    try:
+        a.scrape()
+        a.sources = [FixedSource("host", 1_000_000)]  # kata-monitor no longer knows sbk
+        a._pending.clear()
+        for _ in range(3):
+            a.scrape()
+        assert a.labels("sbk") == {}
+    finally:
+        a.close()
+
+
+def test_a_sandbox_that_stops_during_a_scrape_leaves_that_scrape_for_its_stop_batch(tmp_path: Path) -> None:
+    class StopsMidRead(FixedSource):
+        def read(self, sandboxes: frozenset[str]) -> Reading:
+            r = Reading(self.name, self.ts)
+            for sb in sorted(sandboxes):
+                r.rows.add(sb, "cgroup_cpu_usage_usec", "", 7.0)
+            (tmp_path / "sb1").rmdir()  # gone while the sources read
+            return r
+
+    a, sink, _ = agent(tmp_path, StopsMidRead("cgroup", 1_000_000))
+    a.watcher._on_start, a.watcher._on_stop = a.on_start, a.on_stop  # hooks, but no watcher thread
+    try:
+        (tmp_path / "sb1").mkdir()
+        (tmp_path / "sb2").mkdir()
+        a.scrape()
+        stop, scrape = sink.batches
+        assert [EventKind(int(k)) for k in stop.ev_kind] == [EventKind.START, EventKind.STOP]
+        assert {e.id for e in scrape.entities if e.id} == {"sb2"}  # nothing of sb1 after its stop
+        assert {scrape.entities[e].id for e in scrape.ev_entity} == {"sb2"}
     finally:
         a.close()

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from collectors.bundle import bundle_labels
+from collectors.fstime import birth_ns
+from collectors.inotify import IN_CREATE, IN_DELETE, IN_ISDIR, DirEvent, DirWatch
 from collectors.lifecycle import LifecycleEvent, SandboxWatcher
+from collectors.stamper import StampedDirWatch
 from contracts.clock import wall_ms
 from contracts.wire import EventKind
 
@@ -122,5 +125,121 @@ def test_watcher_picks_up_a_sandbox_directory_created_after_start(tmp_path: Path
         time.sleep(0.3)  # a rescan adds the watch
         (late / "sb9").mkdir()
         wait_until(lambda: w.alive() == {"sb9"})
+    finally:
+        w.close()
+
+
+class FakeDirWatch:
+    """Hands the watcher prepared inotify events: the races a real kernel makes rare."""
+
+    def __init__(self, batches: list[list[DirEvent]]) -> None:
+        self.batches = batches
+
+    def read(self) -> list[DirEvent]:
+        return self.batches.pop(0) if self.batches else []
+
+    def sync(self) -> None:
+        pass
+
+
+def test_a_listing_never_starts_again_a_sandbox_whose_removal_an_event_just_told(tmp_path: Path) -> None:
+    (tmp_path / "sb1").mkdir()
+    w = SandboxWatcher([tmp_path], wall_ms, use_inotify=False)
+    stops: list[LifecycleEvent] = []
+    w._on_stop = stops.append
+    w.scan()
+    assert [e.kind for e in w.events()] == [EventKind.START]
+    # the listing of the next scan still sees sb1; its removal's event arrives right after it
+    removed = DirEvent(tmp_path, IN_DELETE | IN_ISDIR, "sb1", wall_ms() * 1_000_000)
+    w._dw = FakeDirWatch([[], [removed]])  # type: ignore[assignment]
+    w.scan()
+    assert [s.sandbox for s in stops] == ["sb1"] and w.alive() == frozenset()
+    assert w.events() == []  # no second start, after its stop or ever
+    (tmp_path / "sb1").rmdir()
+    w._dw = None
+    w.scan()
+    assert w.events() == [] and len(stops) == 1
+
+
+def test_event_stamps_and_the_stop_takes_its_start_out_of_the_queue(tmp_path: Path) -> None:
+    w = SandboxWatcher([tmp_path], lambda: 10_000, use_inotify=False)
+    stops: list[LifecycleEvent] = []
+    w._on_stop = stops.append
+    created = DirEvent(tmp_path, IN_CREATE | IN_ISDIR, "sb1", 9_000_123_456)
+    removed = DirEvent(tmp_path, IN_DELETE | IN_ISDIR, "sb1", 9_020_999_999)
+    w._dw = FakeDirWatch([[created], [removed]])  # type: ignore[assignment]
+    w._drain(None)
+    assert [(e.kind, e.ts_ms) for e in w.events()] == [(EventKind.START, 9_000)]
+    w._dw = FakeDirWatch([[created], [removed]])  # type: ignore[assignment]
+    w._alive.clear()
+    w._drain(None)  # the start is queued, not yet drained by a scrape ...
+    w._drain(None)  # ... when the stop comes: the stop batch carries the start
+    w._handle_stops()
+    assert w.events() == []
+    assert stops == [LifecycleEvent("sb1", EventKind.STOP, 9_020, 9_000)]
+
+
+def test_a_sandbox_found_by_a_listing_starts_at_its_birth_time(tmp_path: Path) -> None:
+    made = time.time_ns() // 1_000_000
+    (tmp_path / "sb1").mkdir()
+    time.sleep(0.05)
+    (tmp_path / "sb1" / "shim-monitor.sock").touch()  # a change inside: the mtime moves, birth does not
+    w = SandboxWatcher([tmp_path], wall_ms, use_inotify=False)
+    w.scan()
+    [start] = w.events()
+    if birth_ns(tmp_path / "sb1") is None:
+        pytest.skip("this filesystem keeps no birth time")
+    # the kernel's coarse clock stamps a birth up to a few ms early (docs/metering.md)
+    assert -15 <= start.ts_ms - made <= 2 and w.stamps["start_listing_birth"] == 1
+
+
+def test_a_stop_carries_the_snapshot_files_read_when_it_was_seen(tmp_path: Path) -> None:
+    sbs, dev = tmp_path / "sbs", tmp_path / "dev"
+    sbs.mkdir()
+    (sbs / "sb1").mkdir()
+    dev.write_text("before\n")
+    stops: list[LifecycleEvent] = []
+    w = SandboxWatcher([sbs], wall_ms, rescan_s=60, snapshot=[dev])
+    w.start(on_stop=stops.append)
+    try:
+        (sbs / "sb1").rmdir()
+        wait_until(lambda: bool(stops))
+        dev.write_text("after\n")  # CNI DEL rewrote it later: the stop's snapshot is from before
+        assert stops[0].snapshot == {str(dev): "before\n"}
+    finally:
+        w.close()
+
+
+def test_the_stamping_process_stamps_each_change_and_answers_syncs(tmp_path: Path) -> None:
+    dev = tmp_path / "dev"
+    dev.write_text("counters\n")
+    sw = StampedDirWatch([tmp_path], [dev])
+    try:
+        before = time.time_ns()
+        (tmp_path / "sb1").mkdir()
+        (tmp_path / "sb1").rmdir()
+        after = time.time_ns()
+        sw.sync()  # both events are in once it returns
+        evs = [e for e in sw.read() if e.mask & IN_ISDIR]
+        assert [(e.created, e.removed, e.name) for e in evs] == [(True, False, "sb1"), (False, True, "sb1")]
+        assert all(e.stamp_ns is not None and before <= e.stamp_ns <= after + 50_000_000 for e in evs)
+        assert evs[1].snapshot == {str(dev): "counters\n"} and evs[0].snapshot is None
+    finally:
+        sw.close()
+    assert sw.proc.returncode == 0  # end of its input ends it
+
+
+def test_the_watcher_stamps_changes_itself_when_the_stamping_process_dies(tmp_path: Path) -> None:
+    stops: list[LifecycleEvent] = []
+    w = SandboxWatcher([tmp_path], wall_ms, rescan_s=60)
+    w.start(on_stop=stops.append)
+    try:
+        assert isinstance(w._dw, StampedDirWatch)
+        w._dw.proc.kill()
+        (tmp_path / "sb1").mkdir()
+        wait_until(lambda: "sb1" in w.alive(), 10)  # found again, in this process
+        (tmp_path / "sb1").rmdir()
+        wait_until(lambda: bool(stops), 10)
+        assert isinstance(w._dw, DirWatch)
     finally:
         w.close()
