@@ -27,7 +27,7 @@ import pandas as pd
 from contracts import names as n
 from contracts.quantities import COLUMNS
 from contracts.wire import EventKind, SampleBatch
-from pipeline.series import Measure, SeriesFrame, account_series
+from pipeline.series import I64_MAX, I64_MIN, Amounts, Measure, SeriesFrame, account_series
 from pipeline.state import SandboxState, SeriesState
 
 _BY_METRIC = {
@@ -251,7 +251,7 @@ class Accountant:
 
     def _allocation(
         self, batches: Sequence[SampleBatch], flush: _Flush, spec: dict[tuple[int, int], tuple[int | None, int | None]]
-    ) -> tuple[pd.DataFrame, list[LifecycleRow], dict[tuple[int, int], int]]:
+    ) -> tuple[list[tuple[int, int, int, int, int, int]], list[LifecycleRow], dict[tuple[int, int], int]]:
         """Allocated capacity per (sandbox, batch): from its start, to each batch's stamp, then
         to its stop, at the spec as of that batch. Also the lifecycle rows and each
         (sandbox, batch)'s vCPU spec."""
@@ -292,35 +292,48 @@ class Accountant:
                     s.stopped = True
                     lifecycle.append((tenant, s.sandbox_id, s.node, "stop", stop_ts, s.vcpu_milli, s.mem_max,
                                       b.batch_id))  # fmt: skip
-        df = pd.DataFrame(rows, columns=["gid", "bidx", "astart", "aend", "vcpu_alloc_mcpu_ms", "mem_alloc_byte_ms"])
-        return df, lifecycle, vcpu
+        return rows, lifecycle, vcpu
 
     def _usage_rows(
         self,
-        f: pd.DataFrame,
-        alloc: pd.DataFrame,
+        f: Amounts,
+        alloc: list[tuple[int, int, int, int, int, int]],
         batches: Sequence[SampleBatch],
         flush: _Flush,
         vcpu: dict[tuple[int, int], int],
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        piv = f.pivot_table(index=["gid", "bidx"], columns="measure", values="amount", aggfunc="sum", fill_value=0)
-        piv.columns = [_MEASURE_COLUMN[Measure(int(c))] for c in piv.columns]
-        span = f.groupby(["gid", "bidx"]).agg(start=("start", "min"), end=("end", "max"))
-        u = piv.join(span, how="outer").join(alloc.set_index(["gid", "bidx"]), how="outer").reset_index()
-        if u.empty:
+        """One row per (sandbox, batch) with anything accounted: sums and spans in numpy."""
+        a = np.array(alloc, np.int64).reshape(-1, 6)
+        nb = np.int64(max(1, len(batches)))
+        pair = np.concatenate([f.gid * nb + f.bidx, a[:, 0] * nb + a[:, 1]])
+        if not pair.size:
             return pd.DataFrame(columns=list(USAGE_COLUMNS)), pd.DataFrame(columns=["labels", "vcpu_milli"])
-        u["start_ms"] = u[["start", "astart"]].min(axis=1)
-        u["end_ms"] = u[["end", "aend"]].max(axis=1)
-        for col in (*COLUMNS, "start_ms", "end_ms"):
-            u[col] = u[col].fillna(0).astype(np.int64) if col in u else np.int64(0)
-        u["start_ms"] = np.minimum(u["start_ms"], u["end_ms"])
-        pairs = list(zip(u["gid"].tolist(), u["bidx"].tolist(), strict=True))  # per sandbox and batch
+        keys, inv = np.unique(pair, return_inverse=True)
+        nf = f.gid.shape[0]
+        cols = {c: np.zeros(keys.shape[0], np.int64) for c in COLUMNS}
+        for m, c in _MEASURE_COLUMN.items():
+            sel = f.measure == m
+            np.add.at(cols[c], inv[:nf][sel], f.amount[sel])
+        np.add.at(cols["vcpu_alloc_mcpu_ms"], inv[nf:], a[:, 4])
+        np.add.at(cols["mem_alloc_byte_ms"], inv[nf:], a[:, 5])
+        start = np.full(keys.shape[0], I64_MAX, np.int64)
+        end = np.full(keys.shape[0], I64_MIN, np.int64)
+        np.minimum.at(start, inv, np.concatenate([f.start, a[:, 2]]))
+        np.maximum.at(end, inv, np.concatenate([f.end, a[:, 3]]))
+        pairs = list(zip((keys // nb).tolist(), (keys % nb).tolist(), strict=True))  # per sandbox and batch
         sb = [self._by_gid[g] for g, _ in pairs]
-        u["tenant"] = [flush.attrs[b][g][0] for g, b in pairs]
-        u["sandbox_id"] = [s.sandbox_id for s in sb]
-        u["node"] = [s.node for s in sb]
         ids = np.array([b.batch_id for b in batches], dtype=object)
-        u["batch_id"] = ids[u["bidx"].to_numpy(np.int64)]
+        u = pd.DataFrame(
+            {
+                "tenant": [flush.attrs[b][g][0] for g, b in pairs],
+                "sandbox_id": [s.sandbox_id for s in sb],
+                "node": [s.node for s in sb],
+                "start_ms": np.minimum(start, end),
+                "end_ms": end,
+                **cols,
+                "batch_id": ids[keys % nb],
+            }
+        )
         attrs = pd.DataFrame(
             {
                 "labels": [flush.attrs[b][g][1] for g, b in pairs],

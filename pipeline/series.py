@@ -50,8 +50,20 @@ class SeriesFrame:
 
 
 @dataclass
+class Amounts:
+    """What each accounted sample adds to its (sandbox, batch) row (spec samples excluded)."""
+
+    gid: npt.NDArray[np.int64]
+    bidx: npt.NDArray[np.int64]
+    measure: npt.NDArray[np.int8]
+    amount: npt.NDArray[np.int64]
+    start: npt.NDArray[np.int64]  # the span the amount covers, clipped to the sandbox's [start, stop)
+    end: npt.NDArray[np.int64]
+
+
+@dataclass
 class SeriesUsage:
-    usage: pd.DataFrame  # gid, bidx, measure, amount, start, end (spec samples excluded)
+    usage: Amounts
     late: pd.DataFrame
     duplicates: int
     clamped: int
@@ -119,10 +131,9 @@ def account_series(
         last = np.ones(key.shape[0], bool)
         last[:-1] = key[1:] != key[:-1]
         state.update(key[last], ts[last], val[last])
-    frame = pd.DataFrame(
-        {"gid": gid, "bidx": bidx, "measure": meas, "amount": amount, "start": span_start, "end": span_end}
-    )
-    return SeriesUsage(frame[~is_spec], late_df, int(dup.sum()), int(too_fast.sum()), _spec(gid, bidx, meas, val))
+    k = ~is_spec
+    usage = Amounts(gid[k], bidx[k], meas[k], amount[k].astype(np.int64), span_start[k], span_end[k])
+    return SeriesUsage(usage, late_df, int(dup.sum()), int(too_fast.sum()), _spec(gid, bidx, meas, val))
 
 
 def _spec(
