@@ -112,6 +112,21 @@ def compare_lifetimes(ch: Any, truth: dict[str, Any]) -> tuple[list[str], dict[s
     return off, errs
 
 
+def debug_cpu(ch: Any, truth: dict[str, Any], sandboxes: list[str]) -> None:
+    """What the pipeline saw of each sandbox whose CPU is off: its rows and its raw CPU samples."""
+    for sb in sandboxes[:3]:
+        rows = ch.execute("SELECT batch_id, start_ms, end_ms, cpu_used_us FROM usage_intervals FINAL "
+                          "WHERE sandbox_id = %(s)s ORDER BY end_ms, batch_id", {"s": sb})  # fmt: skip
+        raw = ch.execute(
+            "SELECT r.ts_ms, r.value FROM raw_samples AS r ANY INNER JOIN raw_series AS s USING series_id "
+            "WHERE s.sandbox_id = %(s)s AND s.metric = 'cgroup_cpu_usage_usec' ORDER BY r.ts_ms",
+            {"s": sb},
+        )
+        late = ch.execute("SELECT ts_ms, value FROM late_samples WHERE sandbox_id = %(s)s AND "
+                          "metric = 'cgroup_cpu_usage_usec' ORDER BY ts_ms", {"s": sb})  # fmt: skip
+        print(f"{sb}: rows {[tuple(r) for r in rows]}\n  raw cpu {[tuple(r) for r in raw]}\n  late {late}")
+
+
 def test_churn_sigkill_and_two_instances_give_ground_truth_per_lifetime(
     stack: Stack, db: tuple[str, Any], tmp_path: Path, shm_path: Path, collectors: Any
 ) -> None:
@@ -194,6 +209,8 @@ def test_churn_sigkill_and_two_instances_give_ground_truth_per_lifetime(
         f"network bytes lost: {sum(errs['net_lost'])} in {sum(1 for v in errs['net_lost'] if v)} lifetimes"
     )
     print("\n".join(off[:40]))
+    if any("cpu_used_us" in o for o in off):
+        debug_cpu(ch, truth, [o.split()[1] for o in off if "cpu_used_us" in o])
     assert not off, f"{len(off)} findings over {len(truth['sandboxes'])} lifetimes"
     assert max(x) <= ALLOC_MAX_MS and pct(x, 0.99) <= ALLOC_P99_MS
 
