@@ -3,7 +3,7 @@
 Started by collectors/stamper.py as `python -I stampd.py [--snapshot FILE]... -- DIR...`, by
 path: it imports only the standard library and its sibling inotify.py, so it starts in tens of
 milliseconds and holds none of the collector's memory. It asks for realtime priority
-(SCHED_FIFO 1) where allowed (CAP_SYS_NICE): woken ahead of busier tasks on a loaded node,
+(SCHED_FIFO) where allowed (CAP_SYS_NICE): woken ahead of busier tasks on a loaded node,
 it stamps within microseconds of the change. The protocol is described in stamper.py.
 """
 
@@ -19,6 +19,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+
+RT_PRIORITY = 10  # SCHED_FIFO: above other realtime work of ours at 1 (the simulator's truth windows)
 
 
 def _sibling(name: str) -> ModuleType:
@@ -42,13 +44,15 @@ def _read(path: str) -> str:
 def serve(dirs: Sequence[str], snapshot: Sequence[str] = ()) -> int:
     inotify = _sibling("inotify")
     with contextlib.suppress(OSError, AttributeError):
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
     dw = inotify.DirWatch()
     paths = [Path(d) for d in dirs]
     index = {p: i for i, p in enumerate(paths)}
     for p in paths:
         dw.watch(p)
-    out = sys.stdout.buffer
+    out_fd = sys.stdout.fileno()
+    os.set_blocking(out_fd, False)  # a parent slow to read must never delay the next stamp
+    backlog = bytearray(b"R\n")
 
     def emit(stamp: int) -> None:
         lines = []
@@ -64,14 +68,11 @@ def serve(dirs: Sequence[str], snapshot: Sequence[str] = ()) -> int:
                 lines.append(f"O {stamp}\n")
             else:
                 lines.append(f"E {e.mask} {index[e.directory]} {stamp} {e.name}\n")
-        if lines:
-            out.write("".join(lines).encode())
+        backlog.extend("".join(lines).encode())
 
-    out.write(b"R\n")
-    out.flush()
     pending = b""
     while True:
-        ready, _, _ = select.select([dw.fd, 0], [], [], 1.0)
+        ready, writable, _ = select.select([dw.fd, 0], [out_fd] if backlog else [], [], 1.0)
         if dw.fd in ready:
             emit(time.time_ns())  # first thing after the wake-up: this is the stamp
         if 0 in ready:
@@ -83,11 +84,17 @@ def serve(dirs: Sequence[str], snapshot: Sequence[str] = ()) -> int:
             for cmd in cmds:
                 if cmd == b"S":
                     emit(time.time_ns())
-                    out.write(b"S\n")
+                    backlog.extend(b"S\n")
                 elif cmd.startswith(b"W ") and cmd[2:].isdigit() and int(cmd[2:]) < len(paths):
                     dw.watch(paths[int(cmd[2:])])
-        out.flush()
-        if not ready and os.getppid() == 1:  # orphaned
+        if backlog and (writable or ready):
+            try:
+                del backlog[: os.write(out_fd, backlog)]
+            except BlockingIOError:  # the pipe is full: the rest goes once the parent has read
+                continue
+            except BrokenPipeError:  # the parent is gone
+                return 0
+        if not ready and not writable and os.getppid() == 1:  # orphaned
             return 0
 
 
