@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 
-from collectors.base import Reading, Source, SourceError
+from collectors.base import Block, Reading, Rows, Source, SourceError
 from collectors.bundle import bundle_labels
 from collectors.cgroup import CgroupSource
 from collectors.host import HostSource
@@ -196,18 +197,25 @@ class CollectorAgent:
         ts: int,
         gone: frozenset[str] = frozenset(),
     ) -> SampleBatch:
+        """One batch from the readings, in columns: Python runs per distinct sandbox and name."""
         b = BatchBuilder(self.node)
         for sb in sorted(alive):
             self._entity(b, sb)
         for r in readings:
-            rows = r.rows
-            for sb, metric, sub, value in zip(rows.sandbox, rows.metric, rows.sub, rows.value, strict=True):
-                if sb in gone:  # its stop batch, queued before this one, holds its final sample
-                    continue
-                ix = HOST if not sb else b.entity_index(sb)
-                if ix is None:  # kata-monitor knows a sandbox the directory scan has not seen yet
-                    ix = self._entity(b, sb)
-                b.add(ix, metric, sub, r.ts_ms, value)
+            for blk in (*r.blocks, _block(r.rows)):
+                used = np.unique(blk.sandbox)
+                ent = np.full(len(blk.sandboxes), -1, np.int64)
+                for i in used.tolist():
+                    sb = blk.sandboxes[i]
+                    if sb in gone:  # its stop batch, queued before this one, holds its final sample
+                        continue
+                    ix = HOST if not sb else b.entity_index(sb)
+                    # kata-monitor may know a sandbox the directory scan has not seen (yet)
+                    ent[i] = self._entity(b, sb) if ix is None else ix
+                e = ent[blk.sandbox]
+                keep = e >= 0
+                b.add_columns(e[keep], blk.metrics, blk.metric[keep], blk.subs, blk.sub[keep], r.ts_ms,
+                              blk.value[keep])  # fmt: skip
         for ev in events:
             b.event(self._entity(b, ev.sandbox), ev.kind, ev.ts_ms)
         return self._queue(b, ts)
@@ -266,6 +274,17 @@ class CollectorAgent:
     def close(self) -> None:
         self.watcher.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _block(rows: Rows) -> Block:
+    """Per-sample lists as a Block: each distinct string interned once."""
+    tables: list[dict[str, int]] = [{}, {}, {}]
+    cols = [
+        np.array([t.setdefault(x, len(t)) for x in col], np.int64)
+        for t, col in zip(tables, (rows.sandbox, rows.metric, rows.sub), strict=True)
+    ]
+    sbs, metrics, subs = (list(t) for t in tables)
+    return Block(sbs, metrics, subs, cols[0], cols[1], cols[2], np.array(rows.value, np.float64))
 
 
 def build_agent(s: CollectorSettings, registry: CollectorRegistry, sink: BatchSink | None = None) -> CollectorAgent:

@@ -9,8 +9,12 @@ it has nothing at all to give (endpoint down, root missing).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 
 class SourceError(RuntimeError):
@@ -41,14 +45,39 @@ class Rows:
 
 
 @dataclass
+class Block:
+    """Samples as indexes into string tables: a source that parsed its input in columns."""
+
+    sandboxes: Sequence[str]  # "" is the node itself
+    metrics: Sequence[str]
+    subs: Sequence[str]
+    sandbox: npt.NDArray[np.int64]
+    metric: npt.NDArray[np.int64]
+    sub: npt.NDArray[np.int64]
+    value: npt.NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return int(self.value.shape[0])
+
+
+@dataclass
 class Reading:
     source: str
     ts_ms: int
     rows: Rows = field(default_factory=Rows)
+    blocks: list[Block] = field(default_factory=list)
     # sandbox id -> labels learnt from this source (cri_namespace, cri_name, ...)
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
+
+    def samples(self) -> list[tuple[str, str, str, float]]:
+        """Every sample as (sandbox, metric, sub-labels, value): for tests and small readers."""
+        out = list(zip(self.rows.sandbox, self.rows.metric, self.rows.sub, self.rows.value, strict=True))
+        for b in self.blocks:
+            cols = (b.sandbox.tolist(), b.metric.tolist(), b.sub.tolist(), b.value.tolist())
+            out += [(b.sandboxes[s], b.metrics[m], b.subs[u], float(v)) for s, m, u, v in zip(*cols, strict=True)]
+        return out
 
     def error(self, what: str) -> None:
         self.errors += 1

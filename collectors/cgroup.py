@@ -18,15 +18,6 @@ from contracts.wire import sub_label
 PRESSURE = ("cpu", "memory", "io")
 
 
-def read_keyed(text: str) -> dict[str, int]:
-    out = {}
-    for line in text.splitlines():
-        k, _, v = line.partition(" ")
-        if v.strip().isdigit():
-            out[k] = int(v)
-    return out
-
-
 def io_totals(text: str) -> tuple[int, int]:
     rd = wr = 0
     for line in text.splitlines():
@@ -66,7 +57,7 @@ class CgroupLocator:
 
     def find(self, sandbox: str, pod_uid: str | None) -> list[Path]:
         hit = self._cache.get(sandbox)
-        if hit and all(p.is_dir() for p in hit):
+        if hit:  # a read that fails drops it (`drop`): no stat per directory per scrape
             return hit
         paths = self._search(sandbox, pod_uid)
         if paths:
@@ -80,6 +71,9 @@ class CgroupLocator:
         for sb in sorted(sandboxes):
             yield sb, self.find(sb, pod_uids.get(sb))
         self.forget(sandboxes)
+
+    def drop(self, sandbox: str) -> None:
+        self._cache.pop(sandbox, None)
 
     def forget(self, keep: frozenset[str]) -> None:
         for k in [k for k in self._cache if k not in keep]:
@@ -132,6 +126,7 @@ class CgroupSource:
             try:
                 self._read_one(out, sb, dirs)
             except (OSError, ValueError) as exc:
+                self.locator.drop(sb)  # found again next time, if it moved
                 out.error(f"{sb}: {exc}")
         return out
 
@@ -148,13 +143,15 @@ class CgroupSource:
 
     @staticmethod
     def _read_one(out: Reading, sb: str, dirs: list[Path]) -> None:
-        cpu: dict[str, int] = {}
-        mem = rd = wr = 0
+        """One sandbox's samples, summed over its cgroups; string finds, no per-line loops."""
+        usage = user = system = mem = rd = wr = 0
         psi: dict[tuple[str, str, str], float] = {}
         for d in dirs:
             base = os.fspath(d)
-            for k, v in read_keyed(read_file(f"{base}/cpu.stat")).items():
-                cpu[k] = cpu.get(k, 0) + v
+            cpu = read_file(f"{base}/cpu.stat")
+            usage += _field(cpu, "usage_usec ")
+            user += _field(cpu, "user_usec ")
+            system += _field(cpu, "system_usec ")
             cur = read_file(f"{base}/memory.current").strip()
             mem += int(cur) if cur.isdigit() else 0
             r, w = io_totals(read_file(f"{base}/io.stat"))
@@ -167,16 +164,39 @@ class CgroupSource:
                 for (kind, item), pv in pressure(text).items():
                     key = (res, kind, item)
                     psi[key] = max(psi.get(key, 0.0), pv) if item != "total" else psi.get(key, 0.0) + pv
+        spec = os.fspath(dirs[0])
+        mmax = read_file(f"{spec}/memory.max").strip()
+        metrics = [*_FIXED, *(n.M_CG_PRESSURE for _ in psi)]
+        subs = [*("" for _ in _FIXED), *(_psi_sub(k) for k in psi)]
+        values = [usage, user, system, mem, rd, wr, cpu_max_millicores(read_file(f"{spec}/cpu.max")),
+                  int(mmax) if mmax.isdigit() else 0, *psi.values()]  # fmt: skip
         rows = out.rows
-        rows.add(sb, n.M_CG_CPU_USAGE_US, "", cpu.get("usage_usec", 0))
-        rows.add(sb, n.M_CG_CPU_USER_US, "", cpu.get("user_usec", 0))
-        rows.add(sb, n.M_CG_CPU_SYSTEM_US, "", cpu.get("system_usec", 0))
-        rows.add(sb, n.M_CG_MEM_CURRENT, "", mem)
-        rows.add(sb, n.M_CG_IO_RBYTES, "", rd)
-        rows.add(sb, n.M_CG_IO_WBYTES, "", wr)
-        for (res, kind, item), pv in psi.items():
-            rows.add(sb, n.M_CG_PRESSURE, sub_label(resource=res, kind=kind, item=item), pv)
-        spec = dirs[0]
-        rows.add(sb, n.M_SPEC_VCPU_MILLI, "", cpu_max_millicores(read_file(spec / "cpu.max")))
-        mmax = read_file(spec / "memory.max").strip()
-        rows.add(sb, n.M_SPEC_MEM_BYTES, "", int(mmax) if mmax.isdigit() else 0)
+        rows.sandbox.extend([sb] * len(values))
+        rows.metric.extend(metrics)
+        rows.sub.extend(subs)
+        rows.value.extend(values)
+
+
+_FIXED = (n.M_CG_CPU_USAGE_US, n.M_CG_CPU_USER_US, n.M_CG_CPU_SYSTEM_US, n.M_CG_MEM_CURRENT, n.M_CG_IO_RBYTES,
+          n.M_CG_IO_WBYTES, n.M_SPEC_VCPU_MILLI, n.M_SPEC_MEM_BYTES)  # fmt: skip
+_PSI_SUBS: dict[tuple[str, str, str], str] = {}
+
+
+def _psi_sub(key: tuple[str, str, str]) -> str:
+    got = _PSI_SUBS.get(key)
+    if got is None:
+        res, kind, item = key
+        got = _PSI_SUBS[key] = sub_label(resource=res, kind=kind, item=item)
+    return got
+
+
+def _field(text: str, key: str) -> int:
+    """The integer after `key` at the start of a line of `text`; 0 if there is none."""
+    i = text.find(key)
+    while i > 0 and text[i - 1] != "\n":
+        i = text.find(key, i + 1)
+    if i < 0:
+        return 0
+    end = text.find("\n", i)
+    v = text[i + len(key) : end if end >= 0 else None].strip()
+    return int(v) if v.isdigit() else 0

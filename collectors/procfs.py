@@ -11,7 +11,6 @@ naming the thread and its `wchan`, the evidence a hang incident carries.
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -74,7 +73,7 @@ class ProcSource:
 
     def _sandbox(self, out: Reading, sb: str, dirs: list[Path]) -> None:
         found = dict.fromkeys((k for _, k in KINDS), 0)
-        acc: Counter[tuple[str, str]] = Counter()  # (metric, sub-label) -> summed over the kind's processes
+        acc = {k: [0] * len(_SLOTS) for _, k in KINDS}  # per kind: the _SLOTS, summed over its processes
         for pid in self._pids(out, sb, dirs):
             base = f"{self.proc}/{pid}"
             try:
@@ -83,33 +82,32 @@ class ProcSource:
                 if kind is None:
                     continue  # the shim or another helper
                 found[kind] += 1
-                acc[n.M_PROC_CPU_TICKS, sub_label(proc=kind, item="utime")] += utime
-                acc[n.M_PROC_CPU_TICKS, sub_label(proc=kind, item="stime")] += stime
-                self._process(out, sb, kind, base, acc)
+                a = acc[kind]
+                a[0] += utime
+                a[1] += stime
+                self._process(out, sb, kind, base, a)
             except FileNotFoundError:
                 continue  # it exited between cgroup.procs and /proc: a sandbox stopping, not bad input
             except (OSError, ValueError, IndexError) as exc:
                 out.error(f"{sb}: pid {pid}: {exc}")
         rows = out.rows
         for kind, count in found.items():
-            rows.add(sb, n.M_PROC_COUNT, sub_label(proc=kind), count)
-        for (metric, sub), v in acc.items():
-            rows.add(sb, metric, sub, v)
+            rows.add(sb, n.M_PROC_COUNT, _KIND_SUB[kind], count)
+        for kind, a in acc.items():
+            if not found[kind]:
+                continue
+            rows.sandbox.extend([sb] * len(_SLOTS))
+            rows.metric.extend(_SLOT_METRICS)
+            rows.sub.extend(_SLOT_SUBS[kind])
+            rows.value.extend(a)
 
-    def _process(self, out: Reading, sb: str, kind: str, base: str, acc: Counter[tuple[str, str]]) -> None:
+    def _process(self, out: Reading, sb: str, kind: str, base: str, a: list[int]) -> None:
         status = read_file(f"{base}/status")
         io = read_file(f"{base}/io")
-        for line in status.splitlines():
-            k, _, v = line.partition(":")
-            if k in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
-                acc[n.M_PROC_CTXT, sub_label(proc=kind, item=k.split("_")[0])] += int(v)
-        for line in io.splitlines():
-            k, _, v = line.partition(":")
-            if k in IO_ITEMS:
-                acc[n.M_PROC_IO, sub_label(proc=kind, item=k)] += int(v)
-        threads = {state: sub_label(proc=kind, state=state) for state in ("all", "D", "Z")}
-        for sub in threads.values():
-            acc[n.M_PROC_THREADS, sub] += 0  # zero counts are reported too: "no thread blocked"
+        a[2] += _field(status, "voluntary_ctxt_switches:")
+        a[3] += _field(status, "nonvoluntary_ctxt_switches:")
+        for i, key in enumerate(_IO_KEYS, 4):
+            a[i] += _field(io, key)
         try:
             tids = os.listdir(f"{base}/task")
         except FileNotFoundError:
@@ -117,19 +115,49 @@ class ProcSource:
         for tid in tids:
             t = f"{base}/task/{tid}"
             try:
-                name, state, _, _ = parse_stat(read_file(f"{t}/stat"))
+                stat = read_file(f"{t}/stat")
             except FileNotFoundError:
                 continue  # a thread that exited between listing and reading is normal
-            except (OSError, ValueError, IndexError) as exc:
+            except OSError as exc:
                 out.error(f"{sb}: {t}: {exc}")
                 continue
-            acc[n.M_PROC_THREADS, threads["all"]] += 1
+            close = stat.rfind(")")
+            state = stat[close + 2 : close + 3]
+            if close < 0 or not state:
+                out.error(f"{sb}: {t}: not a stat line: {stat[:60]!r}")
+                continue
+            a[8] += 1
             if state in ("D", "Z"):
-                acc[n.M_PROC_THREADS, threads[state]] += 1
+                a[9 if state == "D" else 10] += 1
             if state == "D":
                 try:
                     wchan = read_file(f"{t}/wchan").strip() or "0"
                 except OSError:
                     wchan = "?"
+                name = stat[stat.find("(") + 1 : close]
                 blocked = sub_label(proc=kind, thread=name, tid=tid, wchan=wchan)
                 out.rows.add(sb, n.M_PROC_THREAD_BLOCKED, blocked, 1)
+
+
+def _field(text: str, key: str) -> int:
+    """The integer after `key` (e.g. `read_bytes:`) at the start of a line; 0 if there is none."""
+    i = text.find(key)
+    while i > 0 and text[i - 1] != "\n":
+        i = text.find(key, i + 1)
+    if i < 0:
+        return 0
+    end = text.find("\n", i)
+    return int(text[i + len(key) : end if end >= 0 else None])
+
+
+_IO_KEYS = tuple(f"{k}:" for k in IO_ITEMS)
+# what is summed per process kind, in this order: (metric, the sub-label's own key and value)
+_SLOTS = (
+    (n.M_PROC_CPU_TICKS, "item", "utime"), (n.M_PROC_CPU_TICKS, "item", "stime"),
+    (n.M_PROC_CTXT, "item", "voluntary"), (n.M_PROC_CTXT, "item", "nonvoluntary"),
+    *((n.M_PROC_IO, "item", k) for k in IO_ITEMS),
+    (n.M_PROC_THREADS, "state", "all"), (n.M_PROC_THREADS, "state", "D"), (n.M_PROC_THREADS, "state", "Z"),
+)  # fmt: skip
+_SLOT_METRICS = [m for m, _, _ in _SLOTS]
+_SLOT_SUBS = {kind: [sub_label(**{"proc": kind, key: v}) for _, key, v in _SLOTS] for _, kind in KINDS}
+_KIND_SUB = {kind: sub_label(proc=kind) for _, kind in KINDS}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from contracts.wire import Entity, EventKind, SampleBatch
 
@@ -30,6 +31,8 @@ class BatchBuilder:
         self._ts: list[int] = []
         self._value: list[float] = []
         self._events: list[tuple[int, int, int]] = []
+        self._chunks: list[tuple[npt.NDArray[np.int64], ...]] = []  # (entity, metric, sub, ts) columns
+        self._chunk_values: list[npt.NDArray[np.float64]] = []
 
     def entity(self, sandbox_id: str, labels: Mapping[str, str]) -> int:
         ix = self._entity_ix.get(sandbox_id)
@@ -67,11 +70,36 @@ class BatchBuilder:
         self._ts.extend([ts_ms] * k)
         self._value.extend(vals)
 
+    def add_columns(
+        self,
+        entity: npt.NDArray[np.int64],
+        metrics: Sequence[str],
+        metric: npt.NDArray[np.int64],
+        subs: Sequence[str],
+        sub: npt.NDArray[np.int64],
+        ts_ms: int,
+        values: npt.NDArray[np.float64],
+    ) -> None:
+        """Samples in columns: `metric` and `sub` index the tables `metrics` and `subs`; only
+        the table entries used are interned (per distinct name, never per sample)."""
+        if not values.shape[0]:
+            return
+        m_used, m_inv = np.unique(metric, return_inverse=True)
+        s_used, s_inv = np.unique(sub, return_inverse=True)
+        m_map = np.array([self.metric_ix(metrics[i]) for i in m_used.tolist()], np.int64)
+        s_map = np.array([self.sub_ix(subs[i]) for i in s_used.tolist()], np.int64)
+        ts = np.full(values.shape[0], ts_ms, np.int64)
+        self._chunks.append((entity.astype(np.int64), m_map[m_inv], s_map[s_inv], ts))
+        self._chunk_values.append(values.astype(np.float64))
+
     def event(self, entity: int, kind: EventKind, ts_ms: int) -> None:
         self._events.append((entity, int(kind), ts_ms))
 
     def __len__(self) -> int:
-        return len(self._value)
+        return len(self._value) + sum(int(v.shape[0]) for v in self._chunk_values)
+
+    def _column(self, i: int, listed: list[int]) -> npt.NDArray[np.int64]:
+        return np.concatenate([np.array(listed, np.int64), *(c[i] for c in self._chunks)])
 
     def build(self, boot_epoch_ms: int, seq: int, scrape_ts_ms: int) -> SampleBatch:
         ev = np.array(self._events, dtype=np.int64).reshape(-1, 3)
@@ -83,11 +111,11 @@ class BatchBuilder:
             entities=tuple(self._entities),
             metrics=tuple(self._metric_ix),
             subs=tuple(self._sub_ix),
-            entity=np.array(self._entity, np.uint16),
-            metric=np.array(self._metric, np.uint16),
-            sub=np.array(self._sub, np.uint16),
-            ts_ms=np.array(self._ts, np.int64),
-            value=np.array(self._value, np.float64),
+            entity=self._column(0, self._entity).astype(np.uint16),
+            metric=self._column(1, self._metric).astype(np.uint16),
+            sub=self._column(2, self._sub).astype(np.uint16),
+            ts_ms=self._column(3, self._ts),
+            value=np.concatenate([np.array(self._value, np.float64), *self._chunk_values]),
             ev_entity=ev[:, 0].astype(np.uint16),
             ev_kind=ev[:, 1].astype(np.uint8),
             ev_ts_ms=ev[:, 2].astype(np.int64),

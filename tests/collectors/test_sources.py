@@ -5,11 +5,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collectors.base import Reading
 from collectors.cgroup import CgroupSource
 from collectors.host import HostSource
-from collectors.katamonitor import parse
+from collectors.katamonitor import ParseCache, parse
 from collectors.procfs import ProcSource, parse_stat
 from collectors.sim.katamon import exposition
 from collectors.sim.model import Fleet
@@ -36,7 +38,7 @@ def test_kata_monitor_keeps_families_and_labels() -> None:
     )
     r = parse(text, 1000)
     assert r.errors == 0
-    assert list(zip(r.rows.sandbox, r.rows.metric, r.rows.sub, r.rows.value, strict=True)) == [
+    assert r.samples() == [
         ("sb1", "kata_hypervisor_proc_stat", 'item="utime"', 4310.0),
         ("sb1", "kata_guest_cpu_time", 'cpu="total",item="idle"', 1500.0),
         ("sb1", "kata_shim_agent_rpc_durations_histogram_milliseconds_count", 'action="grpc.CheckRequest"', 12.0),
@@ -64,12 +66,12 @@ def test_kata_monitor_malformed_lines_counted_good_kept() -> None:
     )
     r = parse(text, 1000)
     assert r.errors == 9
-    assert r.rows.value == [7.0, 2.0, 9.0]
+    assert [v for *_, v in r.samples()] == [7.0, 2.0, 9.0]
 
 
 def test_kata_monitor_escaped_label_values() -> None:
     r = parse('kata_guest_meminfo{item="a\\"}b",sandbox_id="s"} 1\n', 0)
-    assert r.errors == 0 and r.rows.sub == ['item="a\\"}b"']
+    assert r.errors == 0 and [s for _, _, s, _ in r.samples()] == ['item="a\\"}b"']
 
 
 @pytest.fixture
@@ -236,3 +238,56 @@ def test_injected_faults_show_in_every_signal(tmp_path: Path) -> None:
     faults = {f["kind"]: f for f in fleet.truth()["faults"]}
     assert faults["qemu_hang"]["start_ms"] == 2000 and faults["qemu_hang"]["end_ms"] == 12_000
     assert faults["io_stall"]["end_ms"] is None and faults["io_stall"]["sandbox_id"] == stalled.id
+
+
+SERIES = st.tuples(
+    st.sampled_from(["kata_guest_meminfo", "kata_hypervisor_fds", "kata_agent_total_rss", "kata_shim_threads"]),
+    st.sampled_from(["sb1", "sb2", "sb3"]),
+    st.sampled_from(["", 'item="a"', 'cpu="0",item="b"']),  # canonical: keys sorted
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    good=st.lists(st.tuples(SERIES, st.integers(0, 10**12)), max_size=30),
+    noise=st.lists(
+        st.sampled_from(
+            [
+                "# HELP kata_guest_meminfo memory",
+                "# TYPE kata_guest_meminfo gauge",
+                "kata_monitor_scrape_count 4",
+                "go_goroutines 7",
+                "",
+                "}{ garbage",
+                'kata_guest_load{item="x"} 1',
+                "kata_guest_load{truncated",
+                'kata_hypervisor_fds{sandbox_id="sb9"} notanumber',
+                'kata_guest_tasks{item="a b",sandbox_id="sb1"} 2',
+                'kata_guest_tasks{sandbox_id="sb1"} 3 1700000000000',
+            ]
+        ),
+        max_size=8,
+    ),
+    data=st.data(),
+)
+def test_kata_monitor_parse_keeps_every_good_line_and_counts_every_bad_one(
+    good: list[tuple[tuple[str, str, str], int]], noise: list[str], data: st.DataObject
+) -> None:
+    """The fast path (tokens in step) and the line-by-line path agree on any mix of lines."""
+    good = list({s: (s, v) for s, v in good}.values())  # one value per series
+    lines = [
+        f'{m}{{{sub + "," if sub else ""}sandbox_id="{sb}",cri_namespace="t-{sb}"}} {v}' for (m, sb, sub), v in good
+    ]
+    lines += noise
+    order = data.draw(st.permutations(range(len(lines))))
+    text = "\n".join(lines[i] for i in order)
+    cache = ParseCache()
+    for _ in range(2):  # the second time, every head comes from the cache
+        r = parse(text, 1000, cache)
+        want = {(sb, m, sub, float(v)) for (m, sb, sub), v in good}
+        want |= {("sb1", "kata_guest_tasks", "", 3.0)} if any("1700000000000" in x for x in noise) else set()
+        want |= {("sb1", "kata_guest_tasks", 'item="a b"', 2.0)} if any("a b" in x for x in noise) else set()
+        assert set(r.samples()) == want
+        bad = ("}{ garbage", 'kata_guest_load{item="x"} 1', "kata_guest_load{truncated", "notanumber")
+        assert r.errors == sum(1 for x in noise if any(b in x for b in bad))
+        assert {sb for sb, *_ in r.samples()} <= set(r.labels)
