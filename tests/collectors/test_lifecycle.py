@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from collectors.bundle import bundle_labels
 from collectors.fstime import birth_ns
@@ -130,13 +132,15 @@ def test_watcher_picks_up_a_sandbox_directory_created_after_start(tmp_path: Path
 
 
 class FakeDirWatch:
-    """Hands the watcher prepared inotify events: the races a real kernel makes rare."""
+    """Hands the watcher prepared inotify events (or a change made while it reads, and its
+    event): the races a real kernel makes rare."""
 
-    def __init__(self, batches: list[list[DirEvent]]) -> None:
+    def __init__(self, batches: list[list[DirEvent] | Callable[[], list[DirEvent]]]) -> None:
         self.batches = batches
 
     def read(self) -> list[DirEvent]:
-        return self.batches.pop(0) if self.batches else []
+        b = self.batches.pop(0) if self.batches else []
+        return b() if callable(b) else b
 
     def sync(self) -> None:
         pass
@@ -243,3 +247,86 @@ def test_the_watcher_stamps_changes_itself_when_the_stamping_process_dies(tmp_pa
         assert isinstance(w._dw, DirWatch)
     finally:
         w.close()
+
+
+OPS = st.lists(
+    st.tuples(st.sampled_from(["create", "remove", "remove_mid_scan", "scan", "drain", "handle", "scrape"]),
+              st.sampled_from("abc"), st.booleans()),
+    max_size=40,
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_lifecycle_events_are_consistent_whatever_the_order_of_changes_reads_and_scrapes(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, str, bool]]
+) -> None:
+    """Directories come and go, their events arrive (or are lost), listings, stop handlers
+    and scrapes interleave at random: each lifetime is one start then one stop, a start is
+    never delivered after its stop, and every stop carries its lifetime's start."""
+    d = tmp_path_factory.mktemp("sbs")
+    clock = [1_000]
+    w = SandboxWatcher([d], lambda: clock[0], use_inotify=False)
+    fake = FakeDirWatch([])
+    w._dw = fake  # type: ignore[assignment]
+    delivered: list[LifecycleEvent] = []  # what batches carried, in the order they were queued
+    w._on_stop = lambda ev: delivered.extend([LifecycleEvent(ev.sandbox, EventKind.START, ev.started_ms or 0), ev])
+    pending: list[DirEvent] = []
+    created = dict.fromkeys("abc", 0)
+    for op, name, lost in ops:
+        clock[0] += 7
+        if op == "create" and not (d / name).exists():
+            (d / name).mkdir()
+            created[name] += 1
+            if not lost:
+                pending.append(DirEvent(d, IN_CREATE | IN_ISDIR, name, clock[0] * 1_000_000))
+        elif op == "remove" and (d / name).exists():
+            (d / name).rmdir()
+            if not lost:
+                pending.append(DirEvent(d, IN_DELETE | IN_ISDIR, name, clock[0] * 1_000_000))
+        elif op == "remove_mid_scan" and (d / name).exists():  # gone after the scan's listing saw it
+
+            def remove(name: str = name) -> list[DirEvent]:
+                (d / name).rmdir()
+                return [DirEvent(d, IN_DELETE | IN_ISDIR, name, clock[0] * 1_000_000)]
+
+            fake.batches += [pending, remove]
+            pending = []
+            w.scan()
+        elif op == "drain":  # the stamping process delivers what it has
+            fake.batches.append(pending)
+            pending = []
+            w._drain(None)
+        elif op == "scan":
+            fake.batches.append(pending)
+            pending = []
+            w.scan()
+        elif op == "handle":
+            w._handle_stops()
+        elif op == "scrape":  # a scrape batch carries the starts drained from the queue
+            delivered.extend(w.events())
+    for name in "abc":  # the end: everything goes, every event arrives
+        if (d / name).exists():
+            (d / name).rmdir()
+    fake.batches.append(pending)
+    w.scan()
+    delivered.extend(w.events())
+    by_name: dict[str, list[LifecycleEvent]] = {}
+    for ev in delivered:
+        by_name.setdefault(ev.sandbox, []).append(ev)
+    for name, evs in by_name.items():
+        stops = [e for e in evs if e.kind == EventKind.STOP]
+        # every lifetime ends with its stop; a start queued for a scrape never follows that stop
+        last_stop = max(i for i, e in enumerate(evs) if e.kind == EventKind.STOP)
+        assert all(e.kind == EventKind.STOP or e.ts_ms in {s.started_ms for s in stops} for e in evs), (name, evs)
+        assert all(evs[i].kind == EventKind.STOP for i in range(last_stop, len(evs))), (name, evs)
+        for s in stops:
+            assert s.started_ms is not None and s.started_ms <= s.ts_ms
+        starts_of = {s.started_ms for s in stops}
+        for i, e in enumerate(evs):
+            if e.kind == EventKind.START:  # no start after the stop of its own lifetime
+                own = next(j for j, s in enumerate(evs) if s.kind == EventKind.STOP and s.started_ms == e.ts_ms)
+                assert i < own, (name, evs)
+        assert len(starts_of) == len(stops)  # each stop closes a lifetime of its own
+        assert len(stops) <= created[name]  # never a lifetime that did not happen (lost ones may be missed)
+    assert w.alive() == frozenset()
