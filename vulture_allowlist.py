@@ -4,7 +4,7 @@ framework or by the test harness, never by our own code; keep the list short."""
 from collectors.agent import CollectorAgent
 from collectors.lifecycle import SandboxWatcher
 from collectors.sim.runner import Simulator, _Handler, _KataMonitor
-from sandmeter.stack import receiver
+from sandmeter.stack import Cluster, receiver
 
 _Handler.do_GET  # http.server dispatches GET here
 _Handler.log_message  # http.server's logging hook, silenced
@@ -14,3 +14,5 @@ _KataMonitor.daemon_threads  # socketserver reads it
 Simulator.set_cpu_load  # the scaling e2e test drives the simulated load
 CollectorAgent.batches_made  # the delivery e2e test counts the batches made
 SandboxWatcher.event_driven  # the lifecycle test checks which mode the watcher runs in
+Cluster.start_node  # the cluster e2e test stops and restarts a replica
+Cluster.stop_node
