@@ -172,7 +172,8 @@ def test_two_processors_and_a_replica_outage_on_the_cluster_give_ground_truth(
             {"db": name, "t": tuple(f"{t}_local" for t in REPLICATED)},
         )
         print(
-            "shard 1 on disk:", ", ".join(f"{t} {int(r)} rows {int(b) / max(1, int(r)):.1f} B/row" for t, r, b in sizes)
+            "shard 1, compressed column data:",
+            ", ".join(f"{t} {int(r)} rows {int(b) / max(1, int(r)):.1f} B/row" for t, r, b in sizes),
         )
         print(
             f"{len(truth['sandboxes'])} sandboxes, {sum(s['counter_resets'] for s in truth['sandboxes'])} VM restarts, "
