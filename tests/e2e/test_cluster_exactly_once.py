@@ -172,17 +172,17 @@ def test_two_processors_and_a_replica_outage_on_the_cluster_give_ground_truth(
         # joins (shard-local: samples and names share a shard) find rows
         variables = {
             v["name"]: [str(r[0]) for r in ch.execute(v["query"])] or ["none"]
-            for name in g.DASHBOARDS
-            for v in g.dashboard_json(name).get("templating", {}).get("list", [])
+            for dash in g.DASHBOARDS
+            for v in g.dashboard_json(dash).get("templating", {}).get("list", [])
         }
         joins = 0
-        for name in g.DASHBOARDS:
-            for panel, t in targets(g.dashboard_json(name)):
+        for dash in g.DASHBOARDS:
+            for panel, t in targets(g.dashboard_json(dash)):
                 if panel["datasource"]["uid"] == g.CH_UID:
                     sql = render_sql(t["rawSql"], first_ms // 1000 - 60, last_ms // 1000 + 60, 10, variables)
                     rows = ch.execute(sql)
                     if " JOIN " in sql:
-                        assert rows, (name, panel["title"])
+                        assert rows, (dash, panel["title"])
                         joins += 1
         assert joins >= 3
         sizes = client("127.0.0.1", s1r1.tcp_port, name).execute(
