@@ -5,7 +5,7 @@ from collectors.agent import CollectorAgent
 from collectors.lifecycle import SandboxWatcher
 from collectors.sim.render import NodeTree
 from collectors.sim.runner import Simulator, _Handler, _KataMonitor
-from sandmeter.stack import receiver
+from sandmeter.stack import Cluster, receiver
 
 _Handler.do_GET  # http.server dispatches GET here
 _Handler.log_message  # http.server's logging hook, silenced
@@ -16,3 +16,5 @@ Simulator.set_cpu_load  # the scaling e2e test drives the simulated load
 CollectorAgent.batches_made  # the delivery e2e test counts the batches made
 SandboxWatcher.event_driven  # the lifecycle test checks which mode the watcher runs in
 NodeTree.create  # source tests build a node's files for a sandbox in one call
+Cluster.start_node  # the cluster e2e test stops and restarts a replica
+Cluster.stop_node

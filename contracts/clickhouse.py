@@ -8,14 +8,42 @@ from typing import Any
 # current releases (one code for all, so as not to tell which part was wrong)
 AUTH_FAILED_CODES = frozenset({192, 193, 194, 516})
 
+# Sent with every query when the tables are a cluster's Distributed tables (docs/architecture.md,
+# "Cluster"): an insert returns only once each shard's replica has its rows, so the rollups
+# computed next, a checkpoint and a crash replay all see them; every client reads and writes
+# each shard on its first healthy replica, its own host's replica not preferred, so processors
+# on different hosts see each other's writes at once (a rollup of a tenant sums intervals two
+# processors wrote; a partition's next owner reads the checkpoint its last owner wrote); a join
+# of two Distributed tables joins each shard's local rows (both are sharded by the same key).
+CLUSTER_SETTINGS = {
+    "insert_distributed_sync": 1,
+    "load_balancing": "in_order",
+    "prefer_localhost_replica": 0,
+    "distributed_product_mode": "local",
+}
 
-def client(host: str, port: int, database: str, user: str = "default", password: str = "") -> Any:
-    """A new connection; a Client is not thread-safe, so each thread opens its own."""
+
+def client(
+    host: str, port: int, database: str, user: str = "default", password: str = "", *,
+    cluster: str = "", alt_hosts: str = "", insert_quorum: int = 0,
+) -> Any:  # fmt: skip
+    """A new connection; a Client is not thread-safe, so each thread opens its own.
+
+    `cluster`: the tables are that cluster's (the settings above go with every query);
+    `alt_hosts` ("host:port,..."): where to connect when `host` does not answer;
+    `insert_quorum`: replicas that must have an insert before it returns (0: one).
+    """
     from clickhouse_driver import Client
 
+    settings: dict[str, Any] = {"use_numpy": True}
+    if cluster:
+        settings.update(CLUSTER_SETTINGS)
+    if insert_quorum:
+        settings["insert_quorum"] = insert_quorum
+    extra = {"alt_hosts": alt_hosts} if alt_hosts else {}
     return Client(
         host=host, port=port, database=database, user=user, password=password, connect_timeout=3,
-        send_receive_timeout=30, settings={"use_numpy": True},
+        send_receive_timeout=30, settings=settings, **extra,
     )  # fmt: skip
 
 

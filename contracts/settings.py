@@ -114,6 +114,13 @@ class ClickHousePart(Part):
     clickhouse_user: str = "default"
     clickhouse_password: SecretStr = SecretStr("")
     clickhouse_password_file: FilePath | None = None
+    # the cluster's name in remote_servers when the tables are sharded and replicated (the
+    # cluster flavour of `sandmeter migrate`); empty: a single server
+    clickhouse_cluster: str = Field("", pattern=r"^[A-Za-z0-9_]*$")
+    # other servers of the cluster ("host:port,host:port") to connect to when the host is down
+    clickhouse_alt_hosts: str = ""
+    # replicas that must have an insert before it returns; 0: the first one (docs/architecture.md)
+    clickhouse_insert_quorum: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _clickhouse_password_is_readable(self) -> ClickHousePart:
@@ -127,8 +134,20 @@ class ClickHousePart(Part):
         """A new connection (clickhouse-driver's Client; one per thread)."""
         return client(
             self.clickhouse_host, self.clickhouse_port, self.clickhouse_database,
-            self.clickhouse_user, self._clickhouse_password(),
+            self.clickhouse_user, self._clickhouse_password(), cluster=self.clickhouse_cluster,
+            alt_hosts=self.clickhouse_alt_hosts, insert_quorum=self.clickhouse_insert_quorum,
         )  # fmt: skip
+
+    def clickhouse_on(self, host: str, port: int) -> Any:
+        """A connection to one host of the cluster, same database and user (migrations run per host)."""
+        return client(
+            host,
+            port,
+            self.clickhouse_database,
+            self.clickhouse_user,
+            self._clickhouse_password(),
+            cluster=self.clickhouse_cluster,
+        )
 
 
 class MetricsPart(Part):

@@ -66,16 +66,24 @@ def bucket(col_ms: str, floor_s: int = 60) -> str:
 TENANTS = "tenant IN (${tenant:singlequote})"
 
 
-def raw_series(metric: str, labels: str | None = None, host: bool = False) -> str:
-    """Raw samples of one metric (optionally one sub-label string), joined to their names."""
+def raw_series(metric: str, labels: str | None = None, host: bool = False, cond: str | None = None) -> str:
+    """Raw samples of one metric (optionally one sub-label string), joined to their names.
+
+    Portable between ClickHouse 18.16 and current releases: ANY INNER JOIN keeps one row per
+    key on *both* sides since 20.x (one sample per series instead of all), so this is ALL
+    INNER JOIN, over DISTINCT names so a name row not merged yet cannot double a sample;
+    current releases also want the subquery aliased.
+    """
     where = [f"metric = '{metric}'"]
     if labels is not None:
         where.append(f"labels = '{labels}'")
     if host:
         where.append("sandbox_id = ''")
+    if cond is not None:
+        where.append(cond)
     return (
-        f"{n.T_SAMPLES} ANY INNER JOIN (SELECT series_id, node, sandbox_id, labels FROM {n.T_RAW_SERIES} "
-        f"WHERE {' AND '.join(where)}) USING series_id"
+        f"{n.T_SAMPLES} ALL INNER JOIN (SELECT DISTINCT series_id, node, sandbox_id, labels FROM {n.T_RAW_SERIES} "
+        f"WHERE {' AND '.join(where)}) AS s USING series_id"
     )
 
 
@@ -232,8 +240,7 @@ def fleet_health() -> Dashboard:
             "Disk busy (fraction of time with IO in flight)",
             "SELECT time, node, max(busy) AS busiest FROM ("
             f"SELECT {bucket('ts_ms')}, node, labels, (max(value) - min(value)) / (max(ts_ms) - min(ts_ms)) AS busy "
-            f"FROM {n.T_SAMPLES} ANY INNER JOIN (SELECT series_id, node, labels FROM {n.T_RAW_SERIES} "
-            f"WHERE metric = '{n.M_HOST_DISK}' AND {io_ms}) USING series_id "
+            f"FROM {raw_series(n.M_HOST_DISK, cond=io_ms)} "
             f"WHERE {in_range('ts_ms')} AND {NODES} GROUP BY time, node, labels HAVING max(ts_ms) > min(ts_ms)"
             ") GROUP BY time, node ORDER BY time",
             "percentunit",

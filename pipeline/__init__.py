@@ -2,7 +2,16 @@
 ClickHouse, exactly once through checkpoints; and the ClickHouse schema migrations."""
 
 from pipeline.processor import Processor, build_processor
+from pipeline.reconcile import reconcile_rollups
 from pipeline.schema import SchemaError, migrate
 from pipeline.settings import MigrateSettings, ProcessorSettings
 
-__all__ = ["MigrateSettings", "Processor", "ProcessorSettings", "SchemaError", "build_processor", "migrate"]
+__all__ = [
+    "MigrateSettings",
+    "Processor",
+    "ProcessorSettings",
+    "SchemaError",
+    "build_processor",
+    "migrate",
+    "reconcile_rollups",
+]

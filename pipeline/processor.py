@@ -358,6 +358,11 @@ class Processor:
                 for nd in nodes:
                     self._node_part[nd] = (cp.topic, cp.partition)
                 self._seek(cp)
+            for p in set(parts) - set(cps):
+                # Kafka's committed offset is only ever behind a checkpoint (commits follow them);
+                # one without a checkpoint visible (a replica that has not got it yet, docs/
+                # architecture.md) has no state to continue from: read the partition again
+                self._seek_to_beginning(topic, p)
             log.info(
                 "assigned %s partitions %s; resumed %d from checkpoints (%d series)",
                 topic,
@@ -370,6 +375,11 @@ class Processor:
         from kafka import TopicPartition
 
         self.consumer.seek(TopicPartition(cp.topic, cp.partition), cp.offset)
+
+    def _seek_to_beginning(self, topic: str, partition: int) -> None:
+        from kafka import TopicPartition
+
+        self.consumer.seek_to_beginning(TopicPartition(topic, partition))
 
     def on_revoked(self, tps: list[Any]) -> None:
         """Flushes and checkpoints what was read, then forgets the partitions' nodes."""

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Protocol
 
 from contracts.names import T_FUNCTION_LOAD, T_MIGRATIONS, T_USAGE
+from pipeline import shards
+from pipeline.shards import Executes
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -24,10 +26,6 @@ REQUIRED_KEY_COLUMNS = {T_USAGE: "batch_id", T_FUNCTION_LOAD: "batch_id"}
 
 class SchemaError(RuntimeError):
     """A table exists with a sorting key this version cannot bill correctly from."""
-
-
-class Executes(Protocol):
-    def execute(self, sql: str, params: Any = None, /) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -59,8 +57,35 @@ def applied(client: Executes) -> set[int]:
     return {int(r[0]) for r in client.execute(f"SELECT version FROM {T_MIGRATIONS}")}
 
 
-def migrate(client: Executes, now_ms: int) -> list[Migration]:
-    """Applies the migrations not yet recorded; returns those it applied."""
+def migrate(
+    client: Executes, now_ms: int, cluster: str = "", connect: Callable[[str, int], Executes] | None = None
+) -> list[Migration]:
+    """Applies the migrations not yet recorded; returns those it applied.
+
+    With a `cluster`, the cluster flavour (pipeline/shards.py) is applied to each host in turn
+    through `connect(host, port)`, and each host records its own versions: a host added later
+    gets everything, and a host that is down fails the command at once instead of leaving
+    distributed DDL queued for it.
+    """
+    if not cluster:
+        ran = _apply(client, now_ms, lambda stmt: [stmt])
+        check_keys(client)
+        return ran
+    if connect is None:
+        raise ValueError("a cluster migration needs a way to connect to each host")
+    db = shards.current_database(client)
+    done: dict[int, Migration] = {}
+
+    def on_host(host: Executes) -> None:
+        for mig in _apply(host, now_ms, lambda stmt: shards.cluster_statements(stmt, cluster, db)):
+            done[mig.version] = mig
+
+    shards.on_every_host(client, cluster, connect, on_host)
+    check_keys(client, cluster, connect)
+    return [done[v] for v in sorted(done)]
+
+
+def _apply(client: Executes, now_ms: int, flavour: Callable[[str], list[str]]) -> list[Migration]:
     done = applied(client)
     ran = []
     for mig in available():
@@ -68,25 +93,36 @@ def migrate(client: Executes, now_ms: int) -> list[Migration]:
             continue
         log.info("applying migration %04d_%s (%d statements)", mig.version, mig.name, len(mig.statements))
         for stmt in mig.statements:
-            client.execute(stmt)
+            for sql in flavour(stmt):
+                client.execute(sql)
         # INSERT ... SELECT keeps this independent of the client's numpy/row insert mode
         client.execute(
             f"INSERT INTO {T_MIGRATIONS} (version, name, applied_ms) SELECT %(v)s, %(n)s, %(t)s",
             {"v": mig.version, "n": mig.name, "t": now_ms},
         )
         ran.append(mig)
-    check_keys(client)
     return ran
 
 
-def check_keys(client: Executes) -> None:
-    """Raises SchemaError if a table was created with a sorting key from before its amendment."""
+def check_keys(client: Executes, cluster: str = "", connect: Callable[[str, int], Executes] | None = None) -> None:
+    """Raises SchemaError if a table was created with a sorting key from before its amendment;
+    on a cluster, checks the local tables (a Distributed table has no sorting key) of each host."""
+    if cluster:
+        if connect is None:
+            raise ValueError("a cluster check needs a way to connect to each host")
+        shards.on_every_host(client, cluster, connect, lambda host: _check_keys(host, shards.local))
+    else:
+        _check_keys(client, lambda t: t)
+
+
+def _check_keys(client: Executes, where: Callable[[str], str]) -> None:
+    tables = {where(t): t for t in REQUIRED_KEY_COLUMNS}
     rows = client.execute(
         "SELECT name, sorting_key FROM system.tables WHERE database = currentDatabase() AND name IN %(t)s",
-        {"t": tuple(REQUIRED_KEY_COLUMNS)},
+        {"t": tuple(tables)},
     )
     for name, key in rows:
-        column = REQUIRED_KEY_COLUMNS[str(name)]
+        column = REQUIRED_KEY_COLUMNS[tables[str(name)]]
         if column not in [c.strip() for c in str(key).split(",")]:
             raise SchemaError(
                 f"table {name} has the sorting key ({key}) of an unreleased schema, without {column}: it can "

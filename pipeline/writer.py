@@ -21,6 +21,7 @@ import pandas as pd
 from contracts import names as n
 from contracts.settings import ClickHousePart
 from contracts.wire import SampleBatch
+from pipeline import shards
 from pipeline.accounting import LIFECYCLE_COLUMNS, USAGE_COLUMNS, Result
 from pipeline.checkpoint import Checkpoint, decode_state, encode_state
 from pipeline.health import HealthEvent
@@ -34,12 +35,14 @@ class WriteError(RuntimeError):
 
 def open_writer(s: ClickHousePart, keep_raw: bool) -> ClickHouseWriter:
     """The processor's writer: with raw samples on, a second connection inserts them."""
-    return ClickHouseWriter(s.clickhouse(), keep_raw, raw_ch=s.clickhouse() if keep_raw else None)
+    raw_ch = s.clickhouse() if keep_raw else None
+    return ClickHouseWriter(s.clickhouse(), keep_raw, raw_ch=raw_ch, cluster=s.clickhouse_cluster)
 
 
 class ClickHouseWriter:
-    def __init__(self, ch: Any, keep_raw: bool = True, raw_ch: Any = None) -> None:
+    def __init__(self, ch: Any, keep_raw: bool = True, raw_ch: Any = None, cluster: str = "") -> None:
         self.ch = ch
+        self.cluster = cluster  # retention drops the partitions of this cluster's local tables
         self.keep_raw = keep_raw
         self.raw = RawSeries()
         self._raw_ch = raw_ch  # a connection of the raw thread's own: a client is not thread-safe
@@ -119,14 +122,9 @@ class ClickHouseWriter:
     def drop_days_before(self, table: str, day: int) -> list[str]:
         """Drops `table`'s day partitions (YYYYMMDD) older than `day`; returns them."""
         try:
-            rows = self.ch.execute(
-                "SELECT DISTINCT partition FROM system.parts "
-                "WHERE database = currentDatabase() AND table = %(t)s AND active",
-                {"t": table},
-            )
-            old = sorted(str(p) for (p,) in rows if str(p).isdigit() and int(str(p)) < day)
+            old = shards.old_day_partitions(self.ch, table, day, self.cluster)
             for part in old:
-                self.ch.execute(f"ALTER TABLE {table} DROP PARTITION {int(part)}")
+                shards.drop_partition(self.ch, table, int(part), self.cluster)
         except Exception as exc:
             raise WriteError(f"retention of {table}: {exc}") from exc
         return old

@@ -7,6 +7,9 @@ command -v clickhouse-client >/dev/null || need+=(clickhouse-client)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
 # Debian calls Alertmanager prometheus-alertmanager; amtool comes with it
 command -v prometheus-alertmanager >/dev/null && command -v amtool >/dev/null || need+=(prometheus-alertmanager)
+# the local ClickHouse cluster's coordinator (`sandmeter stack up --cluster`); pulls in its JRE
+[ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
+command -v java >/dev/null || need+=(default-jre-headless)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi

@@ -1,25 +1,26 @@
 """Session fixtures that start the real broker and ClickHouse; a guard for unit tests.
 
-Tests that need a service carry `@pytest.mark.kafka` / `@pytest.mark.clickhouse` (or
-`e2e`, which implies both; `fake_kafka`: real clients against tests/scram_broker.py).
-Unmarked tests get clients that raise, so a unit test cannot
+Tests that need a service carry `@pytest.mark.kafka` / `@pytest.mark.clickhouse` /
+`@pytest.mark.cluster` (or `e2e`, which implies them; `fake_kafka`: real clients against
+tests/scram_broker.py). Unmarked tests get clients that raise, so a unit test cannot
 quietly depend on a server.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import private_db
+from support import free_ports, private_db
 
 from contracts.clock import wall_ms
-from sandmeter.stack import AlertReceiver, Stack, StackSettings
+from sandmeter.stack import AlertReceiver, Cluster, Stack, StackSettings
 from sandmeter.stack.procs import free_port
 
-SERVICE_MARKERS = {"kafka", "clickhouse", "e2e", "fake_kafka"}
+SERVICE_MARKERS = {"kafka", "clickhouse", "cluster", "e2e", "fake_kafka"}
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +56,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory, alert_receiver: AlertReceive
         yield s
     finally:
         s.down()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """ZooKeeper and the 2x2 ClickHouse cluster, started once, only for the tests that ask."""
+    base = free_ports(12)  # node i: tcp base + i, http base + 4 + i, interserver base + 8 + i
+    c = Cluster(
+        StackSettings(
+            state_dir=tmp_path_factory.mktemp("cluster"), clickhouse_tcp_port=base, clickhouse_http_port=base + 4,
+            cluster_interserver_port=base + 8, zookeeper_port=free_port(), cluster=True,
+        )
+    )  # fmt: skip
+    t0 = time.monotonic()
+    c.up()
+    print(f"\ncluster: ZooKeeper and 4 ClickHouse servers answering after {time.monotonic() - t0:.1f} s")
+    try:
+        yield c
+    finally:
+        c.down()
 
 
 @pytest.fixture(scope="session")

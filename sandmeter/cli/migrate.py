@@ -16,7 +16,8 @@ def _settings_class() -> type[Part]:
 
 
 def add(sub: Subparsers) -> None:
-    service(sub, "migrate", "apply ClickHouse migrations (SANDMETER_MIGRATE_*)", run, _settings_class)
+    help_ = "apply ClickHouse migrations, to every host of a cluster (SANDMETER_MIGRATE_*)"
+    service(sub, "migrate", help_, run, _settings_class)
 
 
 def run(a: argparse.Namespace) -> int:
@@ -25,8 +26,8 @@ def run(a: argparse.Namespace) -> int:
     s = settings(MigrateSettings)
     require_clickhouse(s, s.wait_s)
     try:
-        ran = migrate(s.clickhouse(), wall_ms())
-    except SchemaError as exc:
+        ran = migrate(s.clickhouse(), wall_ms(), s.clickhouse_cluster, s.clickhouse_on)
+    except (SchemaError, ValueError) as exc:  # an old key; an unknown cluster name
         raise CliError(SETTINGS_ERROR, str(exc)) from None
     print(f"applied {len(ran)} migration(s): {', '.join(f'{m.version:04d}_{m.name}' for m in ran) or 'none needed'}")
     return 0

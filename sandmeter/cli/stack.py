@@ -20,7 +20,10 @@ def _settings_class() -> type[Part]:
 
 
 def add(sub: Subparsers) -> None:
-    help_ = "start/stop the local broker, ClickHouse, Prometheus and Alertmanager (SANDMETER_STACK_*)"
+    help_ = (
+        "start/stop the local broker, ClickHouse (or a ClickHouse cluster), Prometheus and Alertmanager "
+        "(SANDMETER_STACK_*)"
+    )
     p = service(sub, "stack", help_, run, _settings_class)
     p.add_argument("action", choices=["up", "down", "status", "watch"])
     p.add_argument(
@@ -30,6 +33,11 @@ def add(sub: Subparsers) -> None:
         help="watch: the services Prometheus scrapes on 127.0.0.1, e.g. processor=9465 api=8080 scale=9466 "
         "collector:node-local=9464 (none: stop watching)",
     )
+    p.add_argument(
+        "--cluster", action="store_true",
+        help="ZooKeeper and a 2 shards x 2 replicas ClickHouse cluster instead of the single server "
+        "(as SANDMETER_STACK_CLUSTER=true); `down` stops either",
+    )  # fmt: skip
 
 
 def _targets(args: list[str]) -> dict[str, list[Any]]:
@@ -47,17 +55,26 @@ def _targets(args: list[str]) -> dict[str, list[Any]]:
 
 
 def run(a: argparse.Namespace) -> int:
-    from sandmeter.stack import ServiceError, Stack, StackSettings
+    from sandmeter.stack import CLUSTER, ServiceError, Stack, StackSettings
 
     if a.targets and a.action != "watch":
         raise CliError(SETTINGS_ERROR, f"`stack {a.action}` takes no targets")
     s = settings(StackSettings)
+    if a.cluster:
+        s = s.model_copy(update={"cluster": True})
     try:
         stack = Stack(s)  # a missing binary is a one-line error too
         if a.action == "up":
             started = stack.up()
-            print(f"started: {', '.join(started) or 'nothing (already running)'}; kafka {stack.kafka_bootstrap}, "
-                  f"clickhouse 127.0.0.1:{stack.settings.clickhouse_tcp_port}")  # fmt: skip
+            where = f"clickhouse 127.0.0.1:{stack.settings.clickhouse_tcp_port}"
+            if stack.settings.cluster:
+                ports = ", ".join(str(n.tcp_port) for n in stack.cluster.nodes)
+                where = (
+                    f"clickhouse cluster '{CLUSTER}' on 127.0.0.1:{ports} (set SANDMETER_<SERVICE>_CLICKHOUSE_"
+                    f"CLUSTER={CLUSTER}), zookeeper 127.0.0.1:{stack.settings.zookeeper_port}"
+                )
+            started_ = ", ".join(started) or "nothing (already running)"
+            print(f"started: {started_}; kafka {stack.kafka_bootstrap}, {where}")
             if stack.alerting:
                 print(f"prometheus {stack.alerting.prometheus_url}, alertmanager {stack.alerting.alertmanager_url}")
         elif a.action == "down":

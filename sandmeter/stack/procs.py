@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -65,10 +65,7 @@ class ManagedProcess:
     # what must appear in the pid's command line for it to be ours (default: argv[0]'s name);
     # "prometheus" also appears in prometheus-alertmanager's, so those two pass their config path
     marker: str = ""
-
-    @property
-    def _marker(self) -> str:
-        return self.marker or Path(self.argv[0]).name
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def pidfile(self) -> Path:
@@ -77,6 +74,10 @@ class ManagedProcess:
     @property
     def logfile(self) -> Path:
         return self.state_dir / f"{self.name}.out"
+
+    @property
+    def _marker(self) -> str:
+        return self.marker or Path(self.argv[0]).name
 
     def pid(self) -> int | None:
         try:
@@ -89,12 +90,18 @@ class ManagedProcess:
         """Starts the process unless it already runs; returns True when it started it."""
         if self.pid() is not None:
             return False
+        self.spawn()
+        self.await_ready(timeout_s)
+        return True
+
+    def spawn(self) -> None:
+        """Launches the process without waiting for it (see `await_ready`)."""
         for port in self.ports:
             if not port_free(port):
                 raise PortInUseError(self.name, port)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with self.logfile.open("ab") as log:
-            proc = subprocess.Popen(
+            self._proc = subprocess.Popen(
                 list(self.argv),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -102,17 +109,21 @@ class ManagedProcess:
                 start_new_session=True,
                 cwd=self.state_dir,
             )
-        self.pidfile.write_text(f"{proc.pid}\n")
+        self.pidfile.write_text(f"{self._proc.pid}\n")
+
+    def await_ready(self, timeout_s: float) -> None:
+        """Waits until the spawned process answers; stops it and raises if it does not."""
+        proc = self._proc
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
+            if proc is not None and proc.poll() is not None:
                 self.pidfile.unlink(missing_ok=True)
                 raise ServiceError(
                     f"{self.name} exited with code {proc.returncode} at start; see {self.logfile}: {self._log_tail()}"
                 )
             if self.ready():
-                return True
-            time.sleep(0.2)
+                return
+            time.sleep(0.1)
         self.stop()
         raise StartTimeoutError(f"{self.name} did not answer within {timeout_s:.0f} s; see {self.logfile}")
 

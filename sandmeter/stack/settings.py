@@ -21,6 +21,12 @@ class StackSettings(Part):
     kafka_port: int = Field(19092, ge=1, le=65535)
     clickhouse_tcp_port: int = Field(19000, ge=1, le=65535)
     clickhouse_http_port: int = Field(18123, ge=1, le=65535)
+    # ZooKeeper and a 2 shards x 2 replicas ClickHouse cluster instead of the single server
+    # (`stack up --cluster`); node i of s1r1, s1r2, s2r1, s2r2 listens on clickhouse_tcp_port + i,
+    # clickhouse_http_port + i and cluster_interserver_port + i
+    cluster: bool = False
+    zookeeper_port: int = Field(12181, ge=1, le=65535)
+    cluster_interserver_port: int = Field(19010, ge=1, le=65535)
     start_timeout_s: float = 30.0
     # Prometheus (generated scrape config and rules) and Alertmanager; false: neither runs
     alerting: bool = True

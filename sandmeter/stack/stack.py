@@ -15,6 +15,7 @@ from contracts.names import ALL_TOPICS
 from sandmeter.stack.alerting import Alerting, Target
 from sandmeter.stack.procs import ManagedProcess, ServiceError
 from sandmeter.stack.settings import StackSettings
+from sandmeter.stack.zookeeper import serving
 
 
 def _tcp_answers(port: int, host: str = "127.0.0.1") -> bool:
@@ -118,6 +119,19 @@ def write_clickhouse_config(root: Path, tcp_port: int, http_port: int) -> Path:
     return config
 
 
+def clickhouse_process(
+    name: str, state_dir: Path, tcp_port: int, http_port: int, other_ports: Sequence[int] = ()
+) -> ManagedProcess:
+    """A clickhouse-server whose config `write_clickhouse_config` wrote to `state_dir/name`."""
+    return ManagedProcess(
+        name=name,
+        argv=[clickhouse_binary(), f"--config-file={(state_dir / name / 'config.xml').resolve()}"],
+        state_dir=state_dir,
+        ports=[tcp_port, http_port, *other_ports],
+        ready=lambda: _clickhouse_answers(tcp_port),
+    )
+
+
 def broker_process(state_dir: Path, port: int) -> ManagedProcess:
     """The Tansu broker on 127.0.0.1:`port`; its storage is memory, so a restart starts empty."""
     url = f"tcp://127.0.0.1:{port}"
@@ -166,20 +180,19 @@ class ServiceStatus:
 
 
 class Stack:
+    """The broker and either the single ClickHouse server or, with `cluster`, ZooKeeper and
+    the 2x2 cluster (sandmeter/stack/cluster.py), which then owns the ClickHouse ports."""
+
     def __init__(self, settings: StackSettings) -> None:
+        from sandmeter.stack.cluster import Cluster
+
         self.settings = settings
         s = settings
         self.dir = s.state_dir
         self.broker = broker_process(self.dir, s.kafka_port)
-        ch_root = self.dir / "clickhouse"
-        self.clickhouse = ManagedProcess(
-            name="clickhouse",
-            argv=[clickhouse_binary(), f"--config-file={(ch_root / 'config.xml').resolve()}"],
-            state_dir=self.dir,
-            ports=[s.clickhouse_tcp_port, s.clickhouse_http_port],
-            ready=lambda: _clickhouse_answers(s.clickhouse_tcp_port),
-        )
-        self._ch_root = ch_root
+        self.clickhouse = clickhouse_process("clickhouse", self.dir, s.clickhouse_tcp_port, s.clickhouse_http_port)
+        self._ch_root = self.dir / "clickhouse"
+        self.cluster = Cluster(s)
         self.alerting = Alerting(s, self.dir) if s.alerting else None
 
     @property
@@ -191,25 +204,31 @@ class Stack:
         started = []
         if self.broker.start(self.settings.start_timeout_s):
             started.append("broker")
-        if self.clickhouse.pid() is None:
-            write_clickhouse_config(
-                self._ch_root, self.settings.clickhouse_tcp_port, self.settings.clickhouse_http_port
-            )
         try:
-            if self.clickhouse.start(self.settings.start_timeout_s):
-                started.append("clickhouse")
+            if self.settings.cluster:
+                started += self.cluster.up()
+            else:
+                if self.clickhouse.pid() is None:
+                    write_clickhouse_config(
+                        self._ch_root, self.settings.clickhouse_tcp_port, self.settings.clickhouse_http_port
+                    )
+                if self.clickhouse.start(self.settings.start_timeout_s):
+                    started.append("clickhouse")
             if self.alerting:
                 started += self.alerting.start(self.settings.start_timeout_s)
         except ServiceError:
             for p in (self.clickhouse, self.broker):
                 if p.name in started:
                     p.stop()
+            if self.settings.cluster:
+                self.cluster.down()
             raise
         return started
 
     def down(self) -> list[str]:
+        """Stops everything running in the state dir, single server and cluster alike."""
         stopped = self.alerting.stop() if self.alerting else []
-        return stopped + [p.name for p in (self.clickhouse, self.broker) if p.stop()]
+        return stopped + self.cluster.down() + [p.name for p in (self.clickhouse, self.broker) if p.stop()]
 
     def watch(self, targets: Mapping[str, Sequence[Target]]) -> None:
         """Prometheus scrapes exactly these services (job -> targets) and loads their alerts
@@ -219,17 +238,21 @@ class Stack:
         self.alerting.watch(targets, self.settings.start_timeout_s)
 
     def status(self) -> list[ServiceStatus]:
+        """The broker and the configured ClickHouse (plus whatever else runs from this state dir)."""
         s = self.settings
-        return [
-            ServiceStatus("broker", self.broker.pid(), s.kafka_port, _kafka_answers(s.kafka_port)),
-            ServiceStatus(
-                "clickhouse",
-                self.clickhouse.pid(),
-                s.clickhouse_tcp_port,
-                _clickhouse_answers(s.clickhouse_tcp_port),
-            ),
-            *(
-                ServiceStatus(p.name, p.pid(), p.ports[0], p.ready())
-                for p in ((self.alerting.alertmanager, self.alerting.prometheus) if self.alerting else ())
-            ),
+        out = [ServiceStatus("broker", self.broker.pid(), s.kafka_port, _kafka_answers(s.kafka_port))]
+        cluster_runs = any(p.pid() is not None for p in self.cluster.processes())
+        if self.clickhouse.pid() is not None or not (s.cluster or cluster_runs):
+            port = s.clickhouse_tcp_port
+            out.append(ServiceStatus("clickhouse", self.clickhouse.pid(), port, _clickhouse_answers(port)))
+        if s.cluster or cluster_runs:
+            zk = self.cluster.zookeeper
+            out.append(ServiceStatus(zk.name, zk.pid(), s.zookeeper_port, serving(s.zookeeper_port)))
+            for n in self.cluster.nodes:
+                pid = self.cluster.servers[n.name].pid()
+                out.append(ServiceStatus(n.name, pid, n.tcp_port, _clickhouse_answers(n.tcp_port)))
+        out += [
+            ServiceStatus(p.name, p.pid(), p.ports[0], p.ready())
+            for p in ((self.alerting.alertmanager, self.alerting.prometheus) if self.alerting else ())
         ]
+        return out

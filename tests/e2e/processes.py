@@ -81,8 +81,11 @@ class Processors(Children):
             "SANDMETER_PROCESSOR_CHECKPOINT_INTERVAL_S": "6",
         }, logs)  # fmt: skip
 
-    def start(self, metrics_port: int = 0) -> subprocess.Popen[bytes]:
-        return self.spawn(f"processor-{len(self.procs)}", {"SANDMETER_PROCESSOR_METRICS_PORT": str(metrics_port)})
+    def start(self, metrics_port: int = 0, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """One more child; `env` overrides settings of this one (e.g. its ClickHouse host)."""
+        return self.spawn(
+            f"processor-{len(self.procs)}", {"SANDMETER_PROCESSOR_METRICS_PORT": str(metrics_port), **(env or {})}
+        )
 
 
 class Collectors(Children):
@@ -181,3 +184,31 @@ def drain_and_catch_up(sim: Any, fleet: Any, bootstrap: str, group: str, topic: 
     while not group_caught_up(bootstrap, group, topic):
         assert time.monotonic() < deadline, "the processors did not catch up"
         time.sleep(1)
+
+
+def sandboxes_off(ch: Any, truth: dict[str, Any]) -> list[str]:
+    """Each sandbox whose CPU differs from the truth, or whose allocated vCPU or GiB time
+    differs by more than 10 ms, with what happened to it: its restarts, its start and stop."""
+    rows = ch.execute(
+        "SELECT sandbox_id, sum(cpu_used_us), sum(vcpu_alloc_mcpu_ms), sum(mem_alloc_byte_ms), min(start_ms), "
+        "max(end_ms) FROM usage_intervals FINAL GROUP BY sandbox_id"
+    )
+    life = dict(
+        ch.execute(
+            "SELECT sandbox_id, max(ts_ms) FROM sandbox_lifecycle FINAL WHERE event = 'stop' GROUP BY sandbox_id"
+        )
+    )
+    seen = {r[0]: [int(x) for x in r[1:]] for r in rows}
+    off = []
+    for s in truth["sandboxes"]:
+        cpu, alloc, mem_alloc, first, last = seen.get(s["sandbox_id"], (0, 0, 0, 0, 0))
+        alloc_ms = (alloc - s["vcpu_alloc_mcpu_ms"]) / s["vcpu_millicores"]
+        mem_ms = (mem_alloc - s["mem_alloc_byte_ms"]) / s["memory_bytes"]
+        if cpu != s["cpu_used_us"] or abs(alloc_ms) > 10 or abs(mem_ms) > 10:
+            off.append(
+                f"sandbox {s['sandbox_id']} ({s['tenant']}, {s['node']}): cpu {cpu - s['cpu_used_us']:+d} us, "
+                f"allocated {alloc_ms:+.0f} ms (GiB {mem_ms:+.0f} ms), restarts at {s['restarted_at']}, "
+                f"start {s['start_ms']} (first interval {first}), "
+                f"stop {s['stop_ms']} (seen {life.get(s['sandbox_id'])}, last interval {last})"
+            )
+    return off

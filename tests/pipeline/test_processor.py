@@ -53,6 +53,9 @@ class FakeConsumer:
     def seek(self, tp: Any, offset: int) -> None:
         self.seeks[tp.topic, tp.partition] = offset
 
+    def seek_to_beginning(self, tp: Any) -> None:
+        self.seeks[tp.topic, tp.partition] = 0
+
     def commit(self, offsets: dict[Any, Any]) -> None:
         self.commits.append(offsets)
 
@@ -195,6 +198,18 @@ def test_a_partition_moves_with_its_state_and_offset() -> None:
     b.flush()
     # n2's counter continues from the moved state: 600 more, not the whole 1000 again
     assert int(w.writes[-1].usage["cpu_used_us"].sum()) == 600
+
+
+def test_a_partition_without_a_checkpoint_is_read_from_its_beginning() -> None:
+    """Not from the group's committed offset: without the state at that offset the first
+    samples after it would only set baselines (a replica may not have the checkpoint yet)."""
+    w = FakeWriter()
+    a, _, _ = make(w)
+    a.handle(Msg(batch("n1", 0, 1000, 100), 0, partition=0))
+    a.flush()  # checkpoint of partition 0 only
+    b, _, cons = make(w)
+    b.on_assigned([TP("t", 0), TP("t", 3)])
+    assert cons.seeks == {("t", 0): 1, ("t", 3): 0}
 
 
 def test_checkpoint_then_replay_after_a_crash_writes_identical_rows() -> None:

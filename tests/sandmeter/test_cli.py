@@ -70,6 +70,8 @@ def test_log_level_is_case_insensitive() -> None:
     [
         (["migrate"], {"SANDMETER_MIGRATE_CLICKHOUSE_PORT": "{port}", "SANDMETER_MIGRATE_WAIT_S": "1.5"},
          "127.0.0.1:{port}", "SANDMETER_MIGRATE_CLICKHOUSE_PORT"),
+        (["reconcile"], {"SANDMETER_PROCESSOR_CLICKHOUSE_PORT": "{port}"}, "127.0.0.1:{port}",
+         "SANDMETER_PROCESSOR_CLICKHOUSE_PORT"),
         (["process"], {"SANDMETER_PROCESSOR_KAFKA_BOOTSTRAP": "127.0.0.1:{port}"}, "127.0.0.1:{port}",
          "SANDMETER_PROCESSOR_KAFKA_BOOTSTRAP"),
         (["api", "keys", "list"], {"SANDMETER_API_CLICKHOUSE_PORT": "{port}"}, "127.0.0.1:{port}",

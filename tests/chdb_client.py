@@ -1,0 +1,72 @@
+"""Current ClickHouse (chdb: the server embedded in-process) behind clickhouse-driver's methods.
+
+The project calls `execute(sql, params, settings=...)`, `execute("INSERT ... VALUES", rows)`
+and `insert_dataframe(...)`. Parameters are substituted with clickhouse-driver's own escaping,
+so chdb gets the very text the driver sends to ClickHouse 18.16. Inserted frames go through a
+Parquet file, and results come back typed through Arrow.
+
+chdb runs one embedded server per process: open one ChdbClient per test session.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+class _UTC:
+    """What clickhouse-driver's escaping reads from a connection: the server's time zone."""
+
+    class server_info:
+        @staticmethod
+        def get_timezone() -> str:
+            return "UTC"
+
+
+class ChdbClient:
+    def __init__(self, path: Path) -> None:
+        from chdb.session import Session
+
+        self.session = Session(str(path))
+        self.files = path / "inserts"
+        self.files.mkdir(parents=True, exist_ok=True)
+        self._n = itertools.count()
+
+    def execute(self, query: str, params: Any = None, settings: Any = None, **_: Any) -> list[tuple[Any, ...]]:
+        # settings: client-side ones (use_numpy) or cluster ones, meaningless in-process
+        if isinstance(params, list | tuple) and query.strip().upper().endswith("VALUES"):
+            rows = [r if isinstance(r, dict) else dict(zip(_columns(query), r, strict=True)) for r in params]
+            self.insert_dataframe(query, pd.DataFrame(rows, columns=_columns(query)))
+            return []
+        if params is not None:
+            from clickhouse_driver.util.escape import escape_params
+
+            query = query % escape_params(params, _UTC)
+        return self._run(query)
+
+    def insert_dataframe(self, query: str, df: pd.DataFrame, settings: Any = None) -> int:
+        if df.empty:
+            return 0
+        path = self.files / f"{next(self._n)}.parquet"
+        df.to_parquet(path, index=False)
+        cols = ", ".join(_columns(query))
+        head = query.strip()[: query.upper().rindex("VALUES")].strip()
+        self._run(f"{head} SELECT {cols} FROM file('{path}', Parquet)")
+        path.unlink()
+        return len(df)
+
+    def _run(self, sql: str) -> list[tuple[Any, ...]]:
+        res = self.session.query(sql, "ArrowTable")
+        if res is None or not getattr(res, "num_columns", 0):
+            return []
+        return list(zip(*(c.to_pylist() for c in res.columns), strict=True))
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _columns(insert: str) -> list[str]:
+    return [c.strip() for c in insert[insert.index("(") + 1 : insert.index(")")].split(",")]
