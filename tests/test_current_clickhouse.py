@@ -99,7 +99,7 @@ def batches() -> list[bytes]:
                     (n.M_INFLIGHT, 3),
                 ):  # fmt: skip
                     b.add(e, metric, "", t, value)
-                b.add(e, n.M_KATA_NETDEV, sub_label(item="recv_bytes", interface="eth0"), t, seq * 1000.0)
+                b.add(e, n.M_NET_RX_BYTES, "", t, seq * 1000.0)
                 b.add(e, n.M_PROC_THREADS, sub_label(proc="qemu", state="D"), t, seq % 3)
                 if seq == 0:
                     b.event(e, EventKind.START, t - 1000)
