@@ -11,10 +11,10 @@ import logging
 import sys
 
 from sandmeter import __version__
-from sandmeter.cli import api, collect, dashboards, demo, migrate, process, scale, simulate, stack
+from sandmeter.cli import api, collect, dashboards, demo, invoices, migrate, process, scale, simulate, stack
 from sandmeter.cli.common import CliError, ServiceParser
 
-SUBCOMMANDS = (stack, migrate, collect, simulate, process, scale, api, dashboards, demo)
+SUBCOMMANDS = (stack, migrate, collect, simulate, process, scale, api, invoices, dashboards, demo)
 
 
 def parser() -> argparse.ArgumentParser:

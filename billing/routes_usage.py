@@ -1,0 +1,138 @@
+"""/v1/tenants, /v1/tenants/{tenant}/usage and /cost."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import JSONResponse, Response
+
+from billing.context import DEFAULT_PAGE, Auth, Context, may_read, operator_only
+from billing.errors import responses
+from billing.exports import MEDIA, to_csv, usage_parquet
+from billing.invoices import rate_range
+from billing.models import Cost, TenantPage, UsagePage
+from billing.params import (
+    MAX_INSTANT,
+    MIN_INSTANT,
+    Format,
+    Granularity,
+    GroupBy,
+    Instant,
+    Metric,
+    TenantCursor,
+    TenantId,
+    UsageCursor,
+)
+from billing.rating import fmt, rounding_note
+from billing.timeparse import format_ms, to_ms
+from billing.usage import GRANULARITY_MS, METRICS, Position, UsageQuery, check_range, list_tenants, run_usage, scaled
+from billing.usage import totals as range_totals
+
+ERRORS = responses(401, 403, 422, 500, 503)
+RANGE = f"RFC 3339 with an offset, {MIN_INSTANT} .. {MAX_INSTANT}, ms precision"
+From = Annotated[Instant, Query(alias="from", description=f"inclusive; {RANGE}")]
+To = Annotated[Instant, Query(description=f"exclusive; {RANGE}")]
+NEXT_CURSOR = {"X-Next-Cursor": {"description": "CSV and Parquet: the next page's cursor, when there is one",
+                                 "schema": {"type": "string"}}}  # fmt: skip
+
+
+def routes(ctx: Context) -> APIRouter:
+    r = APIRouter(prefix="/v1", tags=["usage"])
+    Limit = Annotated[int, Query(ge=1, le=ctx.settings.max_rows, description="rows per page")]
+
+    @r.get("/tenants", response_model=TenantPage, responses=ERRORS)
+    def tenants(who: Auth, from_: From, to: To, limit: Limit = 1000, cursor: TenantCursor | None = None) -> Any:
+        """Tenants with usage in [from, to) (operator key)."""
+        operator_only(who)
+        f, t = to_ms(from_), to_ms(to)
+        check_range(f, t, None, ctx.caps)
+        names, more = list_tenants(ctx.db(), f, t, limit, cursor)
+        return {"tenants": names, "next_cursor": names[-1].encode().hex().upper() if more else None}
+
+    @r.get(
+        "/tenants/{tenant}/usage", response_model=None, responses={**ERRORS, 200: {
+            "model": UsagePage, "headers": NEXT_CURSOR, "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }},
+    )  # fmt: skip
+    def usage(
+        who: Auth,
+        tenant: Annotated[TenantId, Path()],
+        from_: From,
+        to: To,
+        granularity: Granularity = Granularity.hour,
+        metric: Annotated[list[Metric] | None, Query(description="repeat for several; all when absent")] = None,
+        group_by: GroupBy | None = None,
+        format: Format = Format.json,
+        limit: Limit = DEFAULT_PAGE,
+        cursor: UsageCursor | None = None,
+    ) -> Response:
+        """Usage in buckets of `granularity`; an interval counts whole in the bucket of its last ms."""
+        may_read(who, tenant)
+        metrics = tuple(dict.fromkeys(m.value for m in metric)) if metric else tuple(METRICS)
+        q = UsageQuery(tenant, to_ms(from_), to_ms(to), granularity.value, metrics, group_by is not None)
+        check_range(q.from_ms, q.to_ms, GRANULARITY_MS[q.granularity], ctx.caps)
+        ch = ctx.db()
+        after = Position.parse(cursor) if cursor else None
+        rows, more = run_usage(ch, q, limit, after)
+        skip = 3 if q.group_by_sandbox else 1
+        nxt = str(Position(int(rows[-1][0]), str(rows[-1][1]) if q.group_by_sandbox else "")) if more else None
+        if format is not Format.json:
+            return _export(format, q, rows, skip, nxt)
+        series = []
+        for row in rows:
+            item = {"start": format_ms(int(row[0]))}
+            if q.group_by_sandbox:
+                item["sandbox_id"] = str(row[2])
+            for m, v in zip(metrics, row[skip:], strict=True):
+                item[m] = scaled(int(v), m)
+            series.append(item)
+        if after is None and not more:  # the whole range is on this page
+            sums = [sum(int(row[skip + i]) for row in rows) for i in range(len(metrics))]
+        else:
+            sums = [int(v) for v in range_totals(ch, q)]
+        body = {
+            "tenant": tenant, "from": format_ms(q.from_ms), "to": format_ms(q.to_ms), "granularity": q.granularity,
+            "totals": {m: scaled(v, m) for m, v in zip(metrics, sums, strict=True)}, "series": series,
+            "next_cursor": nxt,
+        }  # fmt: skip
+        return JSONResponse(body)
+
+    @r.get("/tenants/{tenant}/cost", response_model=Cost, responses=ERRORS)
+    def cost(who: Auth, tenant: Annotated[TenantId, Path()], from_: From, to: To) -> Any:
+        """The range rated as if it were a billing period (allowances and tiers over the range as a whole)."""
+        may_read(who, tenant)
+        f, t = to_ms(from_), to_ms(to)
+        check_range(f, t, None, ctx.caps)
+        rated = rate_range(ctx.db(), ctx.book, tenant, f, t)
+        return {
+            "tenant": tenant, "from": format_ms(f), "to": format_ms(t), "currency": rated.plan.currency,
+            "plan": {"id": rated.plan.id, "version": rated.plan.version}, "lines": rated.lines,
+            "total": fmt(rated.subtotal), "rounding": rounding_note(rated.plan),
+            "note": "allowances and tiers apply to the requested range as a whole; the monthly invoice is the bill",
+        }  # fmt: skip
+
+    return r
+
+
+def _export(format: Format, q: UsageQuery, rows: list[tuple[Any, ...]], skip: int, nxt: str | None) -> Response:
+    """A page of usage as CSV or Parquet; the next page's cursor rides in a header."""
+    cols = ["start", *(["sandbox_id"] if q.group_by_sandbox else []), *q.metrics]
+    if format is Format.csv:
+        data = to_csv(cols, [
+            {"start": format_ms(int(row[0])), "sandbox_id": row[2] if q.group_by_sandbox else None,
+             **{m: scaled(int(v), m) for m, v in zip(q.metrics, row[skip:], strict=True)}}
+            for row in rows
+        ])  # fmt: skip
+    else:
+        data = usage_parquet(
+            [int(row[0]) for row in rows],
+            [str(row[2]) for row in rows] if q.group_by_sandbox else None,
+            {m: ([scaled(int(row[skip + i]), m) for row in rows], len(str(METRICS[m][1])) - 1)
+             for i, m in enumerate(q.metrics)},
+        )  # fmt: skip
+    headers = {"Content-Disposition": f'attachment; filename="usage-{q.tenant}.{format.value}"'}  # validated tenant
+    if nxt is not None:
+        headers["X-Next-Cursor"] = nxt  # digits and hex, built here
+    return Response(data, media_type=MEDIA[format.value], headers=headers)
