@@ -93,7 +93,7 @@ def finalize_due(
     return report
 
 
-def finalize_job(settings: ApiSettings, ch: Any, tenant: str | None, now: str | None, out: TextIO = sys.stdout) -> int:
+def finalize_job(settings: ApiSettings, ch: Any, tenant: str | None, now: str | None, out: TextIO | None = None) -> int:
     """`sandmeter invoices finalize`: 0 done (maybe nothing to do), 1 the store failed, 2 bad input."""
     try:
         book = load_book(settings.plans_dir)
@@ -104,6 +104,7 @@ def finalize_job(settings: ApiSettings, ch: Any, tenant: str | None, now: str | 
         print(f"sandmeter invoices finalize: {exc}", file=sys.stderr)
         return 2
     invoices = Invoices(book, int(settings.invoice_grace_s * 1000))
+    out = out or sys.stdout
 
     def done(t: str, p: Period) -> None:
         print(f"finalized {t} {p}", file=out, flush=True)

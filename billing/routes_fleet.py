@@ -57,6 +57,7 @@ def routes(ctx: Context) -> APIRouter:
             raise unavailable("stale", str(exc)) from None
         except UnknownFunction as exc:
             raise ApiError(404, "unknown_function", str(exc)) from None
-        return {**rec, "timestamp": format_ms(rec.pop("timestamp_ms"))}
+        stamp = format_ms(rec.pop("timestamp_ms"))
+        return {**rec, "timestamp": stamp}
 
     return r
