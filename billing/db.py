@@ -37,9 +37,9 @@ class ReadOnly:
         self.client = client
         self.settings = {"readonly": 2, "max_execution_time": max(1, int(max_execution_s))}
 
-    def execute(self, sql: str, params: Any = None, settings: dict[str, Any] | None = None) -> Any:
+    def execute(self, sql: str, params: Any = None, settings: dict[str, Any] | None = None, **kw: Any) -> Any:
         try:
-            return self.client.execute(sql, params, settings={**(settings or {}), **self.settings})
+            return self.client.execute(sql, params, settings={**(settings or {}), **self.settings}, **kw)
         except UNREACHABLE as exc:
             raise unavailable("clickhouse_unavailable", "the usage store is unreachable; retry later") from exc
         except che.ServerException as exc:

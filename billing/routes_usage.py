@@ -24,8 +24,7 @@ from billing.params import (
 )
 from billing.rating import fmt, rounding_note
 from billing.timeparse import format_ms, to_ms
-from billing.usage import GRANULARITY_MS, METRICS, Position, UsageQuery, check_range, list_tenants, run_usage, scaled
-from billing.usage import totals as range_totals
+from billing.usage import GRANULARITY_MS, METRICS, Page, Position, UsageQuery, check_range, list_tenants, run_usage
 
 ERRORS = responses(401, 403, 422, 500, 503)
 RANGE = f"RFC 3339 with an offset, {MIN_INSTANT} .. {MAX_INSTANT}, ms precision"
@@ -73,29 +72,15 @@ def routes(ctx: Context) -> APIRouter:
         metrics = tuple(dict.fromkeys(m.value for m in metric)) if metric else tuple(METRICS)
         q = UsageQuery(tenant, to_ms(from_), to_ms(to), granularity.value, metrics, group_by is not None)
         check_range(q.from_ms, q.to_ms, GRANULARITY_MS[q.granularity], ctx.caps)
-        ch = ctx.db()
-        after = Position.parse(cursor) if cursor else None
-        rows, more = run_usage(ch, q, limit, after)
-        skip = 3 if q.group_by_sandbox else 1
-        nxt = str(Position(int(rows[-1][0]), str(rows[-1][1]) if q.group_by_sandbox else "")) if more else None
+        page = run_usage(ctx.db(), q, limit, Position.parse(cursor) if cursor else None)
         if format is not Format.json:
-            return _export(format, q, rows, skip, nxt)
-        series = []
-        for row in rows:
-            item = {"start": format_ms(int(row[0]))}
-            if q.group_by_sandbox:
-                item["sandbox_id"] = str(row[2])
-            for m, v in zip(metrics, row[skip:], strict=True):
-                item[m] = scaled(int(v), m)
-            series.append(item)
-        if after is None and not more:  # the whole range is on this page
-            sums = [sum(int(row[skip + i]) for row in rows) for i in range(len(metrics))]
-        else:
-            sums = [int(v) for v in range_totals(ch, q)]
+            return _export(format, q, page)
+        keys = ("start", *(("sandbox_id",) if q.group_by_sandbox else ()), *metrics)
+        cols = [page.starts(), *([page.sandboxes] if page.sandboxes is not None else []), *page.values.values()]
         body = {
             "tenant": tenant, "from": format_ms(q.from_ms), "to": format_ms(q.to_ms), "granularity": q.granularity,
-            "totals": {m: scaled(v, m) for m, v in zip(metrics, sums, strict=True)}, "series": series,
-            "next_cursor": nxt,
+            "totals": page.totals, "series": [dict(zip(keys, row, strict=True)) for row in zip(*cols, strict=True)],
+            "next_cursor": page.next_cursor(),
         }  # fmt: skip
         return JSONResponse(body)
 
@@ -116,23 +101,17 @@ def routes(ctx: Context) -> APIRouter:
     return r
 
 
-def _export(format: Format, q: UsageQuery, rows: list[tuple[Any, ...]], skip: int, nxt: str | None) -> Response:
+def _export(format: Format, q: UsageQuery, page: Page) -> Response:
     """A page of usage as CSV or Parquet; the next page's cursor rides in a header."""
-    cols = ["start", *(["sandbox_id"] if q.group_by_sandbox else []), *q.metrics]
     if format is Format.csv:
-        data = to_csv(cols, [
-            {"start": format_ms(int(row[0])), "sandbox_id": row[2] if q.group_by_sandbox else None,
-             **{m: scaled(int(v), m) for m, v in zip(q.metrics, row[skip:], strict=True)}}
-            for row in rows
-        ])  # fmt: skip
+        cols = {"start": page.starts(), **({"sandbox_id": page.sandboxes} if page.sandboxes is not None else {}),
+                **page.values}  # fmt: skip
+        data = to_csv(list(cols), [dict(zip(cols, row, strict=True)) for row in zip(*cols.values(), strict=True)])
     else:
-        data = usage_parquet(
-            [int(row[0]) for row in rows],
-            [str(row[2]) for row in rows] if q.group_by_sandbox else None,
-            {m: ([scaled(int(row[skip + i]), m) for row in rows], len(str(METRICS[m][1])) - 1)
-             for i, m in enumerate(q.metrics)},
-        )  # fmt: skip
+        places = {m: len(str(METRICS[m][1])) - 1 for m in q.metrics}
+        data = usage_parquet(page.buckets, page.sandboxes, {m: (v, places[m]) for m, v in page.values.items()})
     headers = {"Content-Disposition": f'attachment; filename="usage-{q.tenant}.{format.value}"'}  # validated tenant
+    nxt = page.next_cursor()
     if nxt is not None:
         headers["X-Next-Cursor"] = nxt  # digits and hex, built here
     return Response(data, media_type=MEDIA[format.value], headers=headers)

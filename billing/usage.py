@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
+
 from billing.errors import invalid
 from contracts.names import T_USAGE, T_USAGE_HOUR, T_USAGE_MINUTE
 from contracts.quantities import BY_API_NAME, HOUR_MS, MINUTE_MS
@@ -93,9 +95,38 @@ def _sums(metrics: tuple[str, ...]) -> str:
     return ", ".join(f"toString(sum(toDecimal128({METRICS[m][0]}, 0))) AS {m}" for m in metrics)
 
 
-def run_usage(ch: Any, q: UsageQuery, limit: int, after: Position | None) -> tuple[list[tuple[Any, ...]], bool]:
-    """Up to `limit` rows after `after` as (bucket ms, [sandbox hex, sandbox id,] sums as text...),
-    and whether more follow. Intervals count whole in the bucket holding their last ms."""
+@dataclass(frozen=True)
+class Page:
+    """A page of usage, by column: bucket starts (ms), sandboxes when grouped, each metric's values
+    in its API unit (exact decimal strings), the range's totals, and whether more rows follow."""
+
+    buckets: list[int]
+    sandbox_hex: list[str] | None
+    sandboxes: list[str] | None
+    values: dict[str, list[str]]
+    totals: dict[str, str]
+    more: bool
+
+    def starts(self) -> list[str]:
+        """RFC 3339 with ms, for the whole column at once."""
+        ms = np.asarray(self.buckets, dtype=np.int64).astype("datetime64[ms]")
+        return list(np.datetime_as_string(ms, unit="ms", timezone="UTC").tolist())
+
+    def next_cursor(self) -> str | None:
+        if not self.more:
+            return None
+        return str(Position(self.buckets[-1], self.sandbox_hex[-1] if self.sandbox_hex is not None else ""))
+
+
+def _column(values: list[Any] | tuple[Any, ...], metric: str) -> list[str]:
+    """Integer sums as text -> the API unit (moving the decimal point of the text)."""
+    places = len(str(METRICS[metric][1])) - 1
+    return [_shift(str(v), places) for v in values] if places else [str(v) for v in values]
+
+
+def run_usage(ch: Any, q: UsageQuery, limit: int, after: Position | None) -> Page:
+    """Up to `limit` rows after `after`. Intervals count whole in the bucket holding their last ms.
+    The first page's query also returns the range's totals (WITH TOTALS, which ignores LIMIT)."""
     g = GRANULARITY_MS[q.granularity]
     table, bucket, cond = source(q.from_ms, q.to_ms, g)
     by = ", hex(sandbox_id) AS sbx, sandbox_id" if q.group_by_sandbox else ""
@@ -108,15 +139,30 @@ def run_usage(ch: Any, q: UsageQuery, limit: int, after: Position | None) -> tup
     sql = (
         f"SELECT {bucket} AS bucket{by}, {_sums(q.metrics)} FROM {table} FINAL "
         f"WHERE tenant = %(tenant)s AND {cond} {keyset}"
-        f"GROUP BY bucket{', sandbox_id' if by else ''} "
+        f"GROUP BY bucket{', sandbox_id' if by else ''} {'WITH TOTALS ' if after is None else ''}"
         f"ORDER BY bucket{', sandbox_id' if by else ''} LIMIT {limit + 1}"
     )
     lo = max(q.from_ms, after.bucket_ms) if after is not None else q.from_ms  # a bucket starts at or before its rows
     params = {"tenant": q.tenant, "lo": lo, "to_ms": q.to_ms}
     if after is not None:
         params |= {"ab": after.bucket_ms, "ax": after.sandbox_hex}
-    rows = ch.execute(sql, params, settings={"use_numpy": False})
-    return rows[:limit], len(rows) > limit
+    skip = 3 if q.group_by_sandbox else 1
+    cols = ch.execute(sql, params, settings={"use_numpy": False}, columnar=True) or [()] * (skip + len(q.metrics))
+    if after is None:  # the totals row comes last (a row of zeros when nothing matched, or none at all)
+        sums = [c[-1] for c in cols[skip:]] if cols[0] else ["0"] * len(q.metrics)
+        cols = [c[:-1] for c in cols]
+    else:
+        sums = list(totals(ch, q))
+    more = len(cols[0]) > limit
+    cols = [list(c[:limit]) for c in cols]
+    return Page(
+        buckets=[int(b) for b in cols[0]],
+        sandbox_hex=[str(x) for x in cols[1]] if q.group_by_sandbox else None,
+        sandboxes=[str(x) for x in cols[2]] if q.group_by_sandbox else None,
+        values={m: _column(cols[skip + i], m) for i, m in enumerate(q.metrics)},
+        totals={m: _column([v], m)[0] for m, v in zip(q.metrics, sums, strict=True)},
+        more=more,
+    )
 
 
 def totals(ch: Any, q: UsageQuery) -> tuple[str, ...]:
@@ -132,14 +178,17 @@ def totals(ch: Any, q: UsageQuery) -> tuple[str, ...]:
 
 def scaled(total: int, metric: str) -> str:
     """An integer column sum in the metric's API unit, exactly, as the shortest decimal string
-    (1500 us -> "1.5" ms); plain integer arithmetic, no Decimal per value."""
-    div = METRICS[metric][1]
-    if div == 1:
-        return str(total)
-    q, r = divmod(total, div)
-    if not r:
-        return str(q)
-    return f"{q}.{str(r).rjust(len(str(div)) - 1, '0').rstrip('0')}"
+    (1500 us -> "1.5" ms)."""
+    return _shift(str(total), len(str(METRICS[metric][1])) - 1)
+
+
+def _shift(digits: str, places: int) -> str:
+    """A non-negative integer's text divided by 10**places, by moving the point: no arithmetic."""
+    if not places:
+        return digits
+    digits = digits.rjust(places + 1, "0")
+    whole, frac = digits[:-places], digits[-places:].rstrip("0")
+    return f"{whole}.{frac}" if frac else whole
 
 
 def list_tenants(ch: Any, from_ms: int, to_ms: int, limit: int, after_hex: str | None) -> tuple[list[str], bool]:
