@@ -70,16 +70,20 @@ def write_load(ch: Any, tenant: str, function: str, now_ms: int) -> None:
 
 
 def footprint(ch: Any) -> dict[str, tuple[int, int]]:
-    """Per table of the database: (rows, newest block number). Any insert, even one merged
-    away since, raises a block number; a read changes neither."""
+    """Per table of the database: (rows, newest block number). Any insert raises the table's
+    block number, even if merged away since; merges keep it, and rows are counted as readers
+    see them (FINAL where the engine deduplicates), so a background merge changes neither."""
     parts = ch.execute(
         "SELECT table, max(max_block_number) FROM system.parts WHERE database = currentDatabase() GROUP BY table",
         settings={"use_numpy": False},
     )
     blocks = {str(t): int(b) for t, b in parts}
-    tables = [str(r[0]) for r in ch.execute("SHOW TABLES", settings={"use_numpy": False})]
+    tables = ch.execute(
+        "SELECT name, engine FROM system.tables WHERE database = currentDatabase()", settings={"use_numpy": False}
+    )
     out = {}
-    for t in tables:
-        rows = int(ch.execute(f"SELECT count() FROM {t}", settings={"use_numpy": False})[0][0])
-        out[t] = (rows, blocks.get(t, -1))
+    for t, engine in tables:
+        final = " FINAL" if "Replacing" in str(engine) else ""
+        rows = int(ch.execute(f"SELECT count() FROM {t}{final}", settings={"use_numpy": False})[0][0])
+        out[str(t)] = (rows, blocks.get(str(t), -1))
     return out

@@ -120,3 +120,16 @@ def test_no_get_writes_and_none_is_a_5xx(env: Env, calls: list[tuple[str, str, s
         r = env.get(path, who, **{"from": format_ms(NOV), "to": format_ms(NOV + DAY), "format": fmt})
         assert r.status_code < 500 or r.json()["code"] == "stale", (path, r.status_code, r.text)
     assert footprint(env.ch) == before
+
+
+@pytest.mark.clickhouse
+def test_the_footprint_sees_a_write_even_one_merged_away(env: Env) -> None:
+    """The check above can fail: a write shows, including a duplicate row a merge would remove."""
+    before = footprint(env.ch)
+    row = [{"tenant": "t", "period": "2026-11"}]
+    env.ch.execute("INSERT INTO invoices (tenant, period) VALUES", row, settings={"use_numpy": False})
+    after = footprint(env.ch)
+    assert after["invoices"] != before["invoices"]
+    env.ch.execute("INSERT INTO invoices (tenant, period) VALUES", row, settings={"use_numpy": False})
+    env.ch.execute("OPTIMIZE TABLE invoices FINAL")
+    assert footprint(env.ch)["invoices"][1] > after["invoices"][1]  # same rows as readers see them, newer block
