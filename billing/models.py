@@ -8,8 +8,7 @@ the invoice model describes every body ever stored, too.
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
@@ -24,26 +23,13 @@ UnitPrice = Annotated[str, Whole(f"{DECIMAL}|tiered", "unit_price", 200, "the pr
 Instant = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 
 
-class Currency(StrEnum):  # billing.plans.MINOR_UNITS (a test holds them equal)
-    USD = "USD"
-    EUR = "EUR"
-    GBP = "GBP"
-    CNY = "CNY"
-    JPY = "JPY"
+Currency = Literal["USD", "EUR", "GBP", "CNY", "JPY"]  # billing.plans.MINOR_UNITS (a test holds them equal)
 
 
-class PlanMetric(StrEnum):  # billing.plans.PLAN_METRICS
-    vcpu_alloc_ms = "vcpu_alloc_ms"
-    cpu_used_ms = "cpu_used_ms"
-    mem_alloc_gib_ms = "mem_alloc_gib_ms"
-    io_gb = "io_gb"
-    net_gb = "net_gb"
+PlanMetric = Literal["vcpu_alloc_ms", "cpu_used_ms", "mem_alloc_gib_ms", "io_gb", "net_gb"]  # contracts.quantities
 
 
-class RatingModel(StrEnum):  # billing.plans.MODELS
-    per_unit = "per_unit"
-    graduated = "graduated"
-    volume = "volume"
+RatingModel = Literal["per_unit", "graduated", "volume"]  # billing.plans.MODELS
 
 
 class Model(BaseModel):
@@ -81,9 +67,7 @@ class Line(Model):
     amount: Money = Field(description="rounded once to the currency's minor unit, ROUND_HALF_EVEN")
 
 
-class AdjustmentKind(StrEnum):
-    late_usage = "late_usage"
-    minimum_commitment = "minimum_commitment"
+AdjustmentKind = Literal["late_usage", "minimum_commitment"]
 
 
 class Adjustment(Model):
@@ -169,10 +153,7 @@ class TenantPage(Page):
     tenants: list[str] = Field(description="tenants with usage in the range, in byte order")
 
 
-class IncidentKind(StrEnum):
-    qemu_hang = "qemu_hang"
-    io_stall = "io_stall"
-    host_disk_stall = "host_disk_stall"
+IncidentKind = Literal["qemu_hang", "io_stall", "host_disk_stall"]  # contracts.names.INCIDENT_KINDS
 
 
 class Incident(Model):
@@ -193,9 +174,7 @@ class IncidentPage(Page):
     incidents: list[Incident] = Field(description="newest first")
 
 
-class LoadUnit(StrEnum):
-    cores = "cores"
-    requests = "requests"
+LoadUnit = Literal["cores", "requests"]
 
 
 class Load(Model):

@@ -17,31 +17,31 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="incidents per page")]
 
 
 def routes(ctx: Context) -> APIRouter:
-    r = APIRouter(prefix="/v1")
+    router = APIRouter(prefix="/v1")
 
-    @r.get("/health/sandboxes", response_model=IncidentPage, responses=ERRORS, tags=["health"])
+    @router.get("/health/sandboxes", response_model=IncidentPage, responses=ERRORS, tags=["health"])
     def fleet_health(
-        who: Auth, state: IncidentState = IncidentState.open, limit: Limit = 100, cursor: IncidentCursor | None = None
+        who: Auth, state: IncidentState = "open", limit: Limit = 100, cursor: IncidentCursor | None = None
     ) -> Any:
         """Incidents of every sandbox and host disk (operator key), newest first."""
         operator_only(who)
-        page, nxt = incidents(ctx.db(), state.value, limit, cursor)
+        page, nxt = incidents(ctx.db(), state, limit, cursor)
         return {"state": state, "incidents": page, "next_cursor": nxt}
 
-    @r.get("/tenants/{tenant}/health", response_model=IncidentPage, responses=ERRORS, tags=["health"])
+    @router.get("/tenants/{tenant}/health", response_model=IncidentPage, responses=ERRORS, tags=["health"])
     def tenant_health(
         who: Auth,
         tenant: Annotated[TenantId, Path()],
-        state: IncidentState = IncidentState.open,
+        state: IncidentState = "open",
         limit: Limit = 100,
         cursor: IncidentCursor | None = None,
     ) -> Any:
         """Incidents of the tenant's sandboxes, newest first."""
         may_read(who, tenant)
-        page, nxt = incidents(ctx.db(), state.value, limit, cursor, tenant)
+        page, nxt = incidents(ctx.db(), state, limit, cursor, tenant)
         return {"state": state, "tenant": tenant, "incidents": page, "next_cursor": nxt}
 
-    @r.get(
+    @router.get(
         "/scale/{tenant}/{function}", response_model=Recommendation, responses=responses(401, 403, 404, 422, 500, 503),
         tags=["scale"],
     )  # fmt: skip
@@ -60,4 +60,4 @@ def routes(ctx: Context) -> APIRouter:
         stamp = format_ms(rec.pop("timestamp_ms"))
         return {**rec, "timestamp": stamp}
 
-    return r
+    return router

@@ -1,7 +1,7 @@
 """/v1/tenants/{tenant}/invoices and /invoices/{period}: reads only (billing/finalize.py writes)."""
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
@@ -16,15 +16,15 @@ from billing.params import Format, InvoiceStatus, PeriodText, TenantId
 STATUS_HEADER = {
     "X-Invoice-Status": {
         "description": "draft or final", "required": True,
-        "schema": {"type": "string", "enum": [s.value for s in InvoiceStatus]},
+        "schema": {"type": "string", "enum": list(get_args(InvoiceStatus))},
     }
 }  # fmt: skip
 
 
 def routes(ctx: Context) -> APIRouter:
-    r = APIRouter(prefix="/v1/tenants/{tenant}", tags=["invoices"])
+    router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["invoices"])
 
-    @r.get("/invoices", response_model=InvoicePage, responses=responses(401, 403, 422, 500, 503))
+    @router.get("/invoices", response_model=InvoicePage, responses=responses(401, 403, 422, 500, 503))
     def invoices(
         who: Auth,
         tenant: Annotated[TenantId, Path()],
@@ -37,7 +37,7 @@ def routes(ctx: Context) -> APIRouter:
         page, nxt = ctx.invoices.summaries(ctx.db(), tenant, ctx.clock_ms(), limit, before)
         return {"tenant": tenant, "invoices": page, "next_cursor": nxt}
 
-    @r.get(
+    @router.get(
         "/invoices/{period}", response_model=None, responses={
             **responses(401, 403, 404, 422, 500, 503), 200: {
                 "model": Invoice, "headers": STATUS_HEADER, "content": {
@@ -51,7 +51,7 @@ def routes(ctx: Context) -> APIRouter:
         who: Auth,
         tenant: Annotated[TenantId, Path()],
         period: Annotated[PeriodText, Path(description="YYYY-MM, a calendar month in UTC")],
-        format: Format = Format.json,
+        format: Format = "json",
     ) -> Response:
         """The month's final invoice, byte for byte as finalized, or a draft computed now (never stored).
 
@@ -61,11 +61,11 @@ def routes(ctx: Context) -> APIRouter:
         may_read(who, tenant)
         status, body = ctx.invoices.get(ctx.db(), tenant, Period.parse(period), ctx.clock_ms())
         headers = {"X-Invoice-Status": status}  # "draft" or "final", set by the code
-        if format is Format.json:
+        if format == "json":
             return Response(body, media_type="application/json", headers=headers)
         doc = json.loads(body)
-        data = invoice_csv(doc) if format is Format.csv else invoice_parquet(doc)
-        headers["Content-Disposition"] = f'attachment; filename="invoice-{tenant}-{period}.{format.value}"'  # validated
-        return Response(data, media_type=MEDIA[format.value], headers=headers)
+        data = invoice_csv(doc) if format == "csv" else invoice_parquet(doc)
+        headers["Content-Disposition"] = f'attachment; filename="invoice-{tenant}-{period}.{format}"'  # validated
+        return Response(data, media_type=MEDIA[format], headers=headers)
 
-    return r
+    return router

@@ -35,10 +35,10 @@ NEXT_CURSOR = {"X-Next-Cursor": {"description": "CSV and Parquet: the next page'
 
 
 def routes(ctx: Context) -> APIRouter:
-    r = APIRouter(prefix="/v1", tags=["usage"])
+    router = APIRouter(prefix="/v1", tags=["usage"])
     Limit = Annotated[int, Query(ge=1, le=ctx.settings.max_rows, description="rows per page")]
 
-    @r.get("/tenants", response_model=TenantPage, responses=ERRORS)
+    @router.get("/tenants", response_model=TenantPage, responses=ERRORS)
     def tenants(who: Auth, from_: From, to: To, limit: Limit = 1000, cursor: TenantCursor | None = None) -> Any:
         """Tenants with usage in [from, to) (operator key)."""
         operator_only(who)
@@ -47,7 +47,7 @@ def routes(ctx: Context) -> APIRouter:
         names, more = list_tenants(ctx.db(), f, t, limit, cursor)
         return {"tenants": names, "next_cursor": names[-1].encode().hex().upper() if more else None}
 
-    @r.get(
+    @router.get(
         "/tenants/{tenant}/usage", response_model=None, responses={**ERRORS, 200: {
             "model": UsagePage, "headers": NEXT_CURSOR, "content": {
                 "text/csv": {"schema": {"type": "string"}},
@@ -60,20 +60,20 @@ def routes(ctx: Context) -> APIRouter:
         tenant: Annotated[TenantId, Path()],
         from_: From,
         to: To,
-        granularity: Granularity = Granularity.hour,
+        granularity: Granularity = "hour",
         metric: Annotated[list[Metric] | None, Query(description="repeat for several; all when absent")] = None,
         group_by: GroupBy | None = None,
-        format: Format = Format.json,
+        format: Format = "json",
         limit: Limit = DEFAULT_PAGE,
         cursor: UsageCursor | None = None,
     ) -> Response:
         """Usage in buckets of `granularity`; an interval counts whole in the bucket of its last ms."""
         may_read(who, tenant)
-        metrics = tuple(dict.fromkeys(m.value for m in metric)) if metric else tuple(METRICS)
-        q = UsageQuery(tenant, to_ms(from_), to_ms(to), granularity.value, metrics, group_by is not None)
+        metrics = tuple(dict.fromkeys(metric)) if metric else tuple(METRICS)
+        q = UsageQuery(tenant, to_ms(from_), to_ms(to), granularity, metrics, group_by is not None)
         check_range(q.from_ms, q.to_ms, GRANULARITY_MS[q.granularity], ctx.caps)
         page = run_usage(ctx.db(), q, limit, Position.parse(cursor) if cursor else None)
-        if format is not Format.json:
+        if format != "json":
             return _export(format, q, page)
         keys = ("start", *(("sandbox_id",) if q.group_by_sandbox else ()), *metrics)
         cols = [page.starts(), *([page.sandboxes] if page.sandboxes is not None else []), *page.values.values()]
@@ -84,7 +84,7 @@ def routes(ctx: Context) -> APIRouter:
         }  # fmt: skip
         return JSONResponse(body)
 
-    @r.get("/tenants/{tenant}/cost", response_model=Cost, responses=ERRORS)
+    @router.get("/tenants/{tenant}/cost", response_model=Cost, responses=ERRORS)
     def cost(who: Auth, tenant: Annotated[TenantId, Path()], from_: From, to: To) -> Any:
         """The range rated as if it were a billing period (allowances and tiers over the range as a whole)."""
         may_read(who, tenant)
@@ -98,20 +98,20 @@ def routes(ctx: Context) -> APIRouter:
             "note": "allowances and tiers apply to the requested range as a whole; the monthly invoice is the bill",
         }  # fmt: skip
 
-    return r
+    return router
 
 
 def _export(format: Format, q: UsageQuery, page: Page) -> Response:
     """A page of usage as CSV or Parquet; the next page's cursor rides in a header."""
-    if format is Format.csv:
+    if format == "csv":
         cols = {"start": page.starts(), **({"sandbox_id": page.sandboxes} if page.sandboxes is not None else {}),
                 **page.values}  # fmt: skip
         data = to_csv(list(cols), [dict(zip(cols, row, strict=True)) for row in zip(*cols.values(), strict=True)])
     else:
         places = {m: len(str(METRICS[m][1])) - 1 for m in q.metrics}
         data = usage_parquet(page.buckets, page.sandboxes, {m: (v, places[m]) for m, v in page.values.items()})
-    headers = {"Content-Disposition": f'attachment; filename="usage-{q.tenant}.{format.value}"'}  # validated tenant
+    headers = {"Content-Disposition": f'attachment; filename="usage-{q.tenant}.{format}"'}  # validated tenant
     nxt = page.next_cursor()
     if nxt is not None:
         headers["X-Next-Cursor"] = nxt  # digits and hex, built here
-    return Response(data, media_type=MEDIA[format.value], headers=headers)
+    return Response(data, media_type=MEDIA[format], headers=headers)

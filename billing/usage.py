@@ -118,7 +118,7 @@ class Page:
         return str(Position(self.buckets[-1], self.sandbox_hex[-1] if self.sandbox_hex is not None else ""))
 
 
-def _column(values: list[Any] | tuple[Any, ...], metric: str) -> list[str]:
+def to_api_unit(values: list[Any] | tuple[Any, ...], metric: str) -> list[str]:
     """Integer sums as text -> the API unit (moving the decimal point of the text)."""
     places = len(str(METRICS[metric][1])) - 1
     return [_shift(str(v), places) for v in values] if places else [str(v) for v in values]
@@ -159,8 +159,8 @@ def run_usage(ch: Any, q: UsageQuery, limit: int, after: Position | None) -> Pag
         buckets=[int(b) for b in cols[0]],
         sandbox_hex=[str(x) for x in cols[1]] if q.group_by_sandbox else None,
         sandboxes=[str(x) for x in cols[2]] if q.group_by_sandbox else None,
-        values={m: _column(cols[skip + i], m) for i, m in enumerate(q.metrics)},
-        totals={m: _column([v], m)[0] for m, v in zip(q.metrics, sums, strict=True)},
+        values={m: to_api_unit(cols[skip + i], m) for i, m in enumerate(q.metrics)},
+        totals={m: to_api_unit([v], m)[0] for m, v in zip(q.metrics, sums, strict=True)},
         more=more,
     )
 
@@ -174,12 +174,6 @@ def totals(ch: Any, q: UsageQuery) -> tuple[str, ...]:
         settings={"use_numpy": False},
     )
     return tuple(str(v) for v in rows[0])
-
-
-def scaled(total: int, metric: str) -> str:
-    """An integer column sum in the metric's API unit, exactly, as the shortest decimal string
-    (1500 us -> "1.5" ms)."""
-    return _shift(str(total), len(str(METRICS[metric][1])) - 1)
 
 
 def _shift(digits: str, places: int) -> str:

@@ -15,8 +15,9 @@ def _settings_class() -> type[Part]:
 
 
 def add(sub: Subparsers) -> None:
-    inv = sub.add_parser("invoices", help="invoice jobs (SANDMETER_API_*)").add_subparsers(dest="inv_cmd")
-    inv.required = True
+    inv = sub.add_parser("invoices", help="invoice jobs (SANDMETER_API_*)").add_subparsers(
+        dest="inv_cmd", required=True
+    )
     fin = service(
         inv, "finalize", "finalize every invoice whose grace period is over (idempotent; schedule it hourly)", run,
         _settings_class,

@@ -39,7 +39,7 @@ class Store:
         self.fail, self.keys_fail = fail, keys_fail
         self.settings: list[dict[str, Any]] = []
 
-    def execute(self, sql: str, params: Any = None, settings: dict[str, Any] | None = None) -> Any:
+    def execute(self, sql: str, params: Any = None, settings: dict[str, Any] | None = None, **_: Any) -> Any:
         self.settings.append(settings or {})
         if "api_keys" in sql:
             if self.keys_fail is not None:

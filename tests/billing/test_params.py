@@ -6,7 +6,7 @@ import io
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Context, Decimal, localcontext
-from typing import Any
+from typing import Any, get_args
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,12 +18,13 @@ from pydantic import TypeAdapter, ValidationError
 from billing.exports import decimal_array, invoice_rows, to_csv, to_parquet
 from billing.invoices import Period
 from billing.keys import TENANT, BadKey, create_key
-from billing.models import DECIMAL, Currency, PlanMetric, RatingModel
+from billing.models import DECIMAL, Currency, IncidentKind, PlanMetric, RatingModel
 from billing.params import MAX_MS, FunctionName, Instant, Metric, PeriodText, TenantId, UsageCursor
 from billing.plans import MINOR_UNITS, MODELS, PLAN_METRICS
 from billing.rating import fmt
 from billing.timeparse import format_ms, to_ms
-from billing.usage import METRICS, scaled
+from billing.usage import METRICS, to_api_unit
+from contracts.names import INCIDENT_KINDS
 
 INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
 TENANT_ID: TypeAdapter[str] = TypeAdapter(TenantId)
@@ -108,7 +109,7 @@ def test_every_decimal_is_written_as_the_spec_pattern_says(d: Decimal) -> None:
 
 @given(st.integers(0, 2**128), st.sampled_from(sorted(METRICS)))
 def test_usage_values_are_exact_decimal_strings(total: int, metric: str) -> None:
-    text = scaled(total, metric)
+    [text] = to_api_unit([str(total)], metric)
     with localcontext(Context(prec=200)):
         assert DEC.fullmatch(text) and Decimal(text) == Decimal(total) / METRICS[metric][1]
     assert not text.endswith(".") and (text.count(".") == 0 or not text.endswith("0"))
@@ -124,10 +125,11 @@ def test_decimal_columns_hold_their_values_exactly(values: list[Decimal | None])
 
 
 def test_the_enums_are_the_definitions() -> None:
-    assert {m.value for m in Metric} == set(METRICS)
-    assert {c.value for c in Currency} == set(MINOR_UNITS)
-    assert {m.value for m in PlanMetric} == set(PLAN_METRICS)
-    assert {m.value for m in RatingModel} == set(MODELS)
+    assert set(get_args(Metric)) == set(METRICS)
+    assert set(get_args(Currency)) == set(MINOR_UNITS)
+    assert set(get_args(PlanMetric)) == set(PLAN_METRICS)
+    assert set(get_args(RatingModel)) == set(MODELS)
+    assert set(get_args(IncidentKind)) == set(INCIDENT_KINDS)
 
 
 def test_an_empty_csv_has_its_header() -> None:
