@@ -8,6 +8,7 @@ of their bytes (the same order as the bytes), so a cursor never carries raw stor
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -111,6 +112,16 @@ class Page:
         """RFC 3339 with ms, for the whole column at once."""
         ms = np.asarray(self.buckets, dtype=np.int64).astype("datetime64[ms]")
         return list(np.datetime_as_string(ms, unit="ms", timezone="UTC").tolist())
+
+    def series_json(self) -> str:
+        """The series as a JSON array, rendered through one row template rather than a dict per
+        row and json.dumps (a third of the day-of-minutes request): every value but a sandbox id
+        is digits, `.`, `-`, `:`, `T` or `Z`, and sandbox ids, which may hold anything, are
+        encoded by json.dumps. tests/billing/test_params.py holds it equal to json.dumps."""
+        fields = ['"start":"%s"', *(['"sandbox_id":%s'] if self.sandboxes is not None else [])]
+        row = "{" + ",".join([*fields, *(f'"{m}":"%s"' for m in self.values)]) + "}"  # metric names: a Literal
+        ids = [[json.dumps(s) for s in self.sandboxes]] if self.sandboxes is not None else []
+        return "[" + ",".join(row % r for r in zip(self.starts(), *ids, *self.values.values(), strict=True)) + "]"
 
     def next_cursor(self) -> str | None:
         if not self.more:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Context, Decimal, localcontext
@@ -23,7 +24,7 @@ from billing.params import MAX_MS, FunctionName, Instant, Metric, PeriodText, Te
 from billing.plans import MINOR_UNITS, MODELS, PLAN_METRICS
 from billing.rating import fmt
 from billing.timeparse import format_ms, to_ms
-from billing.usage import METRICS, to_api_unit
+from billing.usage import METRICS, Page, to_api_unit
 from contracts.names import INCIDENT_KINDS
 
 INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
@@ -152,3 +153,28 @@ def test_invoice_rows_come_from_the_document() -> None:
 def test_keys_are_only_created_for_valid_tenant_ids(tenant: str) -> None:
     with pytest.raises(BadKey):
         create_key(None, TENANT, tenant)  # refused before any query
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, MAX_MS), st.text(), st.from_regex(r"(0|[1-9][0-9]{0,30})(\.[0-9]{1,3})?", fullmatch=True)
+        ),
+        max_size=30,
+    ),
+    st.booleans(),
+)
+@example([(0, '"}\\\n%s\u2028', "0")], True)
+def test_the_series_json_is_what_json_dumps_would_write(rows: list[tuple[int, str, str]], grouped: bool) -> None:
+    """Whatever the sandbox ids hold (quotes, backslashes, %s, line separators): the same JSON."""
+    page = Page(
+        buckets=[b for b, _, _ in rows], sandbox_hex=[s.encode().hex() for _, s, _ in rows] if grouped else None,
+        sandboxes=[s for _, s, _ in rows] if grouped else None,
+        values={"cpu_used_ms": [v for _, _, v in rows], "net_tx_bytes": [v for _, _, v in rows]}, totals={},
+        more=False,
+    )  # fmt: skip
+    expect = [
+        {"start": format_ms(b), **({"sandbox_id": s} if grouped else {}), "cpu_used_ms": v, "net_tx_bytes": v}
+        for b, s, v in rows
+    ]
+    assert json.loads(page.series_json()) == expect
