@@ -48,7 +48,7 @@ ROOT = HERE.parents[1]
 PLANS = HERE.parent / "fixtures" / "plans"
 NOW_MS = 1_795_773_600_000  # 2026-11-27T10:00Z, the app's clock: load data stays fresh for the whole run
 MIN_REQUESTS = 2000
-EXAMPLES = 40  # per operation and phase; about 1,300 test cases per run
+EXAMPLES = 50  # per operation and phase: about 1,200-1,400 test cases per run
 SEED = int(os.environ.get("SANDMETER_FUZZ_SEED", "1"))  # fixed, so a failure reproduces; change it to explore
 RUN_TIMEOUT_S = 600
 
