@@ -13,7 +13,7 @@ from clickhouse_driver.errors import ServerException
 from fastapi.testclient import TestClient
 
 from billing.app import create_app
-from billing.db import ReadOnly
+from billing.db import query_settings, read_only
 from billing.plans import load_book
 from billing.settings import ApiSettings
 
@@ -41,6 +41,8 @@ class Store:
 
     def execute(self, sql: str, params: Any = None, settings: dict[str, Any] | None = None, **_: Any) -> Any:
         self.settings.append(settings or {})
+        if "system.settings" in sql:  # the user's own `readonly`: a user that may write
+            return [("0",)]
         if "api_keys" in sql:
             if self.keys_fail is not None:
                 raise self.keys_fail
@@ -94,13 +96,44 @@ def test_every_query_the_api_sends_is_read_only() -> None:
     with client(store) as c:
         for path in ROUTES:
             c.get(path, headers={"Authorization": f"Bearer {KEY}"})
-    assert store.settings and all(s.get("readonly") == 2 and s.get("max_execution_time") for s in store.settings)
+    sent = store.settings[1:]  # after the probe of the user's own setting
+    assert sent and all(s.get("readonly") == 2 and s.get("max_execution_time") for s in sent)
+
+
+def test_a_user_read_only_already_is_sent_no_setting_it_may_not_change() -> None:
+    assert query_settings("0", 30) == {"readonly": 2, "max_execution_time": 30}
+    assert query_settings("2", 30) == {"max_execution_time": 30}
+    assert query_settings("1", 30) == {}
 
 
 @pytest.mark.clickhouse
 def test_the_server_refuses_a_write_on_the_api_connection(db: tuple[str, Any]) -> None:
-    ro = ReadOnly(db[1], 30)
+    """The test database's user may write (readonly 0), so the API sends readonly=2 itself."""
+    ro = read_only(lambda: db[1], 30)()
+    assert ro.settings == {"readonly": 2, "max_execution_time": 30}
     with pytest.raises(ServerException) as e:
         ro.execute("INSERT INTO invoices (tenant, period) VALUES", [{"tenant": "x", "period": "2026-11"}])
     assert e.value.code == 164  # READONLY
     assert db[1].execute("SELECT count() FROM invoices", settings={"use_numpy": False}) == [(0,)]
+
+
+@pytest.mark.clickhouse
+@pytest.mark.parametrize("readonly", [1, 2])
+def test_the_api_serves_as_a_read_only_user(stack: Any, db: tuple[str, Any], readonly: int) -> None:
+    """A user whose profile is read-only (as docs/deployment.md gives the API) may change no
+    setting; the API must not try, or every query would fail."""
+    from clickhouse_driver import Client
+
+    from billing.keys import OPERATOR, create_key
+
+    name, ch = db
+    key = create_key(ch, OPERATOR)[1]
+    port = stack.settings.clickhouse_tcp_port
+
+    def user() -> Any:
+        return Client(host="127.0.0.1", port=port, database=name, settings={"readonly": readonly})
+
+    with TestClient(create_app(ApiSettings(key_cache_s=0), user, book=load_book(PLANS))) as c:
+        for path in ROUTES[:7]:
+            r = c.get(path, headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code in (200, 404), (readonly, path, r.text)
