@@ -1,43 +1,59 @@
-"""Health incidents as the API serves them: one row per incident, with its latest evidence."""
+"""Health incidents as the API serves them: one row per incident, with its latest evidence.
+
+Newest first, in keyset pages: a cursor is the last incident's (opened ms, hex of its id).
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import Any
 
-from billing.errors import bad_request
 from billing.timeparse import format_ms
-from contracts.names import T_HEALTH
-
-STATES: Final = ("open", "closed", "all")
-MAX_INCIDENTS: Final = 1000
+from contracts.names import INCIDENT_KINDS, T_HEALTH
 
 
-def incidents(ch: Any, state: str, tenant: str | None = None) -> list[dict[str, Any]]:
-    """Incidents, newest first; for a tenant only its sandboxes' (host disks have no tenant)."""
-    if state not in STATES:
-        raise bad_request("bad_state", f"state is one of {', '.join(STATES)}")
-    where = "WHERE tenant = %(tenant)s AND sandbox_id != ''" if tenant is not None else ""
-    having = {"open": "HAVING closes = 0", "closed": "HAVING closes > 0", "all": ""}[state]
+def cursor_of(incident: dict[str, Any], opened_ms: int) -> str:
+    return f"{opened_ms}-{incident['incident_id'].encode().hex().upper()}"
+
+
+def _evidence(text: Any) -> dict[str, Any]:
+    """Stored evidence is JSON written by the processor; anything else is shown, not trusted."""
+    try:
+        doc = json.loads(text or "{}")
+    except ValueError:
+        return {"unparsed": str(text)[:1000]}
+    return doc if isinstance(doc, dict) else {"value": doc}
+
+
+def incidents(
+    ch: Any, state: str, limit: int, cursor: str | None, tenant: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of incidents (all known kinds; for a tenant only its sandboxes', as host disks have
+    no tenant) and the cursor of the next page, if any."""
+    where = "AND tenant = %(tenant)s AND sandbox_id != '' " if tenant is not None else ""
+    having = {"open": ["closes = 0"], "closed": ["closes > 0"], "all": []}[state]
+    params: dict[str, Any] = {"tenant": tenant, "kinds": INCIDENT_KINDS}
+    if cursor is not None:
+        ms, _, hx = cursor.partition("-")
+        having.append("(opened < %(c_ms)s OR (opened = %(c_ms)s AND hex(incident_id) < %(c_id)s))")
+        params |= {"c_ms": int(ms), "c_id": hx.upper()}
     rows = ch.execute(
         "SELECT incident_id, kind, node, sandbox_id, tenant, min(opened_ms) AS opened, "
         "countIf(event = 'close') AS closes, maxIf(ts_ms, event = 'close') AS closed, argMax(evidence, ts_ms) "
-        f"FROM {T_HEALTH} FINAL {where} GROUP BY incident_id, kind, node, sandbox_id, tenant {having} "
-        f"ORDER BY opened DESC LIMIT {MAX_INCIDENTS}",
-        {"tenant": tenant},
+        f"FROM {T_HEALTH} FINAL WHERE kind IN %(kinds)s {where}"
+        "GROUP BY incident_id, kind, node, sandbox_id, tenant "
+        + (f"HAVING {' AND '.join(having)} " if having else "")
+        + f"ORDER BY opened DESC, incident_id DESC LIMIT {limit + 1}",
+        params,
         settings={"use_numpy": False},
     )
-    return [
+    out = [
         {
-            "incident_id": i,
-            "kind": k,
-            "node": nd,
-            "sandbox_id": sb,
-            "tenant": t,
-            "opened": format_ms(int(op)),
-            "closed": format_ms(int(cl)) if int(closes) else None,
-            "state": "closed" if int(closes) else "open",
-            "evidence": json.loads(ev or "{}"),
+            "incident_id": str(i), "kind": str(k), "node": str(nd), "sandbox_id": str(sb), "tenant": str(t),
+            "opened": format_ms(int(op)), "closed": format_ms(int(cl)) if int(closes) else None,
+            "state": "closed" if int(closes) else "open", "evidence": _evidence(ev),
         }
-        for i, k, nd, sb, t, op, closes, cl, ev in rows
-    ]
+        for i, k, nd, sb, t, op, closes, cl, ev in rows[:limit]
+    ]  # fmt: skip
+    more = len(rows) > limit
+    return out, (cursor_of(out[-1], int(rows[limit - 1][5])) if more else None)

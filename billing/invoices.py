@@ -1,45 +1,55 @@
-"""Monthly invoices: a draft until the grace period after the month ends, then final and frozen.
+"""Monthly invoices, read side: a final invoice as stored, or a draft computed on read.
 
-A finalized invoice's JSON is stored byte for byte and served as stored. Usage that arrives
-for a finalized month is booked on the next invoice built after it arrives, as a labelled
-`late_usage` adjustment for that month (the difference between rating everything now known
-for the month and rating what was already booked for it). A minimum commitment tops the
-month's usage lines up as an invoice-level adjustment.
+An invoice exists for a tenant and month when the month ends after the tenant's plan starts
+and the tenant has usage in it or is assigned a plan in assignments.toml (then every month
+from its start has one, usage or not). Reads never store anything: a draft is computed on
+each request, and only the finalize job (billing/finalize.py) writes a final invoice, once
+the grace period after the month is over. A final invoice's JSON is stored byte for byte
+and served as stored.
+
+Usage that arrives for a finalized month is booked on the next invoice built after it
+arrives, as a labelled `late_usage` adjustment for that month (the difference between
+rating everything now known for the month and rating what was already booked for it). A
+minimum commitment tops the month's usage lines up as an invoice-level adjustment.
 """
 
 from __future__ import annotations
 
 import calendar
-import hashlib
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from billing.errors import ApiError, bad_request
+from billing.errors import ApiError
 from billing.plans import Plan, PlanBook
 from billing.rating import USAGE_SUMS, fmt, quantities, rate, rounding_note
 from billing.timeparse import format_ms
-from billing.usage import source
-from contracts.names import T_INVOICES
+from billing.usage import DAY_MS, source
+from contracts.names import T_INVOICES, T_USAGE_HOUR
 
-PERIOD_RE: Final = re.compile(r"^(\d{4})-(\d{2})$")
-KEEP_BASE: Final = 1 << 63
+PERIOD_RE: Final = re.compile(r"([0-9]{4})-([0-9]{2})")
 LOOKBACK_MONTHS: Final = 12  # finalized months checked for late usage
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Period:
     year: int
     month: int
 
     @classmethod
     def parse(cls, text: str) -> Period:
-        m = PERIOD_RE.match(text)
+        m = PERIOD_RE.fullmatch(text)
         if not m or not (1970 <= int(m[1]) <= 9999 and 1 <= int(m[2]) <= 12):
-            raise bad_request("bad_period", f"{text!r} is not a month as YYYY-MM (1970-01 .. 9999-12)")
+            raise ValueError(f"{text!r} is not a month as YYYY-MM (1970-01 .. 9999-12)")
         return cls(int(m[1]), int(m[2]))
+
+    @classmethod
+    def of_ms(cls, ms: int) -> Period:
+        t = datetime.fromtimestamp(ms // 1000, UTC)
+        return cls(t.year, t.month)
 
     def __str__(self) -> str:
         return f"{self.year:04d}-{self.month:02d}"
@@ -59,13 +69,18 @@ class Period:
         return Period(self.year - (self.month == 1), (self.month - 2) % 12 + 1)
 
 
+def no_invoice(tenant: str, period: Period) -> ApiError:
+    return ApiError(404, "no_invoice", f"{tenant} has no invoice for {period}: no usage or plan assignment in it, "
+                    "or the month is before the plan starts or has not started")  # fmt: skip
+
+
 def usage_sums(ch: Any, tenant: str, from_ms: int, to_ms: int) -> dict[str, int]:
     """Integer sums of the billed usage columns over [from, to), from the coarsest exact table."""
     table, _, cond = source(from_ms, to_ms, None)
     cols = ", ".join(f"toString(sum({c}))" for c in USAGE_SUMS)
     rows = ch.execute(
         f"SELECT {cols} FROM {table} FINAL WHERE tenant = %(tenant)s AND {cond}",
-        {"tenant": tenant, "from_ms": from_ms, "to_ms": to_ms},
+        {"tenant": tenant, "lo": from_ms, "to_ms": to_ms},
         settings={"use_numpy": False},
     )
     return {c: int(v) for c, v in zip(USAGE_SUMS, rows[0], strict=True)}
@@ -91,6 +106,21 @@ def dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
+def months_with_usage(ch: Any, tenant: str | None, before_ms: int) -> dict[str, set[Period]]:
+    """Tenant -> the months before `before_ms` in which it has usage (from the hour rollup)."""
+    rows = ch.execute(
+        f"SELECT tenant, intDiv(hour_ms, {DAY_MS}) AS d FROM {T_USAGE_HOUR} WHERE hour_ms < %(before)s "
+        + ("AND tenant = %(tenant)s " if tenant is not None else "")
+        + "GROUP BY tenant, d",
+        {"before": before_ms, "tenant": tenant},
+        settings={"use_numpy": False},
+    )
+    out: dict[str, set[Period]] = {}
+    for t, d in rows:
+        out.setdefault(str(t), set()).add(Period.of_ms(int(d) * DAY_MS))
+    return out
+
+
 class Invoices:
     def __init__(self, book: PlanBook, grace_ms: int) -> None:
         self.book, self.grace_ms = book, grace_ms
@@ -108,34 +138,54 @@ class Invoices:
         )
         return {str(p): str(b).encode() for p, b in rows}
 
+    def periods(self, ch: Any, tenant: str, now_ms: int) -> set[Period]:
+        """The months up to now for which the tenant has an invoice, final or not."""
+        start = self.book.starts_ms(tenant)
+        used = months_with_usage(ch, tenant, now_ms).get(tenant, set())
+        out = {p for p in used if p.end_ms > start}
+        if self.book.is_assigned(tenant):
+            p = Period.of_ms(start)
+            while p.start_ms <= now_ms:
+                out.add(p)
+                p = p.next()
+        return out | {Period.parse(p) for p in self.stored(ch, tenant)}
+
+    def exists(self, ch: Any, tenant: str, period: Period) -> bool:
+        if period.end_ms <= self.book.starts_ms(tenant):
+            return False
+        if self.book.is_assigned(tenant):
+            return True
+        rows = ch.execute(
+            f"SELECT count() FROM {T_USAGE_HOUR} WHERE tenant = %(t)s AND hour_ms >= %(a)s AND hour_ms < %(b)s",
+            {"t": tenant, "a": period.start_ms, "b": period.end_ms},
+            settings={"use_numpy": False},
+        )
+        return int(rows[0][0]) > 0
+
     def get(self, ch: Any, tenant: str, period: Period, now_ms: int) -> tuple[str, bytes]:
-        """(status, body): the frozen final invoice, or a fresh draft, finalizing when due."""
+        """(status, body): the final invoice as stored, or a draft computed now and not kept."""
         if period.start_ms > now_ms:
-            raise ApiError(400, "period_in_future", f"{period} has not started")
+            raise no_invoice(tenant, period)
         frozen = self.stored(ch, tenant, [str(period)]).get(str(period))
         if frozen is not None:
             return "final", frozen
-        final = now_ms >= period.end_ms + self.grace_ms
-        body = self.build(ch, tenant, period, now_ms, final)
-        if not final:
-            return "draft", dumps(body)
-        data = dumps(body)
-        ch.execute(
-            f"INSERT INTO {T_INVOICES} (tenant, period, finalized_ms, keep, body, sha256) VALUES",
-            [
-                {
-                    "tenant": tenant,
-                    "period": str(period),
-                    "finalized_ms": now_ms,
-                    "keep": KEEP_BASE - now_ms,
-                    "body": data.decode(),
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                }
-            ],
-            settings={"use_numpy": False},
-        )
-        # another replica may have finalized first: serve whichever is stored earliest
-        return "final", self.stored(ch, tenant, [str(period)])[str(period)]
+        if not self.exists(ch, tenant, period):
+            raise no_invoice(tenant, period)
+        return "draft", dumps(self.build(ch, tenant, period, now_ms, final=False))
+
+    def summaries(
+        self, ch: Any, tenant: str, now_ms: int, limit: int, before: Period | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of the tenant's invoices, newest month first, and the next page's cursor."""
+        periods = sorted((p for p in self.periods(ch, tenant, now_ms) if before is None or p < before), reverse=True)
+        page = periods[:limit]
+        finals = self.stored(ch, tenant, [str(p) for p in page])
+        out = []
+        for p in page:
+            doc = json.loads(finals[str(p)]) if str(p) in finals else self.build(ch, tenant, p, now_ms, final=False)
+            out.append({"period": str(p), "status": doc["status"], "currency": doc["currency"],
+                        "total": doc["total"], "finalized_at": doc.get("finalized_at")})  # fmt: skip
+        return out, (str(page[-1]) if len(periods) > limit else None)
 
     def build(self, ch: Any, tenant: str, period: Period, now_ms: int, final: bool) -> dict[str, Any]:
         r = rate_range(ch, self.book, tenant, period.start_ms, period.end_ms)
@@ -162,8 +212,12 @@ class Invoices:
             "adjustments": adjustments,
             "total": fmt(total),
             "rounding": rounding_note(plan),
-            ("finalized_at" if final else "generated_at"): format_ms(now_ms),
         }
+        if final:
+            body["finalized_at"] = format_ms(now_ms)
+        else:
+            body["generated_at"] = format_ms(now_ms)
+            body["finalizes_after"] = format_ms(period.end_ms + self.grace_ms)
         return body
 
     def _late_usage(self, ch: Any, tenant: str, period: Period) -> list[dict[str, Any]]:

@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
-from billing.errors import ApiError
+from billing.errors import unauthenticated
+from billing.params import TENANT_RE
 from contracts.clock import wall_ms
 from contracts.names import T_API_KEYS
 
@@ -38,10 +39,16 @@ def _sha(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+class BadKey(ValueError):
+    """A key that cannot be created; the message says what to change."""
+
+
 def create_key(ch: Any, role: str, tenant: str = "") -> tuple[str, str]:
     """Stores a new key; returns (key id, the full key, shown once)."""
     if role not in (OPERATOR, TENANT) or (role == TENANT) != bool(tenant):
-        raise ValueError("a key is for one tenant, or for the operator role")
+        raise BadKey("a key is for one tenant (--tenant T), or for the operator role (--operator)")
+    if role == TENANT and TENANT_RE.fullmatch(tenant) is None:
+        raise BadKey(f"tenant {tenant!r}: a tenant id is 1-63 of [a-z0-9._-], starting alphanumeric")
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
     now = wall_ms()
     ch.execute(
@@ -97,14 +104,16 @@ class KeyCache:
             self._keys = {k["key_id"]: k for k in list_keys(self.ch_factory())}
             self._loaded = time.monotonic()
 
-    def authenticate(self, authorization: str | None) -> Principal:
-        if not authorization or not authorization.startswith("Bearer "):
-            raise ApiError(401, "unauthenticated", "send `Authorization: Bearer <api key>`")
-        parts = authorization.removeprefix("Bearer ").strip().split("_", 2)
+    def authenticate(self, key: str | None) -> Principal:
+        """The key's principal; `key` is the credential of `Authorization: Bearer <key>` (the scheme
+        word in any case, as RFC 7235 says), None when the header is missing or another scheme."""
+        if not key:
+            raise unauthenticated("send `Authorization: Bearer <api key>`")
+        parts = key.split("_", 2)
         if len(parts) != 3 or parts[0] != "smk":
-            raise ApiError(401, "unauthenticated", "malformed API key")
+            raise unauthenticated("malformed API key: expected smk_<id>_<secret>")
         self._refresh()
         k = self._keys.get(parts[1])
         if k is None or not hmac.compare_digest(k["secret_sha256"], _sha(parts[2])) or k["revoked_ms"]:
-            raise ApiError(401, "unauthenticated", "unknown or revoked API key")
+            raise unauthenticated("unknown or revoked API key")
         return Principal(k["key_id"], k["role"], k["tenant"])

@@ -22,11 +22,12 @@ from __future__ import annotations
 import re
 import tomllib
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 
+from billing.params import TENANT_RE
 from billing.timeparse import parse_ms
 from contracts.quantities import PLAN_METRICS as QUANTITY_PLAN_METRICS
 
@@ -34,7 +35,7 @@ from contracts.quantities import PLAN_METRICS as QUANTITY_PLAN_METRICS
 PLAN_METRICS: Final[dict[str, tuple[str, str]]] = {m.name: (m.unit, m.description) for m in QUANTITY_PLAN_METRICS}
 MODELS: Final = ("per_unit", "graduated", "volume")
 MINOR_UNITS: Final = {"USD": 2, "EUR": 2, "GBP": 2, "CNY": 2, "JPY": 0}
-PLAN_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+PLAN_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")  # matched whole (fullmatch)
 
 
 class PlanError(ValueError):
@@ -137,16 +138,16 @@ def load_plan(path: Path) -> Plan:
     unknown = set(doc) - {"id", "version", "effective_from", "currency", "minimum_commitment", "lines"}
     if unknown:
         raise top(sorted(unknown)[0], "unknown field")
-    if not isinstance(doc["id"], str) or not PLAN_ID_RE.match(doc["id"]):
+    if not isinstance(doc["id"], str) or PLAN_ID_RE.fullmatch(doc["id"]) is None:
         raise top("id", "1-63 of [a-z0-9_-], starting alphanumeric")
     if not isinstance(doc["version"], int) or doc["version"] < 1:
         raise top("version", "a positive integer")
     if doc["currency"] not in MINOR_UNITS:
         raise top("currency", f"one of {', '.join(MINOR_UNITS)}")
     try:
-        eff = parse_ms(str(doc["effective_from"]), "effective_from")
-    except Exception as exc:
-        raise top("effective_from", getattr(exc, "message", str(exc))) from None
+        eff = parse_ms(str(doc["effective_from"]))
+    except ValueError as exc:
+        raise top("effective_from", str(exc)) from None
     minimum = _dec(doc.get("minimum_commitment", "0"), top, "minimum_commitment")
     if not isinstance(doc["lines"], list) or not doc["lines"]:
         raise top("lines", "at least one [[lines]] table")
@@ -198,12 +199,46 @@ class PlanBook:
     versions: dict[str, tuple[Plan, ...]]  # id -> versions by effective_from
     assignments: dict[str, str]
     default: str
+    # explicitly assigned tenants: when their assignment starts (default: their plan's first version)
+    assigned_from: dict[str, int] = field(default_factory=dict)
 
     def plan_for(self, tenant: str, at_ms: int) -> Plan:
         """The tenant's plan version in effect at `at_ms` (the start of a billing range)."""
         versions = self.versions[self.assignments.get(tenant, self.default)]
         ix = bisect_right([v.effective_from_ms for v in versions], at_ms) - 1
         return versions[max(ix, 0)]  # before the first version: the first one
+
+    def starts_ms(self, tenant: str) -> int:
+        """When the tenant's plan starts: no invoice is for a month that ends before it."""
+        first = self.versions[self.assignments.get(tenant, self.default)][0].effective_from_ms
+        return max(first, self.assigned_from.get(tenant, first))
+
+    def is_assigned(self, tenant: str) -> bool:
+        """Named in assignments.toml: invoiced every month from its start, usage or not."""
+        return tenant in self.assignments
+
+
+def _assignment(
+    af: Path, loc: _Locator, tenant: str, value: Any, plans: dict[str, list[Plan]]
+) -> tuple[str, int | None]:
+    """`"t" = "plan"` or `"t" = { plan = "plan", from = "2026-03-01T00:00:00Z" }`."""
+    where = f"tenants.{tenant}"
+    if not isinstance(tenant, str) or TENANT_RE.fullmatch(tenant) is None:
+        raise PlanError(af, loc.line_of(tenant), where, "a tenant id is 1-63 of [a-z0-9._-], starting alphanumeric")
+    if isinstance(value, dict):
+        if set(value) - {"plan", "from"} or "plan" not in value:
+            raise PlanError(af, loc.line_of(tenant), where, 'a plan id, or { plan = "...", from = "..." }')
+        pid, since = value["plan"], value.get("from")
+    else:
+        pid, since = value, None
+    if pid not in plans:
+        raise PlanError(af, loc.line_of(tenant), where, f"no plan {pid!r}")
+    if since is None:
+        return str(pid), None
+    try:
+        return str(pid), parse_ms(str(since))
+    except ValueError as exc:
+        raise PlanError(af, loc.line_of(tenant), f"{where}.from", str(exc)) from None
 
 
 def load_book(directory: Path) -> PlanBook:
@@ -227,13 +262,16 @@ def load_book(directory: Path) -> PlanBook:
     default = doc.get("default")
     if default not in plans:
         raise PlanError(af, loc.line_of("default"), "default", f"no plan {default!r}; plans: {', '.join(plans)}")
-    tenants = doc.get("tenants", {})
-    for tenant, pid in tenants.items():
-        if pid not in plans:
-            raise PlanError(af, loc.line_of(tenant), f"tenants.{tenant}", f"no plan {pid!r}")
+    tenants: dict[str, str] = {}
+    since: dict[str, int] = {}
+    for tenant, value in doc.get("tenants", {}).items():
+        pid, start = _assignment(af, loc, tenant, value, plans)
+        tenants[tenant] = pid
+        if start is not None:
+            since[tenant] = start
     versions = {k: tuple(sorted(v, key=lambda p: p.effective_from_ms)) for k, v in plans.items()}
     for vs in versions.values():
         cur = {p.currency for p in vs}
         if len(cur) > 1:
             raise PlanError(Path(vs[-1].source), None, "currency", f"versions of {vs[0].id} differ in currency")
-    return PlanBook(versions, dict(tenants), str(default))
+    return PlanBook(versions, tenants, str(default), since)

@@ -75,7 +75,7 @@ M_KATA_GUEST_DISKSTAT: Final = "kata_guest_diskstat"
 UNATTRIBUTED: Final = "unattributed"
 
 # Function (workload) names, as scale recommendations and the API know them
-FUNCTION_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+FUNCTION_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")  # \Z: `$` lets a trailing newline in
 
 # Health incident kinds (pipeline/health.py decides them, alert rules and the API name them)
 QEMU_HANG: Final = "qemu_hang"
@@ -123,7 +123,8 @@ HEALTH_INCIDENT: Final = "sandmeter_health_incident_open"  # 1 per open incident
 HEALTH_EVENTS: Final = "sandmeter_health_events_total"
 
 # sandmeter api
-API_REQUEST_SECONDS: Final = "sandmeter_api_request_duration_seconds"
+API_REQUESTS: Final = "sandmeter_api_requests_total"  # {route, status}: every response
+API_REQUEST_SECONDS: Final = "sandmeter_api_request_duration_seconds"  # {route}: latency histogram
 
 # sandmeter scale
 SCALE_PUBLISHED: Final = "sandmeter_scale_decisions_published_total"

@@ -191,8 +191,9 @@ def run_pipeline(
         key = create_key(ch_factory(), OPERATOR)[1]
         totals: dict[str, dict[str, Decimal]] = {}
         invoices: dict[str, str] = {}
-        frm = "2000-01-01T00:00:00.000Z"
-        to = "2100-01-01T00:00:00.000Z"
+        now_s = wall_ms() // 1000  # whole days around the run: the API refuses a range over a year
+        frm = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(now_s - 2 * 86_400))
+        to = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime(now_s + 86_400))
         with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as http:
             r = http.get("/v1/tenants", params={"from": frm, "to": to})
             r.raise_for_status()

@@ -11,10 +11,22 @@ import logging
 import sys
 
 from sandmeter import __version__
-from sandmeter.cli import api, collect, dashboards, demo, migrate, process, reconcile, scale, simulate, stack
+from sandmeter.cli import (
+    api,
+    collect,
+    dashboards,
+    demo,
+    invoices,
+    migrate,
+    process,
+    reconcile,
+    scale,
+    simulate,
+    stack,
+)
 from sandmeter.cli.common import CliError, ServiceParser
 
-SUBCOMMANDS = (stack, migrate, collect, simulate, process, reconcile, scale, api, dashboards, demo)
+SUBCOMMANDS = (stack, migrate, collect, simulate, process, reconcile, scale, api, invoices, dashboards, demo)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -70,12 +70,15 @@ def _status(app: Any, every_s: float) -> None:
 
 
 def _keys(a: argparse.Namespace, ch: Any) -> int:
-    from billing import OPERATOR, TENANT, create_key, list_keys, revoke_key
+    from billing import OPERATOR, TENANT, BadKey, create_key, list_keys, revoke_key
 
     if a.keys_cmd == "create":
         if bool(a.tenant) == a.operator:
             raise CliError(SETTINGS_ERROR, "give exactly one of --tenant T or --operator")
-        key_id, key = create_key(ch, OPERATOR if a.operator else TENANT, a.tenant or "")
+        try:
+            key_id, key = create_key(ch, OPERATOR if a.operator else TENANT, a.tenant or "")
+        except BadKey as exc:
+            raise CliError(SETTINGS_ERROR, str(exc)) from None
         print(f"key id {key_id}; the key (shown once): {key}")
         return 0
     if a.keys_cmd == "revoke":

@@ -101,7 +101,7 @@ def test_recommendation_follows_load_up_and_down_and_fails_closed(
 
             procs.stop_all()  # no more usage reaches ClickHouse
             stale_s, body = wait_for(c, h, lambda s, b: s == 503, STALE_S + 10)
-            print(f"processor stopped: 503 after {stale_s:.1f} s ({body['message']})")
+            print(f"processor stopped: 503 after {stale_s:.1f} s ({body['detail']})")
             assert body["code"] == "stale" and stale_s <= STALE_S + 2
     finally:
         stop_pub.set()
