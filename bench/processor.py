@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from prometheus_client import CollectorRegistry
 
 from contracts import names as n
@@ -96,6 +97,50 @@ def run(ch_port: int, msgs: list[Msg], keep_raw: bool, db: str) -> tuple[float, 
     p.writer.close()
     ch.execute(f"DROP DATABASE {db}")
     return elapsed, p.total_samples
+
+
+def narrow_insert(ch_port: int, rows: int, chunk: int, db: str) -> float:
+    """Seconds to insert `rows` narrow (series id, ts, value) rows from numpy arrays, `chunk` per
+    INSERT, into a fresh `raw_samples` table: the floor any processor writing its raw samples
+    to this ClickHouse can reach, measured beside it."""
+    ch = client("127.0.0.1", ch_port, "default")
+    ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+    migrate(client("127.0.0.1", ch_port, db), wall_ms())
+    dbc = client("127.0.0.1", ch_port, db)
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 1 << 63, 300 * SANDBOXES * 20, dtype=np.uint64)  # as many series as the batches
+    frames = []
+    for lo in range(0, rows, chunk):
+        k = min(chunk, rows - lo)
+        sid = ids[np.arange(lo, lo + k) % ids.shape[0]]
+        ts = (BASE_MS + (np.arange(lo, lo + k) // ids.shape[0]) * 5000).astype(np.uint64)
+        frames.append(pd.DataFrame({"series_id": sid, "ts_ms": ts, "value": rng.random(k) * 1e9}))
+    t0 = time.perf_counter()
+    for df in frames:
+        dbc.insert_dataframe(f"INSERT INTO {n.T_SAMPLES} (series_id, ts_ms, value) VALUES", df)
+    elapsed = time.perf_counter() - t0
+    ch.execute(f"DROP DATABASE {db}")
+    return elapsed
+
+
+def raw_ratio(ch_port: int, msgs: list[Msg], repeats: int = 5) -> None:
+    """The processor with raw samples on against a plain narrow insert of as many rows, runs
+    alternating in one process against the same ClickHouse; medians and their ratio."""
+    proc_rates, base_rates = [], []
+    for r in range(repeats):
+        elapsed, samples = run(ch_port, msgs, True, f"bench_ratio_p{r}")
+        proc_rates.append(samples / elapsed)
+        base_rates.append(samples / narrow_insert(ch_port, samples, 500_000, f"bench_ratio_b{r}"))
+    p, b = statistics.median(proc_rates), statistics.median(base_rates)
+
+    def runs(rates: list[float]) -> str:
+        return ", ".join(f"{x / 1e6:.2f}" for x in rates)
+
+    print(
+        f"raw samples on: processor median {p / 1e6:.2f} M samples/s ({runs(proc_rates)}); plain numpy insert "
+        f"of as many narrow rows median {b / 1e6:.2f} M rows/s ({runs(base_rates)}); ratio {p / b:.2f} over "
+        f"{repeats} alternating runs"
+    )
 
 
 def through_broker(stack: Stack, msgs: list[Msg], keep_raw: bool) -> tuple[float, int]:
@@ -249,6 +294,7 @@ def main(nodes: int = 20, scrapes: int = 10, repeats: int = 3) -> None:
         )  # fmt: skip
         stack.up()
         try:
+            raw_ratio(stack.settings.clickhouse_tcp_port, msgs)
             for keep_raw in (False, True):
                 rates = []
                 for r in range(repeats):
