@@ -36,6 +36,8 @@ class RawSeries:
         self._hashes: dict[str, int] = {}
         self.known = pd.Index(np.zeros(0, np.uint64))  # its hash table is built once per change
         self.max_cached = max_cached
+        # per node: the layout of its last batch and that batch's ids
+        self._last: dict[str, tuple[tuple[object, ...], tuple[npt.NDArray[np.uint16], ...], U64]] = {}
 
     def _h(self, kind: str, values: Sequence[str]) -> U64:
         out = np.empty(len(values), np.uint64)
@@ -49,6 +51,24 @@ class RawSeries:
 
     def ids(self, b: SampleBatch) -> U64:
         """The series id of every sample of `b`."""
+        return self._ids_of(b)[0]
+
+    def _ids_of(self, b: SampleBatch) -> tuple[U64, bool]:
+        """The ids of `b`'s samples, and whether they are those of an earlier batch of its node.
+        A node's scrapes mostly repeat the layout of the one before (same tables, same index
+        columns), and then so do the ids: those are kept, and were named when first seen."""
+        last = self._last.get(b.node)
+        if (
+            last is not None
+            and last[0] == (b.entities, b.metrics, b.subs)
+            and all(np.array_equal(x, y) for x, y in zip(last[1], (b.entity, b.metric, b.sub), strict=True))
+        ):
+            return last[2], True
+        out = self._ids(b)
+        self._last[b.node] = ((b.entities, b.metrics, b.subs), (b.entity, b.metric, b.sub), out)
+        return out, False
+
+    def _ids(self, b: SampleBatch) -> U64:
         node = self._h("n\0", [b.node])
         ent = self._h("e\0", [e.id for e in b.entities])
         met = self._h("m\0", b.metrics)
@@ -61,7 +81,9 @@ class RawSeries:
             self._hashes.clear()
         if len(self.known) > self.max_cached:
             self.known = pd.Index(np.zeros(0, np.uint64))
-        ids = [self.ids(b) for b in batches]
+            self._last.clear()
+        got = [self._ids_of(b) for b in batches]
+        ids = [g[0] for g in got]
         all_ids = np.concatenate(ids) if ids else np.zeros(0, np.uint64)
         samples = pd.DataFrame(
             {
@@ -70,7 +92,10 @@ class RawSeries:
                 "value": np.concatenate([b.value for b in batches]) if batches else np.zeros(0),
             }
         )
-        unknown = np.flatnonzero(self.known.get_indexer(pd.Index(all_ids)) < 0)  # hash lookups, no sort
+        # hash lookups (no sort), skipping batches whose ids an earlier one of their node had
+        check = np.repeat(np.array([not g[1] for g in got], bool), [len(b) for b in batches])
+        at = np.flatnonzero(check)
+        unknown = at[self.known.get_indexer(pd.Index(all_ids[at])) < 0]
         if not unknown.size:
             return samples, pd.DataFrame(columns=list(SERIES_COLUMNS))
         new_ids, first = np.unique(all_ids[unknown], return_index=True)
