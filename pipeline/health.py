@@ -18,7 +18,6 @@ Extraction is per batch and per sandbox (numpy masks over the batch), never per 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -233,11 +232,16 @@ class HealthDetector:
 
     def export(self, nodes: frozenset[str]) -> str:
         """The state of `nodes` as JSON, for a checkpoint."""
+        # dataclasses.asdict deep-copies every field: plain dicts of the fields serialise the same, faster
         return json.dumps(
             {
-                "sandboxes": [dataclasses.asdict(h) for h in self.sandboxes.values() if h.node in nodes],
+                "sandboxes": [
+                    {**h.__dict__, "hang": h.hang.__dict__, "stall": h.stall.__dict__}
+                    for h in self.sandboxes.values()
+                    if h.node in nodes
+                ],
                 "disks": [
-                    {"node": nd, "disk": dk, **dataclasses.asdict(dh)}
+                    {"node": nd, "disk": dk, "stall": dh.stall.__dict__, "last_done": dh.last_done}
                     for (nd, dk), dh in self.disks.items()
                     if nd in nodes
                 ],
