@@ -1,7 +1,7 @@
 """Processor throughput: pre-encoded batches through decode -> accounting -> ClickHouse insert.
 
-Feeds `Processor.handle` directly (no broker), so this measures the processor itself, and
-writes into a real ClickHouse started in a temp dir. Batches look like real scrapes: 50
+Feeds the processor's chain from an in-process consumer (no broker), so this measures the
+processor itself, and writes into a real ClickHouse started in a temp dir. Batches look like real scrapes: 50
 sandboxes per node, 300 series per sandbox of which 7 are accounted (CPU, memory, IO,
 network, spec), one scrape per node every 5 s.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections import deque
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,15 +26,17 @@ from contracts.clickhouse import client
 from contracts.clock import wall_ms
 from contracts.wire import Encoder, EventKind, decode
 from pipeline.accounting import Accountant
-from pipeline.processor import Processor
+from pipeline.build import assemble
+from pipeline.kafka import Rebalance
 from pipeline.schema import migrate
 from pipeline.settings import ProcessorSettings
-from pipeline.writer import open_writer
+from pipeline.steps import TP, Record
+from pipeline.writer import ClickHouseWriter, open_writer
 from sandmeter.stack import Stack, StackSettings
 from sandmeter.stack.procs import free_port
 
 SANDBOXES, EXTRA_SERIES = 50, 293
-BASE_MS = 1_800_000_000_000
+BASE_MS = wall_ms() // 1000 * 1000 - 3_600_000  # an hour ago: inside the processor's time window
 
 
 @dataclass
@@ -44,12 +48,56 @@ class Msg:
     partition: int = 0
 
 
-class NoKafka:
-    def commit(self, offsets: object) -> None:
+class ListConsumer:
+    """The processor's Consumer over records in memory: 500 per poll, none while paused."""
+
+    def __init__(self, msgs: list[Msg]) -> None:
+        self.records = deque(Record(m.topic, m.partition, m.offset, m.key, m.value) for m in msgs)
+        self.paused = False
+
+    def subscribe(self, topic: str, rebalance: Rebalance) -> None:
         pass
 
-    def send(self, *a: object, **k: object) -> None:
+    def poll(self, timeout_ms: int) -> list[Record]:
+        if self.paused:
+            time.sleep(timeout_ms / 1000)  # as a real consumer waits when nothing is fetchable
+            return []
+        return [self.records.popleft() for _ in range(min(500, len(self.records)))]
+
+    def pause(self, tps: Collection[TP]) -> None:
+        self.paused = True
+
+    def resume(self, tps: Collection[TP]) -> None:
+        self.paused = False
+
+    def assignment(self) -> set[TP]:
+        return {("bench", 0)}
+
+    def seek(self, tp: TP, offset: int) -> None:
+        pass
+
+    def seek_to_beginning(self, tp: TP) -> None:
+        pass
+
+    def lag(self) -> dict[TP, int]:
+        return {("bench", 0): len(self.records)}
+
+    def commit(self, offsets: Mapping[TP, int]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NoProducer:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]],
+        wait_s: float | None,
+    ) -> None:  # fmt: skip
         raise AssertionError("no dead letters expected")
+
+    def close(self, timeout_s: float) -> None:
+        pass
 
 
 def encoded_batches(nodes: int, scrapes: int) -> list[Msg]:
@@ -85,16 +133,15 @@ def run(ch_port: int, msgs: list[Msg], keep_raw: bool, db: str) -> tuple[float, 
         flush_max_samples=500_000, checkpoint_interval_s=3600, keep_raw_samples=keep_raw,
         clickhouse_port=ch_port, clickhouse_database=db,
     )  # fmt: skip
-    p = Processor(s, NoKafka(), NoKafka(), open_writer(s, keep_raw), CollectorRegistry())
+    cons = ListConsumer(msgs)
+    maintenance = ClickHouseWriter(client("127.0.0.1", ch_port, db), keep_raw=False)
+    p = assemble(s, cons, NoProducer(), open_writer(s, keep_raw), maintenance, CollectorRegistry())
     t0 = time.perf_counter()
-    for m in msgs:
-        p.handle(m)
-        if p._pending_samples >= s.flush_max_samples:
-            p.flush()
-    p.flush()
-    p.checkpoint()
+    while cons.records or p.feeding():
+        p.turn()
+    if not p.drain(None, 600):
+        raise RuntimeError("the processor did not finish writing")
     elapsed = time.perf_counter() - t0
-    p.writer.close()
     ch.execute(f"DROP DATABASE {db}")
     return elapsed, p.total_samples
 
@@ -149,7 +196,7 @@ def through_broker(stack: Stack, msgs: list[Msg], keep_raw: bool) -> tuple[float
 
     from kafka import KafkaProducer
 
-    from pipeline.processor import build_processor
+    from pipeline import build_processor
     from sandmeter.stack import create_topics
 
     db, topic = "bench_broker", f"bench-{wall_ms()}"
@@ -230,7 +277,7 @@ def freshness(stack: Stack, samples_per_s: int = 100_000, seconds: float = 30.0)
 
     from kafka import KafkaProducer
 
-    from pipeline.processor import build_processor
+    from pipeline import build_processor
     from sandmeter.stack import create_topics
 
     db, topic = "bench_fresh", f"fresh-{wall_ms()}"

@@ -156,10 +156,6 @@ class Accountant:
             out[i] = ix
         return out
 
-    def late_frame(self, late: pd.DataFrame, now_ms: int) -> pd.DataFrame:
-        """Late rows with their names restored, for the late-data table (the old processor's)."""
-        return late_rows(late.assign(bidx=0), [""], now_ms, self._names)
-
     def _names(self, rows: pd.DataFrame) -> pd.DataFrame:
         """Node, sandbox, tenant, metric and labels of series rows (gid, key), for late_samples."""
         metric_names = {v: k for k, v in self._metric_ids.items()}
