@@ -48,7 +48,7 @@ def rules(s: ProcessorSettings) -> Rules:
 
 
 def accountant(s: ProcessorSettings) -> Accountant:
-    limits = Limits(s.max_sandbox_cpus, s.cpu_headroom_cores, s.max_counter_rate_per_s)
+    limits = Limits(s.max_sandbox_cpus, s.cpu_headroom_cores, s.max_counter_rate_per_s, s.counter_slack_ms)
     return Accountant(s.max_counter_rate_per_s, limits, Functions.from_file(s.functions_file))
 
 

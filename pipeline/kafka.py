@@ -19,7 +19,12 @@ LAG_TIMEOUT_MS = 1000
 
 
 class ProduceError(RuntimeError):
-    """The broker did not acknowledge a record in time; nothing is known to be written."""
+    """The record was not acknowledged. `retriable`: the broker may take it later (it is away or
+    slow); otherwise the client or the broker refuses this record as it is (too large, say)."""
+
+    def __init__(self, message: str, retriable: bool) -> None:
+        super().__init__(message)
+        self.retriable = retriable
 
 
 class Rebalance(Protocol):
@@ -150,12 +155,16 @@ class KafkaProducerAdapter:
         self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]],
         wait_s: float | None,
     ) -> None:  # fmt: skip
+        from kafka.errors import KafkaError
+
         try:
             fut = self._p.send(topic, key=key, value=value, headers=list(headers))
             if wait_s is not None:
                 fut.get(timeout=wait_s)
-        except Exception as exc:
-            raise ProduceError(f"{topic}: {type(exc).__name__}: {exc}") from exc
+        except KafkaError as exc:
+            raise ProduceError(f"{topic}: {type(exc).__name__}: {exc}", bool(exc.retriable)) from exc
+        except Exception as exc:  # the client's own checks (a null header value, neither key nor value)
+            raise ProduceError(f"{topic}: {type(exc).__name__}: {exc}", False) from exc
 
     def close(self, timeout_s: float) -> None:
         self._p.close(timeout=timeout_s)

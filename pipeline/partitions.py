@@ -40,6 +40,10 @@ class PartitionLoader:
         self.loading |= set(tps)
         self.consumer.pause(tps)
 
+    def close(self) -> None:
+        self.worker.close()
+        self.reader.close()
+
     def forget(self, tps: set[TP]) -> None:
         self.loading -= tps
 

@@ -180,6 +180,9 @@ class Processor:
         log.info("revoked partitions %s", sorted(gone))
 
     def close(self) -> None:
-        """Leaves the consumer group at once, so its partitions move without a session timeout."""
+        """Leaves the consumer group at once, so its partitions move without a session timeout;
+        ends the ClickHouse threads (one still blocked in a call is a daemon: it dies with us)."""
         self.consumer.close()
         self.producer.close(timeout_s=1.0)
+        self.chain.write.close()
+        self.loader.close()

@@ -46,15 +46,18 @@ class Job(Generic[R]):
 
 class Worker:
     def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Job[Any] | None] = queue.SimpleQueue()
         self._current: Job[Any] | None = None
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        while True:
-            job = self._jobs.get()
+        while (job := self._jobs.get()) is not None:
             job.run()
+
+    def close(self) -> None:
+        """Ends the thread after its current job (without waiting for it)."""
+        self._jobs.put(None)
 
     @property
     def idle(self) -> bool:

@@ -135,7 +135,8 @@ class WriteStep:
         self.poll()
 
     def close(self) -> None:
-        pass
+        self.worker.close()
+        self.writer.close()
 
     def pending(self) -> bool:
         return self._msg is not None

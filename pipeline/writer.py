@@ -102,6 +102,10 @@ class ClickHouseWriter:
         self._raw_ch = raw_ch  # a connection of the raw thread's own: a client is not thread-safe
         self._raw_worker = Worker("raw-writer") if raw_ch is not None else None
 
+    def close(self) -> None:
+        if self._raw_worker is not None:
+            self._raw_worker.close()
+
     def _insert(self, table: str, df: pd.DataFrame, ch: Any = None) -> None:
         if df.empty:
             return

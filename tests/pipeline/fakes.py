@@ -77,13 +77,18 @@ class FakeProducer:
         self.sent: list[tuple[str, bytes | None, bytes | None, dict[str, bytes | None]]] = []
         self.down = False
         self.closed = False
+        self.max_bytes = 1 << 20
 
     def send(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]],
         wait_s: float | None,
     ) -> None:  # fmt: skip
         if self.down:
-            raise ProduceError("broker away")
+            raise ProduceError("broker away", retriable=True)
+        if (key is None and value is None) or any(v is None for _, v in headers):  # as kafka-python refuses
+            raise ProduceError("TypeError: All headers items must be (str, bytes) tuples", retriable=False)
+        if value is not None and len(value) > self.max_bytes:
+            raise ProduceError("MessageSizeTooLargeError", retriable=False)
         self.sent.append((topic, key, value, dict(headers)))
 
     def close(self, timeout_s: float) -> None:

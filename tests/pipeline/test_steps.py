@@ -322,10 +322,22 @@ def test_commit_only_follows_checkpoints() -> None:
 def test_a_dead_letter_carries_the_record_as_it_arrived() -> None:
     prod = FakeProducer()
     d = dlq(prod)
-    rec = record(b"\x00\xffraw", 42, key=None, headers=(("a", b"1"), ("b", None)))
+    rec = record(b"\x00\xffraw", 42, key=None, headers=(("a", b"1"), ("a", b"")))
     d.send(rec, "corrupt", "bad magic " + "x" * 1000)
     [(_, key, value, h)] = prod.sent
-    assert (key, value) == (None, b"\x00\xffraw") and h["a"] == b"1" and h["b"] is None
+    assert (key, value) == (None, b"\x00\xffraw") and h["a"] == b""  # both "a" headers went, in order
     assert h["sandmeter-source"] == b"sandmeter.samples.v1/0/42" and len(h["sandmeter-dlq-detail"] or b"") == 500
     with pytest.raises(ValueError, match="not a dead-letter reason"):
         d.send(rec, "because", "")
+
+
+def test_a_record_the_client_cannot_send_as_it_is_goes_as_near_as_it_takes() -> None:
+    prod = FakeProducer()
+    d = dlq(prod)
+    d.send(record(None, 1, key=None, headers=(("h", None),)), "empty", "null value (tombstone)")
+    prod.max_bytes = 10
+    d.send(record(b"y" * 11, 2), "too_large", "11 bytes")
+    (_, k1, v1, h1), (_, k2, v2, h2) = prod.sent
+    assert (k1, v1, h1["h"], h1["sandmeter-dlq-null"]) == (b"", None, b"", b"h,key")
+    assert (k2, v2) == (b"n1", b"") and (h2["sandmeter-dlq-original"] or b"").startswith(b"11 bytes, sha256 ")
+    assert d.total == 2  # the stream moved on past both

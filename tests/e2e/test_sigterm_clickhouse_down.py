@@ -1,0 +1,87 @@
+"""SIGTERM ends `sandmeter process` within 10 s while ClickHouse is down, and nothing is lost.
+
+Real collectors -> Tansu -> `sandmeter process` children -> ClickHouse. Once the first
+processor has checkpointed, ClickHouse is stopped; while the processor retries its write, it
+gets SIGTERM and must exit (code 0) within 10 s, checkpointing nothing it did not write. A
+second processor started while ClickHouse is still down (it cannot load its checkpoints, so
+its partitions stay paused) gets SIGTERM too. Then ClickHouse returns, a third processor
+finishes the stream, and per-tenant CPU and IO equal the simulator's truth exactly.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from processes import Processors, drain_and_catch_up, metric
+
+from collectors.sim.model import FleetSpec
+from collectors.sim.runner import Simulator
+from contracts.names import PROCESSOR_CHECKPOINTS as CHECKPOINTS
+from contracts.names import PROCESSOR_WRITE_FAILURES as WRITE_FAILURES
+from sandmeter.stack import Stack, create_topics
+from sandmeter.stack.procs import free_port
+
+pytestmark = pytest.mark.e2e
+EXIT_WITHIN_S = 10.0
+
+
+def sigterm(proc: subprocess.Popen[bytes]) -> float:
+    """Seconds from SIGTERM to the exit; fails past EXIT_WITHIN_S or on a non-zero exit code."""
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=EXIT_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the processor ignored SIGTERM for {EXIT_WITHIN_S} s")
+    assert code == 0
+    return time.monotonic() - t0
+
+
+def wait_for(cond: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
+
+
+def test_sigterm_with_clickhouse_down_exits_in_time_and_loses_nothing(
+    stack: Stack, db: tuple[str, Any], tmp_path: Path, collectors: Any
+) -> None:
+    name, ch = db
+    topic = f"samples-{name}"
+    create_topics(stack.kafka_bootstrap, 4, (topic, topic + ".dlq"))
+    procs = Processors(stack, name, topic, f"group-{name}", tmp_path)
+    sim = Simulator(tmp_path / "fleet", FleetSpec(nodes=2, sandboxes=6, tenants=2, churn_per_min=6, seed=33))
+    sim.start()
+    fleet = collectors(sim, stack.kafka_bootstrap, topic, tmp_path / "spool", 0.5)
+    port = free_port()
+    first = procs.start(metrics_port=port)
+    try:
+        wait_for(lambda: metric(port, CHECKPOINTS) >= 1, 60, "no checkpoint before the outage")
+        stack.clickhouse.stop()
+        wait_for(lambda: metric(port, WRITE_FAILURES) >= 2, 30, "the processor never retried a write")
+        mid_retry = sigterm(first)
+        second = procs.start()  # ClickHouse still down: it cannot load a checkpoint
+        time.sleep(8)  # joined its group, its partitions paused while loading fails
+        assert second.poll() is None, "the second processor died while ClickHouse was away"
+        starting = sigterm(second)
+        stack.clickhouse.start(stack.settings.start_timeout_s)
+        procs.start()
+        drain_and_catch_up(sim, fleet, stack.kafka_bootstrap, f"group-{name}", topic)
+    finally:
+        fleet.stop_event.set()
+        if stack.clickhouse.pid() is None:
+            stack.clickhouse.start(stack.settings.start_timeout_s)
+        procs.stop_all()
+        truth = sim.stop()
+
+    print(f"SIGTERM to exit with ClickHouse down: {mid_retry:.2f} s mid-retry, {starting:.2f} s while loading")
+    rows = ch.execute("SELECT tenant, sum(cpu_used_us), sum(io_read_bytes) FROM usage_intervals FINAL GROUP BY tenant")
+    got = {r[0]: (int(r[1]), int(r[2])) for r in rows}
+    assert got == {t: (v["cpu_used_us"], v["io_read_bytes"]) for t, v in truth["tenants"].items()}
