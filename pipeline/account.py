@@ -118,12 +118,7 @@ class AccountStep:
         return dataclasses.replace(result, late=pd.concat([result.late, *refused], ignore_index=True))
 
     def _observe(self, result: Accounted) -> list[HealthEvent]:
-        events: list[HealthEvent] = []
-        for b in result.health_input:
-            try:
-                events += self.health.observe([b])
-            except Exception as exc:  # a detector fault must not stop metering
-                log.error("health detection failed on batch %s: %s: %s", b.batch_id, type(exc).__name__, exc)
+        events = self.health.observe(result.health_input)  # a fault is confined to its batch in there
         self.m.incident.clear()
         counts = dict.fromkeys(n.INCIDENT_KINDS, 0)
         for kind, node, sandbox, tenant in self.health.open_incidents():

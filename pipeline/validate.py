@@ -18,6 +18,7 @@ impossibly) run in the accountant (`screen.py`), which knows each series' last v
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,12 +68,19 @@ def _check_times(b: SampleBatch, now_ms: int, r: Rules) -> None:
             )
 
 
-def _limits(b: SampleBatch, r: Rules) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
-    """Per sample of `b`: is its metric billed, and the largest value it may have (per metric)."""
-    billed = np.array([m in BILLED_METRICS for m in b.metrics], bool)
+@functools.lru_cache(maxsize=4096)
+def _tables(metrics: tuple[str, ...], r: Rules) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
+    """Per metric of a batch's table: is it billed, and the largest value it may have. A node's
+    batches share their table (the decoder keeps it), so this runs once per layout."""
     top = {n.M_SPEC_VCPU_MILLI: r.max_sandbox_cpus * 1000, n.M_SPEC_MEM_BYTES: r.max_memory_bytes}
     top[n.M_CG_MEM_CURRENT] = r.max_memory_bytes
-    upper = np.array([top.get(m, MAX_COUNT) for m in b.metrics], np.float64)
+    billed = np.array([m in BILLED_METRICS for m in metrics], bool)
+    return billed, np.array([top.get(m, MAX_COUNT) for m in metrics], np.float64)
+
+
+def _limits(b: SampleBatch, r: Rules) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
+    """Per sample of `b`: is its metric billed, and the largest value it may have."""
+    billed, upper = _tables(tuple(b.metrics), r)
     return billed[b.metric], upper[b.metric]
 
 
