@@ -139,21 +139,28 @@ class Processor:
 
     def drain(self, parts: set[TP] | None, timeout_s: float, stop: threading.Event | None = None) -> bool:
         """Pushes everything taken through the chain, then checkpoints `parts` (None: all), for
-        at most `timeout_s` (or until `stop`); True when it all got written."""
+        at most `timeout_s` (or until `stop`), giving up as soon as a write fails (a failing one
+        is tried once more at once); True when it all got written."""
         deadline = self.clock() + timeout_s
         c = self.chain
         asked = False
+        c.write.retry_now()
+        failed_before = c.write.failures
         try:
-            while self.clock() < deadline and not (stop is not None and stop.is_set()):
+            while True:
                 c.join()
                 c.poll()
                 if not asked and not (c.decode.pending() or c.validate.pending() or c.batch.pending()):
                     c.account.ask_checkpoint(parts)  # once, behind the last flush: one plan
                     asked = True
-                elif asked and not c.pending():
+                    c.poll()
+                if asked and not c.pending():
                     return True
+                if c.write.failures > failed_before:
+                    return False  # ClickHouse refused once more: waiting out a backoff changes nothing
+                if self.clock() >= deadline or (stop is not None and stop.is_set()):
+                    return False
                 time.sleep(0.002)
-            return False
         finally:
             c.account.ask_checkpoint(set())
 

@@ -43,6 +43,7 @@ class WriteStep:
         self._retry_at = 0.0
         self._backoff = BACKOFF_S
         self._failing_since: float | None = None
+        self._failures = 0
         self._started = 0.0
         self.newest_written_ms: int | None = None
         self.total_samples = self.total_batches = 0
@@ -91,7 +92,7 @@ class WriteStep:
 
     def _finished(self) -> None:
         msg, self._msg, self._pending = self._msg, None, None
-        self._failing_since, self._backoff = None, BACKOFF_S
+        self._failing_since, self._backoff, self._failures = None, BACKOFF_S, 0
         elapsed = time.perf_counter() - self._started
         if isinstance(msg, Rows):
             a = msg.accounted
@@ -123,6 +124,7 @@ class WriteStep:
 
     def _failed(self, exc: BaseException) -> None:
         self.m.write_failures.inc()
+        self._failures += 1
         now = self.clock()
         if self._failing_since is None:
             self._failing_since = now
@@ -133,6 +135,15 @@ class WriteStep:
 
     def join(self) -> None:
         self.poll()
+
+    @property
+    def failures(self) -> int:
+        """Failed attempts at the message in hand (0 while none is failing)."""
+        return self._failures
+
+    def retry_now(self) -> None:
+        """The next attempt at a failing write goes at once, not after its backoff (a stop)."""
+        self._retry_at = 0.0
 
     def close(self) -> None:
         self.worker.close()

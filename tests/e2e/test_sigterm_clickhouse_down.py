@@ -1,11 +1,12 @@
 """SIGTERM ends `sandmeter process` within 10 s while ClickHouse is down, and nothing is lost.
 
 Real collectors -> Tansu -> `sandmeter process` children -> ClickHouse. Once the first
-processor has checkpointed, ClickHouse is stopped; while the processor retries its write, it
-gets SIGTERM and must exit (code 0) within 10 s, checkpointing nothing it did not write. A
-second processor started while ClickHouse is still down (it cannot load its checkpoints, so
-its partitions stay paused) gets SIGTERM too. Then ClickHouse returns, a third processor
-finishes the stream, and per-tenant CPU and IO equal the simulator's truth exactly.
+processor has checkpointed, ClickHouse is stopped; its lag gauge must keep growing (consumption
+is paused, the collectors keep sending), and while it retries its write it gets SIGTERM and
+must exit (code 0) within 10 s, checkpointing nothing it did not write. A second processor
+started while ClickHouse is still down (it cannot load its checkpoints, so its partitions stay
+paused) gets SIGTERM too. Then ClickHouse returns, a third processor finishes the stream, and
+per-tenant CPU and IO equal the simulator's truth exactly.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from processes import Processors, drain_and_catch_up, metric
 from collectors.sim.model import FleetSpec
 from collectors.sim.runner import Simulator
 from contracts.names import PROCESSOR_CHECKPOINTS as CHECKPOINTS
+from contracts.names import PROCESSOR_LAG as LAG
 from contracts.names import PROCESSOR_WRITE_FAILURES as WRITE_FAILURES
 from sandmeter.stack import Stack, create_topics
 from sandmeter.stack.procs import free_port
@@ -41,6 +43,17 @@ def sigterm(proc: subprocess.Popen[bytes]) -> float:
         pytest.fail(f"the processor ignored SIGTERM for {EXIT_WITHIN_S} s")
     assert code == 0
     return time.monotonic() - t0
+
+
+def lag(port: int) -> float:
+    """The processor's consumer lag summed over its partitions (-1: not served)."""
+    import urllib.request
+
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return -1.0
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(LAG + "{"))
 
 
 def wait_for(cond: Any, timeout_s: float, what: str) -> None:
@@ -66,6 +79,8 @@ def test_sigterm_with_clickhouse_down_exits_in_time_and_loses_nothing(
         wait_for(lambda: metric(port, CHECKPOINTS) >= 1, 60, "no checkpoint before the outage")
         stack.clickhouse.stop()
         wait_for(lambda: metric(port, WRITE_FAILURES) >= 2, 30, "the processor never retried a write")
+        lag_before = lag(port)
+        wait_for(lambda: lag(port) > lag_before, 20, "the lag gauge froze during the outage")
         mid_retry = sigterm(first)
         second = procs.start()  # ClickHouse still down: it cannot load a checkpoint
         time.sleep(8)  # joined its group, its partitions paused while loading fails
@@ -81,7 +96,8 @@ def test_sigterm_with_clickhouse_down_exits_in_time_and_loses_nothing(
         procs.stop_all()
         truth = sim.stop()
 
-    print(f"SIGTERM to exit with ClickHouse down: {mid_retry:.2f} s mid-retry, {starting:.2f} s while loading")
+    print(f"SIGTERM to exit with ClickHouse down: {mid_retry:.2f} s mid-retry, {starting:.2f} s while loading; "
+          f"lag grew from {lag_before:.0f} during the outage")  # fmt: skip
     rows = ch.execute("SELECT tenant, sum(cpu_used_us), sum(io_read_bytes) FROM usage_intervals FINAL GROUP BY tenant")
     got = {r[0]: (int(r[1]), int(r[2])) for r in rows}
     assert got == {t: (v["cpu_used_us"], v["io_read_bytes"]) for t, v in truth["tenants"].items()}

@@ -120,7 +120,10 @@ def test_write_failures_are_retried_and_nothing_is_committed_before() -> None:
     p, cons, _ = processor(w, reg)
     assign(p, cons, [TP0])
     w.fail = 2
-    assert feed(p, cons, [record(batch("n1", 0, T0 + 1000, 100), 0)])
+    cons.queue.append(record(batch("n1", 0, T0 + 1000, 100), 0))
+    deadline = time.monotonic() + 10
+    while not cons.commits and time.monotonic() < deadline:
+        p.turn()  # the loop retries the write after its backoff (0.5 s, then 1 s)
     assert int(usage(w)["cpu_used_us"].sum()) == 100 and cons.commits == [{TP0: 1}]
     assert reg.get_sample_value(n.PROCESSOR_WRITE_FAILURES) == 2
     assert reg.get_sample_value(n.PROCESSOR_WRITE_OUTAGE) == 0  # writing again
