@@ -220,6 +220,9 @@ def _meta(raw: bytes) -> tuple[str, tuple[Entity, ...], tuple[str, ...], tuple[s
         entities = tuple(Entity(str(i), {str(k): str(v) for k, v in lb.items()}) for i, lb in meta["entities"])
         metrics = tuple(str(m) for m in meta["metrics"])
         subs = tuple(str(s) for s in meta["subs"])
+        # JSON escapes can spell lone surrogates, which no UTF-8 column (nor log line) can hold
+        for text in (node, *metrics, *subs, *(x for e in entities for x in (e.id, *e.labels, *e.labels.values()))):
+            text.encode()
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptError(f"meta: {exc}") from exc
     return node, entities, metrics, subs

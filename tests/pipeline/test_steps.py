@@ -96,6 +96,15 @@ def test_decoder_faults_beyond_wire_errors_become_corrupt() -> None:
     assert r.value.reason == "corrupt"
 
 
+def test_names_no_utf8_column_can_hold_are_corrupt() -> None:
+    b = BatchBuilder("n1")
+    e = b.entity("sb\ud800", {"tenant": "acme"})  # a lone surrogate, spelled as a JSON escape on the wire
+    b.add(e, n.M_CG_CPU_USAGE_US, "", T0, 1.0)
+    with pytest.raises(Refused) as r:
+        decoded(record(encode(b.build(1, 0, T0)), 0), 1 << 20)
+    assert r.value.reason == "corrupt" and "surrogate" in r.value.detail
+
+
 def test_decode_step_dead_letters_then_passes_the_offset_on() -> None:
     prod, sink = FakeProducer(), Sink()
     step = DecodeStep(sink, dlq(prod), max_bytes=1000)
