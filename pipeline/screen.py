@@ -44,7 +44,7 @@ class Limits:
     sandbox_cpus: float = 512.0  # cores of a sandbox whose spec is unknown or unlimited
     cpu_headroom_cores: float = 1.0
     bytes_per_s: float = 1e12  # IO and network counters
-    slack_ms: int = 250
+    slack_ms: int = 2000
 
 
 @dataclass(frozen=True)

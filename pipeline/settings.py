@@ -43,8 +43,9 @@ class ProcessorSettings(KafkaPart, ClickHousePart, MetricsPart, LogPart):
     max_sandbox_cpus: float = Field(512.0, gt=0)  # its spec's ceiling; CPU rate bound while the spec is unknown
     cpu_headroom_cores: float = Field(1.0, ge=0)  # CPU above the spec: QEMU and virtiofsd outside the guest
     max_sandbox_memory_bytes: int = Field(1 << 42, gt=0)  # 4 TiB
-    # how much later than its stamp a counter may have been read (CFS bursts over one period too)
-    counter_slack_ms: int = Field(250, ge=0)
+    # how much later than its stamp a counter may have been read: a collector stamps a source's
+    # reading when it starts and reads sandbox after sandbox, for up to its SOURCE_TIMEOUT_S (2 s)
+    counter_slack_ms: int = Field(2000, ge=0)
     # a batch stamped later than now + this is dead-lettered (bad_timestamp), as is one older than
     # LATENESS_S + RAW_RETENTION_DAYS (31 days when that is 0)
     max_clock_skew_s: float = Field(300.0, ge=0)
