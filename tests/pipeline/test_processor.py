@@ -156,6 +156,26 @@ def waves(p: Any, cons: Any, seconds: float) -> None:
             p.turn()
 
 
+def test_a_partition_assigned_while_clickhouse_is_down_waits_paused_and_a_stop_exits_at_once() -> None:
+    w = FakeWriter()
+    p, cons, _ = processor(w)
+    w.down = True
+    cons.assigned = {TP0}
+    p.on_assigned([TP0])
+    cons.queue.append(record(batch("n1", 0, T0 + 1000, 100), 0))
+    for _ in range(20):
+        p.turn()
+    assert TP0 in cons.paused and cons.queue and p.loader.loading == {TP0}  # nothing read without its state
+    t0 = time.monotonic()
+    assert p.drain(None, 5)  # nothing taken, nothing to write: a stop ends at once
+    assert time.monotonic() - t0 < 1
+    w.down = False
+    deadline = time.monotonic() + 10
+    while (p.loader.loading or cons.queue) and time.monotonic() < deadline:
+        p.turn()  # the load is tried again every 2 s
+    assert TP0 not in cons.paused and not p.loader.loading and not cons.queue
+
+
 def test_close_leaves_the_group() -> None:
     p, cons, prod = processor(FakeWriter())
     p.close()
