@@ -29,7 +29,7 @@ from pipeline.checkpoint import Checkpoint
 from pipeline.deadletter import DeadLetters
 from pipeline.health import HealthDetector, HealthEvent
 from pipeline.metrics import ProcessorMetrics
-from pipeline.steps import TP, Flush, Item, MessageRejected, Outbox, Plan, Rows, Step
+from pipeline.steps import TP, Flush, Item, MessageRejected, Outbox, Plan, Rows, Step, without_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +196,7 @@ class AccountStep:
             del self._node_part[nd]
         for tp in gone:
             self._uncheckpointed.pop(tp, None)
-        for msg in self.out.held:  # rows may still be written (identical to the next owner's), not checkpoints
-            if isinstance(msg, Plan):
-                msg.checkpoints = [c for c in msg.checkpoints if (c.topic, c.partition) not in gone]
-                msg.offsets = {tp: o for tp, o in msg.offsets.items() if tp not in gone}
+        without_checkpoints(self.out, gone)
 
     def _forget(self, nodes: frozenset[str]) -> None:
         self.health.drop_nodes(nodes)

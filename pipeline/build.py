@@ -19,6 +19,7 @@ from pipeline.batching import BatchStep
 from pipeline.commit import CommitStep
 from pipeline.deadletter import DeadLetters
 from pipeline.decode import DecodeStep
+from pipeline.frame import FrameStep
 from pipeline.functions import Functions
 from pipeline.health import HealthDetector
 from pipeline.kafka import Consumer, KafkaConsumerAdapter, KafkaProducerAdapter, Producer
@@ -62,13 +63,14 @@ def assemble(
     commit = CommitStep(consumer)
     write = WriteStep(commit, writer, Worker("clickhouse-writer"), producer, s.alerts_topic, m)
     health = HealthDetector(forget_after_ms=int(s.lateness_s * 1000))
+    frame = FrameStep(write, writer, Worker("raw-framer"))
     account = AccountStep(
-        write, accountant(s), health, dlq, m, clock_ms, s.checkpoint_interval_s, int(s.lateness_s * 1000)
+        frame, accountant(s), health, dlq, m, clock_ms, s.checkpoint_interval_s, int(s.lateness_s * 1000)
     )
     batch = BatchStep(account, s.flush_max_samples, s.flush_interval_s)
     validate = ValidateStep(batch, dlq, rules(s), clock_ms)
     decode = DecodeStep(validate, dlq, s.max_message_bytes)
-    chain = Chain(decode, validate, batch, account, write, commit)
+    chain = Chain(decode, validate, batch, account, frame, write, commit)
     maintenance_worker = Worker("clickhouse-maintenance")
     loader = PartitionLoader(consumer, maintenance, maintenance_worker, account)
     holder: list[Processor] = []

@@ -20,17 +20,19 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.account import AccountStep
 from pipeline.batching import BatchStep
 from pipeline.commit import CommitStep
 from pipeline.deadletter import DeadLetters
 from pipeline.decode import DecodeStep
+from pipeline.frame import FrameStep
 from pipeline.kafka import Consumer, Producer
 from pipeline.metrics import ProcessorMetrics
 from pipeline.partitions import PartitionLoader
 from pipeline.periodic import Periodic
-from pipeline.steps import TP, Item, MessageRejected, Record
+from pipeline.steps import TP, Item, MessageRejected, Record, Step, without_checkpoints
 from pipeline.validate import ValidateStep
 from pipeline.write import WriteStep
 
@@ -43,11 +45,12 @@ class Chain:
     validate: ValidateStep
     batch: BatchStep
     account: AccountStep
+    frame: FrameStep
     write: WriteStep
     commit: CommitStep
 
-    def steps(self) -> tuple[DecodeStep | ValidateStep | BatchStep | AccountStep | WriteStep | CommitStep, ...]:
-        return self.decode, self.validate, self.batch, self.account, self.write, self.commit
+    def steps(self) -> tuple[Step[Any], ...]:
+        return self.decode, self.validate, self.batch, self.account, self.frame, self.write, self.commit
 
     def poll(self) -> None:
         for st in reversed(self.steps()):  # the end first: a finished write makes room upstream
@@ -183,6 +186,7 @@ class Processor:
         self.chain.validate.out.drop(lost)
         self.chain.batch.drop(gone)
         self.chain.account.drop(gone)
+        without_checkpoints(self.chain.frame.out, gone)
         self.loader.forget(gone)
         log.info("revoked partitions %s", sorted(gone))
 
@@ -191,5 +195,6 @@ class Processor:
         ends the ClickHouse threads (one still blocked in a call is a daemon: it dies with us)."""
         self.consumer.close()
         self.producer.close(timeout_s=1.0)
+        self.chain.frame.close()
         self.chain.write.close()
         self.loader.close()

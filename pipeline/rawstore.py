@@ -86,11 +86,15 @@ class RawSeries:
         got = [self._ids_of(b) for b in batches]
         ids = [g[0] for g in got]
         all_ids = np.concatenate(ids) if ids else np.zeros(0, np.uint64)
+        ts = np.concatenate([b.ts_ms for b in batches]).astype(np.uint64) if batches else all_ids
+        # in the table's order: ClickHouse takes a sorted block ~3x faster (it skips the sort and
+        # compresses better); numpy sorts without holding the GIL
+        order = np.lexsort((ts, all_ids))
         samples = pd.DataFrame(
             {
-                "series_id": all_ids,
-                "ts_ms": np.concatenate([b.ts_ms for b in batches]).astype(np.uint64) if batches else all_ids,
-                "value": np.concatenate([b.value for b in batches]) if batches else np.zeros(0),
+                "series_id": all_ids[order],
+                "ts_ms": ts[order],
+                "value": (np.concatenate([b.value for b in batches]) if batches else np.zeros(0))[order],
             }
         )
         # hash lookups (no sort), skipping batches whose ids an earlier one of their node had
@@ -126,4 +130,5 @@ class RawSeries:
             cols["labels"].append(np.array(b.subs, dtype=object)[b.sub[li]])
             cols["first_ms"].append(b.ts_ms[li].astype(np.uint64))
         data = {"series_id": ids, **{c: np.concatenate(parts) for c, parts in cols.items()}}
-        return pd.DataFrame({c: pd.Series(v, dtype=v.dtype) for c, v in data.items()})
+        by_id = np.argsort(ids, kind="stable")  # in the table's order, as the samples
+        return pd.DataFrame({c: pd.Series(v[by_id], dtype=v.dtype) for c, v in data.items()})

@@ -1,6 +1,6 @@
 """The processor as a chain of steps, after getsentry/arroyo's ProcessingStrategy.
 
-    decode -> validate -> batch -> account -> write -> commit
+    decode -> validate -> batch -> account -> frame -> write -> commit
 
 Each step takes messages with `submit` and passes what it made to the next one; `poll` does
 its due work (an age-based flush, a finished write, a retry); `join` pushes out what it holds
@@ -31,6 +31,7 @@ from contracts.wire import SampleBatch
 from pipeline.accounted import Accounted
 from pipeline.checkpoint import Checkpoint
 from pipeline.health import HealthEvent
+from pipeline.writer import Pending
 
 TP = tuple[str, int]  # (topic, partition)
 T = TypeVar("T")
@@ -95,12 +96,14 @@ class Flush:
 
 @dataclass
 class Rows:
-    """What one flush writes: the accounted rows, the raw batches, health events to record."""
+    """What one flush writes: the accounted rows, the raw batches, health events to record;
+    `pending`: the same as ClickHouse blocks, once the frame step has made them."""
 
     accounted: Accounted
     raw: tuple[SampleBatch, ...]
     events: list[HealthEvent]
     offsets: dict[TP, int]
+    pending: Pending | None = None
 
 
 @dataclass
@@ -117,6 +120,15 @@ class Written:
 
     offsets: Mapping[TP, int]
     checkpoints: int = 0
+
+
+def without_checkpoints(out: Outbox[Rows | Plan], gone: set[TP]) -> None:
+    """Held plans forget the partitions this processor lost: their rows may still be written
+    (identical to what the next owner writes), their checkpoints are not ours to save."""
+    for msg in out.held:
+        if isinstance(msg, Plan):
+            msg.checkpoints = [c for c in msg.checkpoints if (c.topic, c.partition) not in gone]
+            msg.offsets = {tp: o for tp, o in msg.offsets.items() if tp not in gone}
 
 
 def offsets_of(items: Sequence[Item]) -> dict[TP, int]:

@@ -22,7 +22,7 @@ from pipeline.metrics import ProcessorMetrics
 from pipeline.rollup import DirtyBuckets
 from pipeline.steps import MessageRejected, Plan, Rows, Step, Written
 from pipeline.worker import Job, Worker
-from pipeline.writer import ClickHouseWriter, Pending
+from pipeline.writer import ClickHouseWriter
 
 log = logging.getLogger(__name__)
 BACKOFF_S, BACKOFF_MAX_S = 0.5, 10.0
@@ -37,7 +37,6 @@ class WriteStep:
         self.alerts_topic, self.m, self.clock = alerts_topic, metrics, clock
         self._msg: Rows | Plan | None = None
         self._job: Job[None] | None = None
-        self._pending: Pending | None = None  # the rows of `_msg`, prepared once
         self._dirty = DirtyBuckets()  # rollup buckets written since the last plan
         self._taken: dict[str, tuple[int, int]] = {}  # the buckets the plan in progress rolls up
         self._retry_at = 0.0
@@ -64,9 +63,9 @@ class WriteStep:
             self._job = self.worker.run(lambda: self._write_plan(msg, dirty))
 
     def _write_rows(self, rows: Rows) -> None:
-        if self._pending is None:
-            self._pending = self.writer.prepare(rows.accounted, rows.raw, rows.events)
-        self.writer.write(self._pending)
+        if rows.pending is None:  # framed by the frame step, on the main loop; never here twice
+            rows.pending = self.writer.prepare(rows.accounted, rows.raw, rows.events)
+        self.writer.write(rows.pending)
 
     def _write_plan(self, plan: Plan, dirty: dict[str, tuple[int, int]]) -> None:
         # rollups first: a checkpoint promises everything before it is rolled up
@@ -91,7 +90,7 @@ class WriteStep:
         self.m.write_outage.set(0.0 if since is None else self.clock() - since)
 
     def _finished(self) -> None:
-        msg, self._msg, self._pending = self._msg, None, None
+        msg, self._msg = self._msg, None
         self._failing_since, self._backoff, self._failures = None, BACKOFF_S, 0
         elapsed = time.perf_counter() - self._started
         if isinstance(msg, Rows):
