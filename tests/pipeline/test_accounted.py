@@ -13,7 +13,7 @@ from pipeline.accounting import Accountant
 
 T0 = 1_800_000_000_000
 METRICS = [n.M_CG_CPU_USAGE_US, n.M_CG_MEM_CURRENT, n.M_CG_IO_RBYTES, n.M_SPEC_VCPU_MILLI, n.M_SPEC_MEM_BYTES,
-           n.M_KATA_NETDEV, "kata_guest_load", n.M_PROC_THREADS]  # fmt: skip
+           n.M_NET_RX_BYTES, "kata_hypervisor_netdev", "kata_guest_load", n.M_PROC_THREADS]  # fmt: skip
 
 
 @st.composite
@@ -27,7 +27,7 @@ def streams(draw: st.DrawFn) -> list[SampleBatch]:
         for i in range(sandboxes):
             e = b.entity(f"sb{i}", {"tenant": f"t{i % 2}"})
             for m in draw(st.lists(st.sampled_from(METRICS), unique=True, min_size=1)):
-                sub = 'item="recv_bytes"' if m == n.M_KATA_NETDEV else ""
+                sub = 'item="recv_bytes"' if m == "kata_hypervisor_netdev" else ""
                 b.add(e, m, sub, ts, float(draw(st.integers(0, 10**6)) * (seq + 1)))
             if seq == 0:
                 b.event(e, EventKind.START, T0)
