@@ -142,6 +142,7 @@ def run(ch_port: int, msgs: list[Msg], keep_raw: bool, db: str) -> tuple[float, 
     if not p.drain(None, 600):
         raise RuntimeError("the processor did not finish writing")
     elapsed = time.perf_counter() - t0
+    p.close()  # its worker threads end
     ch.execute(f"DROP DATABASE {db}")
     return elapsed, p.total_samples
 
