@@ -1,7 +1,7 @@
 """Processor throughput: pre-encoded batches through decode -> accounting -> ClickHouse insert.
 
-Feeds `Processor.handle` directly (no broker), so this measures the processor itself, and
-writes into a real ClickHouse started in a temp dir. Batches look like real scrapes: 50
+Feeds the processor's chain from an in-process consumer (no broker), so this measures the
+processor itself, and writes into a real ClickHouse started in a temp dir. Batches look like real scrapes: 50
 sandboxes per node, 300 series per sandbox of which 7 are accounted (CPU, memory, IO,
 network, spec), one scrape per node every 5 s.
 """
@@ -11,10 +11,13 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections import deque
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from prometheus_client import CollectorRegistry
 
 from contracts import names as n
@@ -23,15 +26,17 @@ from contracts.clickhouse import client
 from contracts.clock import wall_ms
 from contracts.wire import Encoder, EventKind, decode
 from pipeline.accounting import Accountant
-from pipeline.processor import Processor
+from pipeline.build import assemble
+from pipeline.kafka import Rebalance
 from pipeline.schema import migrate
 from pipeline.settings import ProcessorSettings
-from pipeline.writer import open_writer
+from pipeline.steps import TP, Record
+from pipeline.writer import ClickHouseWriter, open_writer
 from sandmeter.stack import Stack, StackSettings
 from sandmeter.stack.procs import free_port
 
 SANDBOXES, EXTRA_SERIES = 50, 293
-BASE_MS = 1_800_000_000_000
+BASE_MS = wall_ms() // 1000 * 1000 - 3_600_000  # an hour ago: inside the processor's time window
 
 
 @dataclass
@@ -43,12 +48,56 @@ class Msg:
     partition: int = 0
 
 
-class NoKafka:
-    def commit(self, offsets: object) -> None:
+class ListConsumer:
+    """The processor's Consumer over records in memory: 500 per poll, none while paused."""
+
+    def __init__(self, msgs: list[Msg]) -> None:
+        self.records = deque(Record(m.topic, m.partition, m.offset, m.key, m.value) for m in msgs)
+        self.paused = False
+
+    def subscribe(self, topic: str, rebalance: Rebalance) -> None:
         pass
 
-    def send(self, *a: object, **k: object) -> None:
+    def poll(self, timeout_ms: int) -> list[Record]:
+        if self.paused:
+            time.sleep(timeout_ms / 1000)  # as a real consumer waits when nothing is fetchable
+            return []
+        return [self.records.popleft() for _ in range(min(500, len(self.records)))]
+
+    def pause(self, tps: Collection[TP]) -> None:
+        self.paused = True
+
+    def resume(self, tps: Collection[TP]) -> None:
+        self.paused = False
+
+    def assignment(self) -> set[TP]:
+        return {("bench", 0)}
+
+    def seek(self, tp: TP, offset: int) -> None:
+        pass
+
+    def seek_to_beginning(self, tp: TP) -> None:
+        pass
+
+    def lag(self) -> dict[TP, int]:
+        return {("bench", 0): len(self.records)}
+
+    def commit(self, offsets: Mapping[TP, int]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NoProducer:
+    def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes | None]],
+        wait_s: float | None,
+    ) -> None:  # fmt: skip
         raise AssertionError("no dead letters expected")
+
+    def close(self, timeout_s: float) -> None:
+        pass
 
 
 def encoded_batches(nodes: int, scrapes: int) -> list[Msg]:
@@ -84,18 +133,62 @@ def run(ch_port: int, msgs: list[Msg], keep_raw: bool, db: str) -> tuple[float, 
         flush_max_samples=500_000, checkpoint_interval_s=3600, keep_raw_samples=keep_raw,
         clickhouse_port=ch_port, clickhouse_database=db,
     )  # fmt: skip
-    p = Processor(s, NoKafka(), NoKafka(), open_writer(s, keep_raw), CollectorRegistry())
+    cons = ListConsumer(msgs)
+    maintenance = ClickHouseWriter(client("127.0.0.1", ch_port, db), keep_raw=False)
+    p = assemble(s, cons, NoProducer(), open_writer(s, keep_raw), maintenance, CollectorRegistry())
     t0 = time.perf_counter()
-    for m in msgs:
-        p.handle(m)
-        if p._pending_samples >= s.flush_max_samples:
-            p.flush()
-    p.flush()
-    p.checkpoint()
+    while cons.records or p.feeding():
+        p.turn()
+    if not p.drain(None, 600):
+        raise RuntimeError("the processor did not finish writing")
     elapsed = time.perf_counter() - t0
-    p.writer.close()
+    p.close()  # its worker threads end
     ch.execute(f"DROP DATABASE {db}")
     return elapsed, p.total_samples
+
+
+def narrow_insert(ch_port: int, rows: int, chunk: int, db: str) -> float:
+    """Seconds to insert `rows` narrow (series id, ts, value) rows from numpy arrays, `chunk` per
+    INSERT, into a fresh `raw_samples` table: the floor any processor writing its raw samples
+    to this ClickHouse can reach, measured beside it."""
+    ch = client("127.0.0.1", ch_port, "default")
+    ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+    migrate(client("127.0.0.1", ch_port, db), wall_ms())
+    dbc = client("127.0.0.1", ch_port, db)
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 1 << 63, 300 * SANDBOXES * 20, dtype=np.uint64)  # as many series as the batches
+    frames = []
+    for lo in range(0, rows, chunk):
+        k = min(chunk, rows - lo)
+        sid = ids[np.arange(lo, lo + k) % ids.shape[0]]
+        ts = (BASE_MS + (np.arange(lo, lo + k) // ids.shape[0]) * 5000).astype(np.uint64)
+        frames.append(pd.DataFrame({"series_id": sid, "ts_ms": ts, "value": rng.random(k) * 1e9}))
+    t0 = time.perf_counter()
+    for df in frames:
+        dbc.insert_dataframe(f"INSERT INTO {n.T_SAMPLES} (series_id, ts_ms, value) VALUES", df)
+    elapsed = time.perf_counter() - t0
+    ch.execute(f"DROP DATABASE {db}")
+    return elapsed
+
+
+def raw_ratio(ch_port: int, msgs: list[Msg], repeats: int = 5) -> None:
+    """The processor with raw samples on against a plain narrow insert of as many rows, runs
+    alternating in one process against the same ClickHouse; medians and their ratio."""
+    proc_rates, base_rates = [], []
+    for r in range(repeats):
+        elapsed, samples = run(ch_port, msgs, True, f"bench_ratio_p{r}")
+        proc_rates.append(samples / elapsed)
+        base_rates.append(samples / narrow_insert(ch_port, samples, 500_000, f"bench_ratio_b{r}"))
+    p, b = statistics.median(proc_rates), statistics.median(base_rates)
+
+    def runs(rates: list[float]) -> str:
+        return ", ".join(f"{x / 1e6:.2f}" for x in rates)
+
+    print(
+        f"raw samples on: processor median {p / 1e6:.2f} M samples/s ({runs(proc_rates)}); plain numpy insert "
+        f"of as many narrow rows median {b / 1e6:.2f} M rows/s ({runs(base_rates)}); ratio {p / b:.2f} over "
+        f"{repeats} alternating runs"
+    )
 
 
 def through_broker(stack: Stack, msgs: list[Msg], keep_raw: bool) -> tuple[float, int]:
@@ -104,7 +197,7 @@ def through_broker(stack: Stack, msgs: list[Msg], keep_raw: bool) -> tuple[float
 
     from kafka import KafkaProducer
 
-    from pipeline.processor import build_processor
+    from pipeline import build_processor
     from sandmeter.stack import create_topics
 
     db, topic = "bench_broker", f"bench-{wall_ms()}"
@@ -185,7 +278,7 @@ def freshness(stack: Stack, samples_per_s: int = 100_000, seconds: float = 30.0)
 
     from kafka import KafkaProducer
 
-    from pipeline.processor import build_processor
+    from pipeline import build_processor
     from sandmeter.stack import create_topics
 
     db, topic = "bench_fresh", f"fresh-{wall_ms()}"
@@ -249,6 +342,7 @@ def main(nodes: int = 20, scrapes: int = 10, repeats: int = 3) -> None:
         )  # fmt: skip
         stack.up()
         try:
+            raw_ratio(stack.settings.clickhouse_tcp_port, msgs)
             for keep_raw in (False, True):
                 rates = []
                 for r in range(repeats):

@@ -83,6 +83,31 @@ IO_STALL: Final = "io_stall"
 HOST_DISK_STALL: Final = "host_disk_stall"
 INCIDENT_KINDS: Final = (QEMU_HANG, IO_STALL, HOST_DISK_STALL)
 
+# Why the processor dead-letters a whole record: the `sandmeter-dlq-reason` header and the
+# `reason` label of PROCESSOR_DLQ. A closed set; docs/operations.md says what each means.
+DLQ_EMPTY: Final = "empty"  # a null value (a tombstone) or no bytes at all
+DLQ_TOO_LARGE: Final = "too_large"  # more bytes or samples than a batch may carry
+DLQ_TRUNCATED: Final = "truncated"  # shorter than its envelope or header announces
+DLQ_CORRUPT: Final = "corrupt"  # bad magic, checksum, compression, meta or indexes
+DLQ_UNKNOWN_VERSION: Final = "unknown_version"  # a wire version this processor does not read
+DLQ_BAD_KEY: Final = "bad_key"  # no key, or a key that is not the batch's (non-empty) node id
+DLQ_BAD_TIMESTAMP: Final = "bad_timestamp"  # a time outside [now - max age, now + clock skew]
+DLQ_PROCESSING_ERROR: Final = "processing_error"  # validating or accounting this batch raised
+DLQ_REASONS: Final = (
+    DLQ_EMPTY, DLQ_TOO_LARGE, DLQ_TRUNCATED, DLQ_CORRUPT, DLQ_UNKNOWN_VERSION, DLQ_BAD_KEY, DLQ_BAD_TIMESTAMP,
+    DLQ_PROCESSING_ERROR,
+)  # fmt: skip
+
+# Why one sample of an accepted batch is not billed: `late_samples.reason` and the `reason`
+# label of PROCESSOR_REJECTED (late samples keep their own counter, PROCESSOR_LATE).
+REJECT_NOT_FINITE: Final = "not_finite"  # NaN or +-Inf, any metric
+REJECT_NEGATIVE: Final = "negative"  # below 0 for a billed counter, gauge or spec
+REJECT_OUT_OF_RANGE: Final = "out_of_range"  # above what a sandbox can physically have or count to
+REJECT_COUNTER_DROP: Final = "counter_drop"  # a counter fell, and not to a value a reset could explain
+REJECT_TOO_FAST: Final = "too_fast"  # a counter rose faster than the sandbox can use or move
+LATE: Final = "older_than_series_state"  # older than its series' state: a replay, counted once
+REJECT_REASONS: Final = (REJECT_NOT_FINITE, REJECT_NEGATIVE, REJECT_OUT_OF_RANGE, REJECT_COUNTER_DROP, REJECT_TOO_FAST)
+
 # -- Prometheus metrics each service exports (counters carry their exposed `_total`) ----------
 BUILD_INFO: Final = "sandmeter_build_info"  # every service: {service, version, python} = 1
 # sandmeter collect
@@ -118,6 +143,10 @@ PROCESSOR_STATE_BYTES: Final = "sandmeter_processor_state_bytes"
 PROCESSOR_PARTITIONS_DROPPED: Final = "sandmeter_processor_partitions_dropped_total"
 PROCESSOR_ROLLUP_SECONDS: Final = "sandmeter_processor_rollup_duration_seconds"
 PROCESSOR_LABEL_CONFLICTS: Final = "sandmeter_processor_label_conflicts_total"
+PROCESSOR_REJECTED: Final = "sandmeter_processor_rejected_samples_total"
+# seconds since the oldest write still failing first failed; 0 while writes succeed
+PROCESSOR_WRITE_OUTAGE: Final = "sandmeter_processor_write_outage_seconds"
+PROCESSOR_PAUSED: Final = "sandmeter_processor_paused"  # 1 while backpressure pauses consumption
 HEALTH_INCIDENTS_OPEN: Final = "sandmeter_health_open_incidents"
 HEALTH_INCIDENT: Final = "sandmeter_health_incident_open"  # 1 per open incident, for Alertmanager
 HEALTH_EVENTS: Final = "sandmeter_health_events_total"

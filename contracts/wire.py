@@ -18,6 +18,7 @@ is deterministic, so a replayed message can be recognised and deduplicated downs
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 import zlib
@@ -181,7 +182,7 @@ def encode(batch: SampleBatch) -> bytes:
 
 
 def decode(payload: bytes) -> SampleBatch:
-    """Decodes one message; raises a WireError subclass for anything malformed."""
+    """Decodes one message; raises a WireError subclass, and nothing else, for anything malformed."""
     if len(payload) < _ENVELOPE.size:
         raise TruncatedError(f"{len(payload)} bytes, shorter than the {_ENVELOPE.size}-byte envelope")
     magic, version, flags, crc = _ENVELOPE.unpack_from(payload)
@@ -193,7 +194,12 @@ def decode(payload: bytes) -> SampleBatch:
     if zlib.crc32(packed) != crc:
         raise CorruptError("checksum mismatch")
     body = _decompress(bytes(packed)) if flags & FLAG_ZSTD else bytes(packed)
-    return _decode_body(body)
+    try:
+        return _decode_body(body)
+    except WireError:
+        raise
+    except Exception as exc:  # e.g. meta JSON nested past the recursion limit: still just a bad payload
+        raise CorruptError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _decompress(packed: bytes) -> bytes:
@@ -204,23 +210,36 @@ def _decompress(packed: bytes) -> bytes:
     return out
 
 
+@functools.lru_cache(maxsize=1024)
+def _meta(raw: bytes) -> tuple[str, tuple[Entity, ...], tuple[str, ...], tuple[str, ...]]:
+    """Node, entities, metrics and sub-labels from the meta JSON. A node's scrapes mostly repeat
+    their meta byte for byte, so the parsed tables are kept (and shared: they are immutable)."""
+    try:
+        meta = json.loads(raw)
+        node = str(meta["node"])
+        entities = tuple(Entity(str(i), {str(k): str(v) for k, v in lb.items()}) for i, lb in meta["entities"])
+        metrics = tuple(str(m) for m in meta["metrics"])
+        subs = tuple(str(s) for s in meta["subs"])
+        # JSON escapes can spell lone surrogates, which no UTF-8 column (nor log line) can hold
+        for text in (node, *metrics, *subs, *(x for e in entities for x in (e.id, *e.labels, *e.labels.values()))):
+            text.encode()
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptError(f"meta: {exc}") from exc
+    return node, entities, metrics, subs
+
+
 def _decode_body(body: bytes) -> SampleBatch:
     if len(body) < _HEADER.size:
         raise TruncatedError("body shorter than its header")
     boot, seq, scrape_ts, n, e, meta_len = _HEADER.unpack_from(body)
+    if scrape_ts >= 2**62:  # epoch ms; far beyond any clock, and it must stay an int64 after adding offsets
+        raise CorruptError(f"scrape time {scrape_ts} out of range")
     need = _HEADER.size + meta_len + n * _SAMPLE_ROW_BYTES + e * _EVENT_ROW_BYTES
     if len(body) != need:
         kind = TruncatedError if len(body) < need else CorruptError
         raise kind(f"body has {len(body)} bytes, header announces {need}")
     pos = _HEADER.size
-    try:
-        meta = json.loads(body[pos : pos + meta_len])
-        node = str(meta["node"])
-        entities = tuple(Entity(str(i), {str(k): str(v) for k, v in lb.items()}) for i, lb in meta["entities"])
-        metrics = tuple(str(m) for m in meta["metrics"])
-        subs = tuple(str(s) for s in meta["subs"])
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CorruptError(f"meta: {exc}") from exc
+    node, entities, metrics, subs = _meta(body[pos : pos + meta_len])
     pos += meta_len
     base = np.int64(scrape_ts)
 

@@ -275,9 +275,13 @@ def pipeline_health() -> Dashboard:
         _prom_ts("Freshness (now - newest sample written)", f"max({n.PROCESSOR_FRESHNESS})", "s"),
         _prom_ts("Dead-lettered /s by reason", f"sum by (reason) (rate({n.PROCESSOR_DLQ}[5m]))", legend="{{reason}}"),
         _prom_ts("Late and duplicate samples /s", f"sum(rate({n.PROCESSOR_LATE}[5m]))", legend="late"),
+        _prom_ts(
+            "Rejected samples /s by reason", f"sum by (reason) (rate({n.PROCESSOR_REJECTED}[5m]))", legend="{{reason}}"
+        ),
         _prom_ts("Insert latency p99", _p99(n.PROCESSOR_INSERT_SECONDS), "s"),
         _prom_ts("Flush latency p99", _p99(n.PROCESSOR_FLUSH_SECONDS), "s"),
         _prom_ts("ClickHouse write failures /s", f"sum(rate({n.PROCESSOR_WRITE_FAILURES}[5m]))"),
+        _prom_ts("Writes failing for", f"max by (instance) ({n.PROCESSOR_WRITE_OUTAGE})", "s", "{{instance}}"),
         _prom_ts("Checkpoint and rollup p99", _p99(n.PROCESSOR_CHECKPOINT_SECONDS), "s"),
         _prom_ts("Series with state", f"sum({n.PROCESSOR_SERIES})"),
         _prom_ts(

@@ -1,7 +1,8 @@
 """The stream processor: Kafka batches -> exact usage, health incidents and rollups in
 ClickHouse, exactly once through checkpoints; and the ClickHouse schema migrations."""
 
-from pipeline.processor import Processor, build_processor
+from pipeline.build import build_processor
+from pipeline.processor import Processor
 from pipeline.reconcile import reconcile_rollups
 from pipeline.schema import SchemaError, migrate
 from pipeline.settings import MigrateSettings, ProcessorSettings

@@ -14,7 +14,9 @@ before its own. A sandbox's tenant and labels are fixed at its first attributed 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +29,10 @@ import pandas as pd
 from contracts import names as n
 from contracts.quantities import COLUMNS
 from contracts.wire import EventKind, SampleBatch
-from pipeline.series import I64_MAX, I64_MIN, Amounts, Measure, SeriesFrame, account_series
+from pipeline.accounted import Accounted, checked_usage, empty_late, function_load, late_rows
+from pipeline.functions import Functions
+from pipeline.screen import REASON, Limits, counters_of, screen
+from pipeline.series import COUNTERS, I64_MAX, I64_MIN, Amounts, Measure, SeriesFrame, account_series
 from pipeline.state import SandboxState, SeriesState
 
 _BY_METRIC = {
@@ -41,6 +46,8 @@ _BY_METRIC = {
     n.M_SPEC_MEM_BYTES: Measure.SPEC_MEM,
 }
 
+# the metrics whose values are billed: validation holds them to non-negative, physical values
+BILLED_METRICS = frozenset(_BY_METRIC)
 USAGE_COLUMNS = ("tenant", "sandbox_id", "node", "start_ms", "end_ms", *COLUMNS, "batch_id")
 # a sandbox_lifecycle row: tenant, sandbox, node, event (start|stop), ts, vCPU millicores, memory, batch
 LIFECYCLE_COLUMNS = ("tenant", "sandbox_id", "node", "event", "ts_ms", "vcpu_millicores", "memory_bytes", "batch_id")
@@ -69,6 +76,7 @@ class Result:
     attrs: pd.DataFrame | None = None
     label_conflicts: int = 0  # attributed labels that differ from a sandbox's fixed ones (not applied)
     conflict_notes: list[str] = field(default_factory=list)
+    rejected: pd.DataFrame | None = None  # counter samples the screen refused (gid, key, ts, val, bidx, reason)
 
 
 @dataclass
@@ -82,19 +90,23 @@ class _Flush:
 
 
 class Accountant:
-    def __init__(self, max_counter_rate_per_s: float = 1e12) -> None:
+    def __init__(
+        self, max_counter_rate_per_s: float = 1e12, limits: Limits | None = None, functions: Functions | None = None
+    ) -> None:
         self.series = SeriesState()
         self.sandboxes: dict[tuple[str, str], SandboxState] = {}
         self._by_gid: list[SandboxState] = []
         self._metric_ids: dict[str, int] = {}
         self._sub_ids: dict[str, int] = {}
         self.max_rate = max_counter_rate_per_s
+        self.limits = limits or Limits(bytes_per_s=max_counter_rate_per_s)
+        self.functions = functions or Functions()
 
     def snapshot(self) -> tuple[object, ...]:
         """A copy of all state, cheap enough to take before every flush."""
         return (
             self.series.copy(),
-            {k: dataclasses.replace(v, labels=dict(v.labels)) for k, v in self.sandboxes.items()},
+            {k: copy.copy(v) for k, v in self.sandboxes.items()},  # labels are replaced, never changed in place
             dict(self._metric_ids),
             dict(self._sub_ids),
         )
@@ -144,12 +156,12 @@ class Accountant:
             out[i] = ix
         return out
 
-    def late_frame(self, late: pd.DataFrame, now_ms: int) -> pd.DataFrame:
-        """Late rows with their names restored, for the late-data table."""
+    def _names(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Node, sandbox, tenant, metric and labels of series rows (gid, key), for late_samples."""
         metric_names = {v: k for k, v in self._metric_ids.items()}
         sub_names = {v: k for k, v in self._sub_ids.items()}
-        key = late["key"].to_numpy(np.uint64)
-        sb = [self._by_gid[g] for g in late["gid"].tolist()]
+        key = rows["key"].to_numpy(np.uint64)
+        sb = [self._by_gid[g] for g in rows["gid"].tolist()]
         return pd.DataFrame(
             {
                 "node": [s.node for s in sb],
@@ -157,11 +169,6 @@ class Accountant:
                 "tenant": [s.tenant for s in sb],
                 "metric": [metric_names[int(m)] for m in ((key >> np.uint64(16)) & np.uint64(0xFFFF)).tolist()],
                 "labels": [sub_names[int(x)] for x in (key & np.uint64(0xFFFF)).tolist()],
-                "ts_ms": late["ts"].to_numpy(np.uint64),
-                "value": late["val"].to_numpy(np.float64),
-                "batch_id": "",
-                "reason": "older_than_series_state",
-                "received_ms": np.full(len(late), now_ms, np.uint64),
             }
         )
 
@@ -170,6 +177,7 @@ class Accountant:
         flush = _Flush([], [])
         frame = self._columns(batches, flush)
         bounds = self._note_events(batches, flush)
+        frame, rejected = self._screened(frame)
         series = account_series(frame, self.series, bounds, self.max_rate)
         alloc, lifecycle, vcpu = self._allocation(batches, flush, series.spec)
         usage, attrs = self._usage_rows(series.usage, alloc, batches, flush, vcpu)
@@ -183,7 +191,33 @@ class Accountant:
             attrs=attrs,
             label_conflicts=flush.conflicts,
             conflict_notes=flush.notes,
+            rejected=rejected,
         )
+
+    def _screened(self, c: SeriesFrame) -> tuple[SeriesFrame, pd.DataFrame | None]:
+        """The samples without the counter samples screen.py rejects, and those (before any state changes)."""
+        is_counter = np.isin(c.measure, [int(m) for m in COUNTERS])
+        if not is_counter.any():
+            return c, None
+        spec = np.array([s.vcpu_milli for s in self._by_gid], np.int64)  # per sandbox, not per sample
+        is_spec = c.measure == Measure.SPEC_VCPU
+        np.maximum.at(spec, c.gid[is_spec], c.val[is_spec].astype(np.int64))  # validated: finite, in range
+        lim = self.limits
+        cores = np.where(spec > 0, spec / 1000 + lim.cpu_headroom_cores, lim.sandbox_cpus)
+        rate = np.where(c.measure == Measure.CPU_US, cores[c.gid] * 1000.0, lim.bytes_per_s / 1000.0)
+        start = np.array([s.start_ms if s.start_ms is not None else -1 for s in self._by_gid], np.int64)
+        cnt = counters_of(c.key, c.bidx, c.ts, c.val, is_counter, rate, self.series, start[c.gid])
+        why = screen(cnt, lim.slack_ms)
+        if not why.any():
+            return c, None
+        bad = cnt.at[why > 0]
+        rejected = pd.DataFrame(
+            {"gid": c.gid[bad], "key": c.key[bad], "ts": c.ts[bad], "val": c.val[bad], "bidx": c.bidx[bad],
+             "reason": [REASON[int(w)] for w in why[why > 0].tolist()]}
+        )  # fmt: skip
+        keep = np.ones(c.key.shape[0], bool)
+        keep[bad] = False
+        return SeriesFrame(c.gid[keep], c.key[keep], c.ts[keep], c.val[keep], c.measure[keep], c.bidx[keep]), rejected
 
     def _columns(self, batches: Sequence[SampleBatch], flush: _Flush) -> SeriesFrame:
         gids, keys, ts, val, meas, bidx = [], [], [], [], [], []
@@ -342,6 +376,83 @@ class Accountant:
         )
         return u[list(USAGE_COLUMNS)], attrs
 
+    # -- what the processor uses; nothing outside this class reads the state above ------------
+    def account(self, batches: Sequence[SampleBatch], now_ms: int) -> Accounted:
+        """Accounts validated `batches` (in order) into the one result the processor writes.
+
+        Raises (leaving the state partly updated: take a `snapshot()` first) when a batch
+        cannot be accounted, including UnsafeUsage for a row no column can hold.
+        """
+        empty = Result(pd.DataFrame(columns=list(USAGE_COLUMNS)))
+        r = self.process([billable(b) for b in batches]) if batches else empty
+        rows = [df for df in (r.late, r.rejected) if df is not None and len(df)]
+        late = pd.concat(rows, ignore_index=True) if rows else None
+        ids = [b.batch_id for b in batches]
+        life = pd.DataFrame(r.lifecycle, columns=list(LIFECYCLE_COLUMNS)).astype(
+            {"ts_ms": np.uint64, "vcpu_millicores": np.uint32, "memory_bytes": np.uint64}
+        )
+        usage = checked_usage(r.usage[list(USAGE_COLUMNS)])
+        rejected = r.rejected["reason"].value_counts().to_dict() if r.rejected is not None else {}
+        return Accounted(
+            usage=usage,
+            lifecycle=life,
+            late=empty_late() if late is None else late_rows(late, ids, now_ms, self._names),
+            function_load=function_load(usage, r.attrs, batches, self.functions.of),
+            health_input=tuple(batches),
+            samples=int(sum(len(b) for b in batches)),  # every sample taken, not only the billed ones
+            duplicates=r.duplicates,
+            clamped=r.clamped,
+            late_samples=0 if r.late is None else len(r.late),
+            rejected={str(k): int(v) for k, v in rejected.items()},
+            label_conflicts=r.label_conflicts,
+            conflict_notes=tuple(r.conflict_notes),
+        )
+
+    def export_state(self, nodes: frozenset[str] | None = None) -> StateFrames:
+        """The state of `nodes` (all when None) by name, for a checkpoint."""
+        return export_state(self, nodes)
+
+    def import_state(self, state: StateFrames) -> None:
+        """Adds a checkpoint's state; drop its nodes first (`without`) if they are held."""
+        import_state(self, state)
+
+    def nodes(self) -> frozenset[str]:
+        return frozenset(s.node for s in self._by_gid)
+
+    def without(self, nodes: frozenset[str]) -> Accountant:
+        """This state minus `nodes`' (they moved to another processor, or are about to be loaded)."""
+        held = self.nodes()
+        return rebuilt(self, nodes=held - nodes) if held & nodes else self
+
+    def evicted(self, before_ms: int) -> tuple[Accountant, int]:
+        """This state minus the sandboxes stopped and silent since before `before_ms` (their usage
+        is final), and how many went."""
+        # a stopped sandbox's allocation cursor is its stop time: rebuild only when one is old enough
+        if not any(s.stopped and (s.alloc_cursor or 0) < before_ms for s in self._by_gid):
+            return self, 0
+        out = rebuilt(self, evict_before_ms=before_ms)
+        return out, len(self.sandboxes) - len(out.sandboxes)
+
+    def size(self) -> tuple[int, int, int]:
+        """(series, sandboxes, bytes of the series arrays) for the status line and gauges."""
+        return len(self.series), len(self.sandboxes), self.series.nbytes()
+
+
+@functools.lru_cache(maxsize=4096)
+def _billed_table(metrics: tuple[str, ...]) -> npt.NDArray[np.bool_]:
+    return np.array([m in BILLED_METRICS for m in metrics], bool)
+
+
+def billable(b: SampleBatch) -> SampleBatch:
+    """`b` with only the samples of billed metrics (its tables, entities and events whole): all
+    the accounting reads, and a few percent of a scrape, so it filters and sorts far less."""
+    keep = _billed_table(tuple(b.metrics))[b.metric]
+    if keep.all():
+        return b
+    return dataclasses.replace(
+        b, entity=b.entity[keep], metric=b.metric[keep], sub=b.sub[keep], ts_ms=b.ts_ms[keep], value=b.value[keep]
+    )
+
 
 @dataclass
 class StateFrames:
@@ -440,6 +551,6 @@ def import_state(acct: Accountant, state: StateFrames) -> None:
 
 def rebuilt(acct: Accountant, nodes: frozenset[str] | None = None, evict_before_ms: int | None = None) -> Accountant:
     """A fresh Accountant holding `acct`'s state for `nodes`, minus evicted sandboxes."""
-    out = Accountant(acct.max_rate)
+    out = Accountant(acct.max_rate, acct.limits, acct.functions)
     import_state(out, export_state(acct, nodes, evict_before_ms))
     return out

@@ -18,8 +18,8 @@ Extraction is per batch and per sandbox (numpy masks over the batch), never per 
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +29,7 @@ from contracts import names as n
 from contracts.names import HOST_DISK_STALL, IO_STALL, QEMU_HANG
 from contracts.wire import EventKind, SampleBatch, sub_label
 
+log = logging.getLogger(__name__)
 # disk statistics items (kata_guest_diskstat, host_diskstat) whose sums the detectors compare
 IN_PROGRESS, READS, WRITES = sub_label(item="in_progress"), sub_label(item="reads"), sub_label(item="writes")
 
@@ -233,11 +234,16 @@ class HealthDetector:
 
     def export(self, nodes: frozenset[str]) -> str:
         """The state of `nodes` as JSON, for a checkpoint."""
+        # dataclasses.asdict deep-copies every field: plain dicts of the fields serialise the same, faster
         return json.dumps(
             {
-                "sandboxes": [dataclasses.asdict(h) for h in self.sandboxes.values() if h.node in nodes],
+                "sandboxes": [
+                    {**h.__dict__, "hang": h.hang.__dict__, "stall": h.stall.__dict__}
+                    for h in self.sandboxes.values()
+                    if h.node in nodes
+                ],
                 "disks": [
-                    {"node": nd, "disk": dk, **dataclasses.asdict(dh)}
+                    {"node": nd, "disk": dk, "stall": dh.stall.__dict__, "last_done": dh.last_done}
                     for (nd, dk), dh in self.disks.items()
                     if nd in nodes
                 ],
@@ -264,40 +270,48 @@ class HealthDetector:
             del self.disks[k]
 
     def observe(self, batches: Sequence[SampleBatch]) -> list[HealthEvent]:
+        """Feeds the batches in order; a batch the detector fails on is logged and skipped
+        (what it changed before the fault stays), so a fault never reaches the other batches."""
         events: list[HealthEvent] = []
         newest: dict[str, int] = {}
         for b in batches:
+            try:
+                events += self._observe(b)
+            except Exception as exc:  # a detector fault must not stop metering
+                log.error("health detection failed on batch %s: %s: %s", b.batch_id, type(exc).__name__, exc)
             newest[b.node] = max(newest.get(b.node, 0), b.scrape_ts_ms)
-            obs, disks = observe_batch(b)
-            for e, o in obs.items():
-                ent = b.entities[e]
-                key = (b.node, ent.id)
-                h = self.sandboxes.get(key)
-                if h is None:
-                    h = self.sandboxes[key] = SandboxHealth(
-                        b.node,
-                        ent.id,
-                        ent.labels.get("tenant", n.UNATTRIBUTED),
-                        Hysteresis(self.hang_after_ms, self.close_after_ms),
-                        Hysteresis(self.stall_after_ms, self.close_after_ms),
-                    )
-                events += self._sandbox(h, o)
-            for e, k, t in zip(b.ev_entity.tolist(), b.ev_kind.tolist(), b.ev_ts_ms.tolist(), strict=True):
-                if k == EventKind.STOP:
-                    events += self._stopped(b.node, b.entities[e].id, t)
-            for disk, (infl, done) in disks.items():
-                dh = self.disks.setdefault(
-                    (b.node, disk), DiskHealth(Hysteresis(self.stall_after_ms, self.close_after_ms))
-                )
-                stuck = infl > 0 and dh.last_done is not None and done == dh.last_done
-                progressing = dh.last_done is not None and done != dh.last_done
-                dh.last_done = done
-                change = dh.stall.update(b.scrape_ts_ms, stuck, progressing or infl == 0)
-                if change:
-                    ev = {"disk": disk, "in_progress": infl, "completed": done}
-                    who = (b.node, "", disk)
-                    events.append(_event(HOST_DISK_STALL, change, who, b.scrape_ts_ms, dh.stall, ev))
         return events + self._forget_gone(newest)
+
+    def _observe(self, b: SampleBatch) -> list[HealthEvent]:
+        events: list[HealthEvent] = []
+        obs, disks = observe_batch(b)
+        for e, o in obs.items():
+            ent = b.entities[e]
+            key = (b.node, ent.id)
+            h = self.sandboxes.get(key)
+            if h is None:
+                h = self.sandboxes[key] = SandboxHealth(
+                    b.node,
+                    ent.id,
+                    ent.labels.get("tenant", n.UNATTRIBUTED),
+                    Hysteresis(self.hang_after_ms, self.close_after_ms),
+                    Hysteresis(self.stall_after_ms, self.close_after_ms),
+                )
+            events += self._sandbox(h, o)
+        for e, k, t in zip(b.ev_entity.tolist(), b.ev_kind.tolist(), b.ev_ts_ms.tolist(), strict=True):
+            if k == EventKind.STOP:
+                events += self._stopped(b.node, b.entities[e].id, t)
+        for disk, (infl, done) in disks.items():
+            dh = self.disks.setdefault((b.node, disk), DiskHealth(Hysteresis(self.stall_after_ms, self.close_after_ms)))
+            stuck = infl > 0 and dh.last_done is not None and done == dh.last_done
+            progressing = dh.last_done is not None and done != dh.last_done
+            dh.last_done = done
+            change = dh.stall.update(b.scrape_ts_ms, stuck, progressing or infl == 0)
+            if change:
+                ev = {"disk": disk, "in_progress": infl, "completed": done}
+                who = (b.node, "", disk)
+                events.append(_event(HOST_DISK_STALL, change, who, b.scrape_ts_ms, dh.stall, ev))
+        return events
 
     def _forget_gone(self, newest: dict[str, int]) -> list[HealthEvent]:
         """Sandboxes their node has not reported for `forget_after_ms` (gone without a stop event,

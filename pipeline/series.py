@@ -101,7 +101,7 @@ def account_series(
     dup = ts == newest  # a sample seen before (a replayed batch) counts once
     late = ts < newest
     keep = ts > newest
-    late_df = pd.DataFrame({"gid": gid[late], "ts": ts[late], "val": val[late], "key": key[late]})
+    late_df = pd.DataFrame({"gid": gid[late], "ts": ts[late], "val": val[late], "key": key[late], "bidx": bidx[late]})
     key, ts, val, meas, gid, bidx, slot = (a[keep] for a in (key, ts, val, meas, gid, bidx, slot))
     first = np.ones(key.shape[0], bool)
     first[1:] = key[1:] != key[:-1]

@@ -37,7 +37,22 @@ class ProcessorSettings(KafkaPart, ClickHousePart, MetricsPart, LogPart):
     # samples this much older than their series' state are late; stopped sandboxes' state is
     # dropped once they have been silent this long
     lateness_s: float = Field(600.0, gt=0)
-    max_counter_rate_per_s: float = 1e12
+    # byte counters (IO, network) cannot move faster than this; a faster rise is rejected (too_fast)
+    max_counter_rate_per_s: float = Field(1e12, gt=0)
+    # validation (docs/operations.md, "What the processor refuses"): a sandbox's physical limits
+    max_sandbox_cpus: float = Field(512.0, gt=0)  # its spec's ceiling; CPU rate bound while the spec is unknown
+    cpu_headroom_cores: float = Field(1.0, ge=0)  # CPU above the spec: QEMU and virtiofsd outside the guest
+    max_sandbox_memory_bytes: int = Field(1 << 42, gt=0)  # 4 TiB
+    # how much later than its stamp a counter may have been read: a collector stamps a source's
+    # reading when it starts and reads sandbox after sandbox, for up to its SOURCE_TIMEOUT_S (2 s)
+    counter_slack_ms: int = Field(2000, ge=0)
+    # a batch stamped later than now + this is dead-lettered (bad_timestamp), as is one older than
+    # LATENESS_S + RAW_RETENTION_DAYS (31 days when that is 0)
+    max_clock_skew_s: float = Field(300.0, ge=0)
+    max_message_bytes: int = Field(32 << 20, gt=0)  # larger records are dead-lettered (too_large)
+    max_batch_samples: int = Field(5_000_000, gt=0)  # as are batches announcing more samples
+    # SIGTERM (and a revocation) push what was read to ClickHouse for at most this long
+    shutdown_timeout_s: float = Field(5.0, gt=0)
     metrics_port: int = Field(9465, ge=0, le=65535)
 
 

@@ -1,32 +1,42 @@
 """Writes accounting results to ClickHouse; a write either succeeds whole or raises.
 
-With a second connection (`raw_ch`), the raw samples of a flush are inserted on a thread of
-their own while the processor goes on with the next flush: the server sorts and writes them
-while this process decodes and accounts. At most one such insert is in flight; `settle()`
-waits for it (the next write and every checkpoint call it first), so nothing is checkpointed
-before ClickHouse has it. A failed raw insert stays pending and is retried by the next
-`settle()`, on the caller's thread.
+A flush's rows are `prepare`d once into a `Pending` (raw sample frames included: naming new
+series happens only there) and `write` inserts the parts not yet done, so a retry after a
+failure repeats nothing that already succeeded (late_samples is a plain MergeTree). With a
+second connection (`raw_ch`), the raw samples go in on a thread of their own while the other
+tables are written on this one. Every call runs on the processor's ClickHouse worker thread,
+never on its main loop (worker.py).
+
+Defence in depth: a usage row whose quantities a UInt64 column cannot hold as they are
+(negative, NaN, 2^63 or more) is never inserted; the accountant already refuses to make one,
+so such a row means a bug: it is logged as an error and left out, never wrapped.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from contracts import names as n
+from contracts.quantities import COLUMNS
 from contracts.settings import ClickHousePart
 from contracts.wire import SampleBatch
 from pipeline import shards
-from pipeline.accounting import LIFECYCLE_COLUMNS, USAGE_COLUMNS, Result
+from pipeline.accounted import Accounted
 from pipeline.checkpoint import Checkpoint, decode_state, encode_state
 from pipeline.health import HealthEvent
 from pipeline.rawstore import RawSeries
 from pipeline.rollup import rollup_statements
+from pipeline.worker import Worker
+
+log = logging.getLogger(__name__)
+_INT63 = float(1 << 63)
 
 
 class WriteError(RuntimeError):
@@ -39,6 +49,50 @@ def open_writer(s: ClickHousePart, keep_raw: bool) -> ClickHouseWriter:
     return ClickHouseWriter(s.clickhouse(), keep_raw, raw_ch=raw_ch, cluster=s.clickhouse_cluster)
 
 
+@dataclass
+class Pending:
+    """One flush's inserts, (table, rows) in order; `done` holds the tables already written."""
+
+    parts: list[tuple[str, pd.DataFrame]]
+    raw: list[tuple[str, pd.DataFrame]]  # raw_series, then raw_samples: a reader never meets an unnamed id
+    done: set[str] = field(default_factory=set)
+
+
+def storable_usage(usage: pd.DataFrame) -> pd.DataFrame:
+    """The usage rows as UInt64 columns, without (and logging) any row a UInt64 cannot hold."""
+    out = usage.copy()
+    ok = np.ones(len(out), bool)
+    for c in (*COLUMNS, "start_ms", "end_ms"):
+        v = out[c].to_numpy(np.float64)
+        ok &= np.isfinite(v) & (v >= 0) & (v < _INT63)
+    if not ok.all():
+        bad = out[~ok]
+        log.error(
+            "refusing %d usage rows with values no UInt64 column may hold (a bug upstream), e.g. %s",
+            len(bad), bad.head(3).to_dict("records"),
+        )  # fmt: skip
+        out = out[ok]
+    for c in (*COLUMNS, "start_ms", "end_ms"):
+        out[c] = out[c].astype(np.int64).astype(np.uint64)
+    return out
+
+
+def health_frame(events: Sequence[HealthEvent]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "kind": [e.kind for e in events],
+            "event": [e.event for e in events],
+            "node": [e.node for e in events],
+            "sandbox_id": [e.sandbox_id for e in events],
+            "tenant": [e.tenant for e in events],
+            "ts_ms": np.array([e.ts_ms for e in events], np.uint64),
+            "opened_ms": np.array([e.opened_ms for e in events], np.uint64),
+            "incident_id": [e.incident_id for e in events],
+            "evidence": [json.dumps(e.evidence, sort_keys=True, default=str) for e in events],
+        }
+    )
+
+
 class ClickHouseWriter:
     def __init__(self, ch: Any, keep_raw: bool = True, raw_ch: Any = None, cluster: str = "") -> None:
         self.ch = ch
@@ -46,9 +100,11 @@ class ClickHouseWriter:
         self.keep_raw = keep_raw
         self.raw = RawSeries()
         self._raw_ch = raw_ch  # a connection of the raw thread's own: a client is not thread-safe
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="raw-writer") if raw_ch is not None else None
-        self._raw_job: tuple[pd.DataFrame, pd.DataFrame] | None = None  # (samples, names) not yet durable
-        self._raw_future: Future[None] | None = None
+        self._raw_worker = Worker("raw-writer") if raw_ch is not None else None
+
+    def close(self) -> None:
+        if self._raw_worker is not None:
+            self._raw_worker.close()
 
     def _insert(self, table: str, df: pd.DataFrame, ch: Any = None) -> None:
         if df.empty:
@@ -59,57 +115,42 @@ class ClickHouseWriter:
         except Exception as exc:
             raise WriteError(f"insert into {table} ({len(df)} rows): {exc}") from exc
 
-    def _write_raw(self, ch: Any, samples: pd.DataFrame, named: pd.DataFrame) -> None:
-        self._insert(n.T_RAW_SERIES, named, ch)  # names first: a reader never meets an unnamed id
-        self._insert(n.T_SAMPLES, samples, ch)
+    def prepare(self, rows: Accounted, raw: Sequence[SampleBatch] = (), events: Sequence[HealthEvent] = ()) -> Pending:
+        """The inserts of one flush. Raw samples are framed here, once: the names of series new to
+        this process are handed over only now, so a retry must reuse this Pending."""
+        parts = [(n.T_USAGE, storable_usage(rows.usage))]
+        if rows.lifecycle is not None:
+            parts.append((n.T_LIFECYCLE, rows.lifecycle))
+        parts.append((n.T_LATE, rows.late))
+        if rows.function_load is not None:
+            parts.append((n.T_FUNCTION_LOAD, rows.function_load))
+        if events:
+            parts.append((n.T_HEALTH, health_frame(events)))
+        samples_named = self.raw.frames(raw) if self.keep_raw and raw else None
+        raw_parts = [(n.T_RAW_SERIES, samples_named[1]), (n.T_SAMPLES, samples_named[0])] if samples_named else []
+        return Pending(parts, raw_parts)
 
-    def settle(self) -> None:
-        """Returns once every raw sample handed to `write` is in ClickHouse, or raises
-        WriteError and keeps the pending ones for the next call."""
-        if self._raw_job is None:
-            return
-        if self._raw_future is not None:
-            fut, self._raw_future = self._raw_future, None
-            fut.result()  # a WriteError leaves the job pending: written below on the next call
+    def _write_raw(self, p: Pending, ch: Any) -> None:
+        for table, df in p.raw:
+            if table not in p.done:
+                self._insert(table, df, ch)
+                p.done.add(table)
+
+    def write(self, p: Pending) -> None:
+        """Inserts what `p` has not written yet; raises WriteError (and may be called again)."""
+        raw_job = None
+        if self._raw_worker is not None and p.raw:
+            raw_job = self._raw_worker.run(lambda: self._write_raw(p, self._raw_ch))
         else:
-            self._write_raw(self.ch, *self._raw_job)
-        self._raw_job = None
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-
-    def write(
-        self,
-        batches: Sequence[SampleBatch],
-        result: Result,
-        now_ms: int,
-        late: pd.DataFrame | None = None,
-        function_load: pd.DataFrame | None = None,
-    ) -> None:
-        self.settle()  # the previous flush's raw samples; on a retry, the failed ones
-        if self.keep_raw:
-            # framed once: the names of new series are handed over only here (a retried write
-            # frames again and finds them named, but the pending job still carries them)
-            self._raw_job = self.raw.frames(batches)
-            if self._pool is not None:
-                self._raw_future = self._pool.submit(self._write_raw, self._raw_ch, *self._raw_job)
-            else:
-                self.settle()
-        usage = result.usage[list(USAGE_COLUMNS)].copy()
-        for c in USAGE_COLUMNS:
-            if c not in ("tenant", "sandbox_id", "node", "batch_id"):
-                usage[c] = usage[c].astype(np.uint64)
-        self._insert(n.T_USAGE, usage)
-        if result.lifecycle:
-            life = pd.DataFrame(result.lifecycle, columns=list(LIFECYCLE_COLUMNS)).astype(
-                {"ts_ms": np.uint64, "vcpu_millicores": np.uint32, "memory_bytes": np.uint64}
-            )
-            self._insert(n.T_LIFECYCLE, life)
-        if late is not None:
-            self._insert(n.T_LATE, late)
-        if function_load is not None:
-            self._insert(n.T_FUNCTION_LOAD, function_load)
+            self._write_raw(p, self.ch)
+        try:
+            for table, df in p.parts:
+                if table not in p.done:
+                    self._insert(table, df)
+                    p.done.add(table)
+        finally:
+            if raw_job is not None:
+                raw_job.wait()  # the raw thread's WriteError is this write's
 
     def roll(self, dirty: dict[str, tuple[int, int]]) -> None:
         """Recomputes the minute and hour rollups of these tenants' minute ranges."""
@@ -159,21 +200,3 @@ class ClickHouseWriter:
         return {
             int(p): Checkpoint(topic, int(p), int(o), int(t), decode_state(str(st)), str(h)) for p, o, t, st, h in rows
         }
-
-    def write_health(self, events: Sequence[HealthEvent]) -> None:
-        if not events:
-            return
-        df = pd.DataFrame(
-            {
-                "kind": [e.kind for e in events],
-                "event": [e.event for e in events],
-                "node": [e.node for e in events],
-                "sandbox_id": [e.sandbox_id for e in events],
-                "tenant": [e.tenant for e in events],
-                "ts_ms": np.array([e.ts_ms for e in events], np.uint64),
-                "opened_ms": np.array([e.opened_ms for e in events], np.uint64),
-                "incident_id": [e.incident_id for e in events],
-                "evidence": [json.dumps(e.evidence, sort_keys=True, default=str) for e in events],
-            }
-        )
-        self._insert(n.T_HEALTH, df)

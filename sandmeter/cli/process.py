@@ -28,6 +28,8 @@ def add(sub: Subparsers) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    # first: a SIGTERM while the heavy imports and the clients start ends the start-up cleanly
+    stop = stop_on_signals()
     from pipeline import ProcessorSettings, build_processor
 
     s = settings(ProcessorSettings)
@@ -37,7 +39,7 @@ def run(a: argparse.Namespace) -> int:
     reg = served_registry(s, "processor")
     proc = build_processor(s, reg)
     try:
-        proc.run(stop_on_signals())
+        proc.run(stop)
     finally:
         proc.close()
     return 0

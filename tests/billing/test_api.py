@@ -20,7 +20,8 @@ from billing.keys import OPERATOR, TENANT, create_key, revoke_key
 from billing.plans import load_book
 from billing.settings import ApiSettings
 from billing.timeparse import format_ms, parse_ms
-from pipeline.accounting import USAGE_COLUMNS, Result
+from pipeline.accounted import Accounted
+from pipeline.accounting import USAGE_COLUMNS
 from pipeline.rollup import DirtyBuckets
 from pipeline.writer import ClickHouseWriter
 
@@ -58,7 +59,7 @@ class Env:
     def add(self, rows: list[dict[str, Any]]) -> None:
         df = pd.DataFrame(rows, columns=list(USAGE_COLUMNS))
         dirty = DirtyBuckets()
-        self.writer.write([], Result(usage=df), now_ms=0)
+        self.writer.write(self.writer.prepare(Accounted(usage=df)))
         dirty.note(df)
         self.writer.roll(dirty.take())
 

@@ -29,7 +29,7 @@ from contracts.clock import wall_ms
 from contracts.names import HEALTH_INCIDENT as INCIDENT
 from contracts.wire import SampleBatch
 from dashboards.rules import API_JOB, COLLECTOR_JOB, PROCESSOR_JOB, SCALE_JOB
-from pipeline.processor import build_processor
+from pipeline import build_processor
 from pipeline.settings import ProcessorSettings
 from sandmeter.demo import PLANS, serve_api
 from sandmeter.stack import AlertReceiver, Delivery, ServiceError, Stack, Target, create_topics

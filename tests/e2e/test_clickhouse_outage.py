@@ -1,9 +1,10 @@
 """ClickHouse goes away for longer than Kafka's max.poll.interval, then comes back.
 
 Real collectors -> Tansu -> a `sandmeter process` child -> ClickHouse, which the test stops
-for 25 s while the processor's poll interval is 10 s: the processor retries its blocked
-write, drops out of its consumer group, and when ClickHouse is back it writes, rejoins,
-resumes from its checkpoints and loses nothing: per-tenant CPU and IO equal truth exactly.
+for 25 s, longer than the processor's 10 s poll interval: the processor retries its write
+and pauses consumption (still polling, so it stays in its group; before the chain of steps it
+blocked and dropped out), and when ClickHouse is back it writes, resumes and loses nothing:
+per-tenant CPU and IO equal truth exactly.
 """
 
 from __future__ import annotations

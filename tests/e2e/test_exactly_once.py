@@ -199,6 +199,10 @@ def test_churn_sigkill_and_two_instances_give_ground_truth_per_lifetime(
     raw, final = ch.execute("SELECT count(), uniqExact(tenant, sandbox_id, end_ms, batch_id) FROM usage_intervals")[0]
     print(f"usage rows {raw}, distinct {final}: {raw - final} replayed rows not merged yet")
     late = int(ch.execute("SELECT count() FROM late_samples")[0][0])
+    print(
+        "late and rejected samples by reason:",
+        {str(r): int(c) for r, c in ch.execute("SELECT reason, count() FROM late_samples GROUP BY reason")},
+    )
     print(f"{resent} old batches sent again: {late} samples went to late_samples, none billed twice")
     assert resent >= 40 and late > 0
     resets = sum(s["counter_resets"] for s in truth["sandboxes"])

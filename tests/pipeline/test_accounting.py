@@ -66,10 +66,15 @@ def test_replayed_batch_counts_once_and_old_goes_late() -> None:
     assert first["cpu_used_us"] == 300
 
 
-def test_impossible_jump_clamped_not_billed() -> None:
+def test_impossible_jump_rejected_not_billed() -> None:
+    """Faster than the sandbox's 2 cores (+1 of headroom) can count: rejected before the state
+    moves (it used to be clamped, which moved the state to the spike, so every valid sample after
+    a transient spike read as an impossible drop)."""
     a = Accountant(max_counter_rate_per_s=1e6)
     r = a.process([batch(0, 1000, 100, events=((EventKind.START, 0),)), batch(1, 2000, 1e12)])
-    assert r.clamped == 1 and int(r.usage["cpu_used_us"].sum()) == 100
+    assert r.rejected is not None and r.rejected["reason"].tolist() == ["too_fast"]
+    assert int(r.usage["cpu_used_us"].sum()) == 100
+    assert int(a.process([batch(2, 3000, 2100)]).usage["cpu_used_us"].sum()) == 2000  # compared with 100
 
 
 def test_snapshot_restore() -> None:

@@ -10,7 +10,7 @@ from contracts import names as n
 from contracts.builder import BatchBuilder
 from contracts.clickhouse import client
 from contracts.wire import SampleBatch
-from pipeline.accounting import Result
+from pipeline.accounted import Accounted
 from pipeline.rawstore import RawSeries
 from pipeline.writer import ClickHouseWriter, WriteError
 from sandmeter.stack import Stack
@@ -64,10 +64,10 @@ def test_only_series_new_to_the_process_are_named() -> None:
 def test_raw_samples_round_trip_and_old_days_are_dropped(db: tuple[str, Any]) -> None:
     _, ch = db
     w = ClickHouseWriter(ch, keep_raw=True)
-    empty = Result(usage=pd_empty())
+    empty = Accounted(usage=pd_empty())
     for day in range(3):
-        w.write([scrape("n1", T0 + day * DAY_MS + 1000)], empty, now_ms=0)
-    w.write([scrape("n1", T0 + 2 * DAY_MS + 6000)], empty, now_ms=0)  # known series: no new names
+        w.write(w.prepare(empty, [scrape("n1", T0 + day * DAY_MS + 1000)]))
+    w.write(w.prepare(empty, [scrape("n1", T0 + 2 * DAY_MS + 6000)]))  # known series: no new names
     assert int(ch.execute(f"SELECT count() FROM {n.T_RAW_SERIES}")[0][0]) == 4
     rows = ch.execute(
         f"SELECT s.node, s.sandbox_id, s.metric, r.ts_ms, r.value FROM {n.T_SAMPLES} AS r "
@@ -101,23 +101,22 @@ class FailsFirstInsert:
 
 
 @pytest.mark.clickhouse
-def test_raw_samples_on_their_own_connection_are_settled_and_a_lost_insert_is_written(
+def test_raw_samples_on_their_own_connection_fail_the_write_and_its_retry_writes_them(
     stack: Stack, db: tuple[str, Any]
 ) -> None:
     name, ch = db
     raw = FailsFirstInsert(client("127.0.0.1", stack.settings.clickhouse_tcp_port, name))
     w = ClickHouseWriter(ch, keep_raw=True, raw_ch=raw)
-    empty = Result(usage=pd_empty())
-    w.write([scrape("n1", T0 + 1000)], empty, now_ms=0)  # handed to the raw thread, whose insert fails
+    empty = Accounted(usage=pd_empty())
+    first = w.prepare(empty, [scrape("n1", T0 + 1000)])  # the new series are named here, once
     with pytest.raises(WriteError, match="raw_series"):
-        w.settle()  # what a checkpoint calls first: it must not pass
-    w.write([scrape("n1", T0 + 6000)], empty, now_ms=0)  # writes the pending job first, then hands over this one
-    w.settle()
+        w.write(first)  # the raw thread's insert fails: the write must not pass
+    w.write(first)  # the retry writes what is missing, with the names framed before
+    w.write(w.prepare(empty, [scrape("n1", T0 + 6000)]))
     per_scrape = len(scrape("n1", T0))
     assert int(ch.execute(f"SELECT count() FROM {n.T_RAW_SERIES}")[0][0]) == per_scrape  # names not lost
     assert int(ch.execute(f"SELECT count() FROM {n.T_SAMPLES}")[0][0]) == 2 * per_scrape
-    assert raw.inserts == 2  # the second scrape's samples went on the raw connection (its names were known)
-    w.close()
+    assert raw.inserts == 4  # names (lost, then again), samples, the second scrape's samples: all on its connection
 
 
 def pd_empty() -> Any:

@@ -9,7 +9,8 @@ import pytest
 
 from contracts.quantities import COLUMNS as QUANTITIES
 from contracts.quantities import HOUR_MS, MINUTE_MS
-from pipeline.accounting import USAGE_COLUMNS, Result
+from pipeline.accounted import Accounted
+from pipeline.accounting import USAGE_COLUMNS
 from pipeline.rollup import DirtyBuckets, rollup_statements
 from pipeline.writer import ClickHouseWriter
 
@@ -25,7 +26,7 @@ def intervals(tenant: str, sandbox: str, ends: list[int], cpu: int = 1000) -> pd
 
 
 def write(w: ClickHouseWriter, df: pd.DataFrame, dirty: DirtyBuckets) -> None:
-    w.write([], Result(usage=df), now_ms=0)
+    w.write(w.prepare(Accounted(usage=df)))
     dirty.note(df)
 
 

@@ -59,13 +59,13 @@ def test_two_batches_ending_in_the_same_ms_are_both_kept(db: tuple[str, Any], on
         final(2, T + 1000, cpu=32_000),
     ]
     acct, w = Accountant(), ClickHouseWriter(ch, keep_raw=False)
-    results = [acct.process(batches)] if one_flush else [acct.process(batches[:2]), acct.process(batches[2:])]
+    results = [acct.account(batches, 0)] if one_flush else [acct.account(batches[:2], 0), acct.account(batches[2:], 0)]
     for r in results:
-        w.write([], r, now_ms=0)
+        w.write(w.prepare(r))
     ends = [int(e) for r in results for e in r.usage["end_ms"]]
     assert ends.count(T + 1000) == 2  # the case at hand: two rows, one end
     rows, cpu, rx = stored(ch)
     assert (rows, cpu, rx) == (3, 32_000, 300)
     for r in results:  # a replay of everything is a duplicate of everything: nothing changes
-        w.write([], r, now_ms=0)
+        w.write(w.prepare(r))
     assert stored(ch) == (3, 32_000, 300)
