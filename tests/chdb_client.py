@@ -11,6 +11,8 @@ chdb runs one embedded server per process: open one ChdbClient per test session.
 from __future__ import annotations
 
 import itertools
+import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,9 @@ class ChdbClient:
         self.files.mkdir(parents=True, exist_ok=True)
         self._n = itertools.count()
 
-    def execute(self, query: str, params: Any = None, settings: Any = None, **_: Any) -> list[tuple[Any, ...]]:
+    def execute(
+        self, query: str, params: Any = None, settings: Any = None, columnar: bool = False, **_: Any
+    ) -> list[tuple[Any, ...]]:
         # settings: client-side ones (use_numpy) or cluster ones, meaningless in-process
         if isinstance(params, list | tuple) and query.strip().upper().endswith("VALUES"):
             rows = [r if isinstance(r, dict) else dict(zip(_columns(query), r, strict=True)) for r in params]
@@ -45,7 +49,10 @@ class ChdbClient:
             from clickhouse_driver.util.escape import escape_params
 
             query = query % escape_params(params, _UTC)
-        return self._run(query)
+        rows = self._run(query)
+        if "WITH TOTALS" in query.upper():  # the driver appends the totals row to the data, as here
+            rows += self._totals(query, rows)
+        return list(zip(*rows, strict=True)) if columnar else rows
 
     def insert_dataframe(self, query: str, df: pd.DataFrame, settings: Any = None) -> int:
         if df.empty:
@@ -63,6 +70,17 @@ class ChdbClient:
         if res is None or not getattr(res, "num_columns", 0):
             return []
         return list(zip(*(c.to_pylist() for c in res.columns), strict=True))
+
+    def _totals(self, query: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The totals row (Arrow output has none), typed like the data's columns."""
+        out = json.loads(self.session.query(query, "JSONCompact").bytes(), parse_float=Decimal)
+        if "totals" not in out:
+            return []
+        typed = []
+        for i, v in enumerate(out["totals"]):
+            like = rows[0][i] if rows else v
+            typed.append(Decimal(str(v)) if isinstance(like, Decimal) else type(like)(v) if rows else v)
+        return [tuple(typed)]
 
     def close(self) -> None:
         self.session.close()

@@ -19,7 +19,8 @@ from support import cluster_db
 from contracts import names as n
 from contracts.clickhouse import client
 from contracts.quantities import COLUMNS
-from pipeline.accounting import USAGE_COLUMNS, Result
+from pipeline.accounted import Accounted
+from pipeline.accounting import USAGE_COLUMNS
 from pipeline.schema import SchemaError, available, check_keys, migrate
 from pipeline.shards import EVERYWHERE, SHARD_KEY, cluster_statements, local
 from pipeline.writer import ClickHouseWriter
@@ -117,8 +118,8 @@ def test_a_replayed_flush_lands_on_the_same_shard_and_adds_nothing(
     for cut in (cut1, cut2):
         for part in (df.iloc[:cut], df.iloc[cut:]):
             if len(part):
-                w.write([], Result(usage=part.reset_index(drop=True)), 0)
-    w.write([], Result(usage=df), 0)
+                w.write(w.prepare(Accounted(usage=part.reset_index(drop=True))))
+    w.write(w.prepare(Accounted(usage=df)))
     truth = df.groupby("tenant")["cpu_used_us"].sum().astype(int).to_dict()
     mine = {"t": tuple(truth)}
     got = dict(
