@@ -54,6 +54,7 @@ class KafkaSink:
         self._spool = DiskSpool(spool_dir, max_bytes, max_batches, fsync)
         self._cv = threading.Condition()
         self._closing = False
+        self._healthy = False  # the last send succeeded: closing waits (a while) for the rest
         self._enc = Encoder()
         self.sent = counter(n.COLLECTOR_BATCHES_SENT, "Batches acknowledged by Kafka", registry)
         self.send_errors = counter(n.COLLECTOR_SEND_ERRORS, "Failed sends to Kafka (the batch stays spooled)", registry)
@@ -145,6 +146,7 @@ class KafkaSink:
                 self.send_errors.inc()
                 self._drop_producer()  # a fresh client after a failure: no stale metadata or fatal state
                 now = time.monotonic()
+                self._healthy = False
                 if failing_since is None:
                     failing_since = now
                     log.warning("send failed, batches stay spooled and are retried: %s", exc)
@@ -158,6 +160,7 @@ class KafkaSink:
                 log.info("sending again after %.1f s; %d batches spooled", time.monotonic() - failing_since, len(self))
                 failing_since = None
             backoff = 0.2
+            self._healthy = True
             with self._cv:
                 self._spool.pop(seq)
                 self._gauges()
@@ -175,10 +178,13 @@ class KafkaSink:
             return len(self._spool)
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Sends what it can within `timeout_s`; the rest stays spooled for the next start."""
+        """Sends what it can within `timeout_s` while sends succeed; with the broker away (or
+        not reached yet) it stops at once: the batches are spooled, the next start sends them."""
         deadline = time.monotonic() + timeout_s
-        while len(self) and time.monotonic() < deadline and self._thread.is_alive():
+        while len(self) and time.monotonic() < deadline and self._thread.is_alive() and self._healthy:
             time.sleep(0.05)
+        if not self._healthy:  # the sender may sit in a client call that waits out its own timeout
+            deadline = min(deadline, time.monotonic() + 0.5)
         with self._cv:
             self._closing = True
             self._cv.notify_all()
@@ -188,7 +194,7 @@ class KafkaSink:
             log.warning("closing with %d batches spooled; the next start sends them", left)
         if self._producer is not None:
             try:
-                self._producer.close(timeout=2)
+                self._producer.close(timeout=2 if self._healthy else 0.5)
             except Exception as exc:  # nothing is lost: unacknowledged batches are still spooled
                 log.warning("producer did not close cleanly: %s", exc)
         self._spool.close()

@@ -47,16 +47,17 @@ def client_kwargs(
 @dataclass(frozen=True)
 class Refusal:
     """Why a probe did not get metadata: `unreachable` may pass (a broker starting); `tls` and
-    `sasl` are settings that will not work until someone changes them."""
+    `sasl` are settings that will not work until someone changes them; `stopped`: the service
+    was asked to stop while it waited."""
 
-    kind: Literal["unreachable", "tls", "sasl"]
+    kind: Literal["unreachable", "tls", "sasl", "stopped"]
     detail: str
 
 
-def probe(kwargs: dict[str, Any], timeout_s: float) -> Refusal | None:
+def probe(kwargs: dict[str, Any], timeout_s: float, stop: threading.Event | None = None) -> Refusal | None:
     """Connects (TLS, SASL) and reads metadata; None if that worked within `timeout_s`. A
     refused handshake or login ends the wait at once (the client keeps trying in the
-    background until its own timeout, in a daemon thread)."""
+    background until its own timeout, in a daemon thread), and so does `stop` (kind `stopped`)."""
     from kafka import KafkaAdminClient
 
     failed: list[BaseException] = []
@@ -77,6 +78,8 @@ def probe(kwargs: dict[str, Any], timeout_s: float) -> Refusal | None:
     with _Causes({name, f"kafka-io-{name}"}) as causes:
         threading.Thread(target=connect, name=name, daemon=True).start()
         while not done.wait(0.05):
+            if stop is not None and stop.is_set():
+                return Refusal("stopped", "asked to stop before the broker answered")
             refusal = causes.refusal()
             if refusal is not None and refusal.kind != "unreachable":
                 return refusal

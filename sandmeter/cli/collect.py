@@ -28,6 +28,7 @@ def add(sub: Subparsers) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    stop = stop_on_signals()  # first: a SIGTERM during start-up ends it cleanly
     from collectors import CollectorSettings, build_agent, run_agent
 
     s = settings(CollectorSettings)
@@ -36,7 +37,6 @@ def run(a: argparse.Namespace) -> int:
     agent = build_agent(s, reg)  # Kafka may be away: batches wait in the spool
     # ...but a refused login or TLS handshake will not pass by itself: say so once, and run on
     threading.Thread(target=warn_if_kafka_refuses, args=(s,), name="kafka-check", daemon=True).start()
-    stop = stop_on_signals()
     try:
         run_agent(agent, s.interval_s, stop, s.status_every_s)
     finally:

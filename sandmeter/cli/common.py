@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, NoReturn, TypeAlias, TypeVar
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -83,6 +83,18 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+def default_signals() -> None:
+    """SIGINT and SIGTERM end the process again (after a wait that `stop_on_signals` covered)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def stopped_while_starting() -> NoReturn:
+    """A SIGTERM or SIGINT while a service waited for a dependency: a clean exit, said once."""
+    logging.getLogger("sandmeter.cli").info("stopped while waiting for a dependency at start-up")
+    raise SystemExit(0)
+
+
 def apply_log_level(s: LogPart, verbose: bool) -> None:
     """The service's LOG_LEVEL, unless `-v` asked for everything."""
     logging.getLogger().setLevel(logging.DEBUG if verbose else s.log_level)
@@ -105,9 +117,9 @@ def served_registry(s: MetricsPart, name: str) -> CollectorRegistry:
     return registry
 
 
-def require_clickhouse(s: ClickHousePart, wait_s: float = 0.0) -> None:
+def require_clickhouse(s: ClickHousePart, wait_s: float = 0.0, stop: threading.Event | None = None) -> None:
     """Exits 3 when ClickHouse does not answer within `wait_s` (at once when it refuses the
-    login), naming its address and the settings to change."""
+    login), naming its address and the settings to change; exits 0 when `stop` is set meanwhile."""
     from contracts.clickhouse import refused_login
 
     deadline = time.monotonic() + wait_s
@@ -130,13 +142,20 @@ def require_clickhouse(s: ClickHousePart, wait_s: float = 0.0) -> None:
                     f"ClickHouse at {s.clickhouse_host}:{s.clickhouse_port} does not answer ({_first_line(exc)}); "
                     f"start it, or point {host} / {port} at it",
                 ) from None
-        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        pause = min(1.0, max(0.0, deadline - time.monotonic()))
+        if stop is None:
+            time.sleep(pause)
+        elif stop.wait(pause):
+            stopped_while_starting()
 
 
-def require_kafka(s: KafkaPart, timeout_s: float = 10.0) -> None:
+def require_kafka(s: KafkaPart, timeout_s: float = 10.0, stop: threading.Event | None = None) -> None:
     """Exits 3 when no Kafka broker answers within `timeout_s`, or at once when one refuses the
-    TLS handshake or the login, naming the bootstrap address and the settings to change."""
-    refusal = kafka.probe(s.kafka_kwargs(), timeout_s)
+    TLS handshake or the login, naming the bootstrap address and the settings to change; exits
+    0 at once when `stop` is set meanwhile (a SIGTERM during start-up)."""
+    refusal = kafka.probe(s.kafka_kwargs(), timeout_s, stop)
+    if refusal is not None and refusal.kind == "stopped":
+        stopped_while_starting()
     if refusal is not None:
         raise CliError(UNREACHABLE, kafka_problem(s, refusal))
 

@@ -6,7 +6,16 @@ import argparse
 
 from contracts.clock import wall_ms
 from contracts.settings import Part
-from sandmeter.cli.common import SETTINGS_ERROR, CliError, Subparsers, require_clickhouse, service, settings
+from sandmeter.cli.common import (
+    SETTINGS_ERROR,
+    CliError,
+    Subparsers,
+    default_signals,
+    require_clickhouse,
+    service,
+    settings,
+    stop_on_signals,
+)
 
 
 def _settings_class() -> type[Part]:
@@ -24,7 +33,8 @@ def run(a: argparse.Namespace) -> int:
     from pipeline import MigrateSettings, SchemaError, migrate
 
     s = settings(MigrateSettings)
-    require_clickhouse(s, s.wait_s)
+    require_clickhouse(s, s.wait_s, stop_on_signals())  # waiting for ClickHouse: a SIGTERM ends it cleanly
+    default_signals()  # a migration itself runs to its end or dies whole
     try:
         ran = migrate(s.clickhouse(), wall_ms(), s.clickhouse_cluster, s.clickhouse_on)
     except (SchemaError, ValueError) as exc:  # an old key; an unknown cluster name

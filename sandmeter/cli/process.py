@@ -34,8 +34,8 @@ def run(a: argparse.Namespace) -> int:
 
     s = settings(ProcessorSettings)
     apply_log_level(s, a.verbose)
-    require_kafka(s)
-    require_clickhouse(s)
+    require_kafka(s, stop=stop)
+    require_clickhouse(s, stop=stop)
     reg = served_registry(s, "processor")
     proc = build_processor(s, reg)
     try:

@@ -29,17 +29,18 @@ def add(sub: Subparsers) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    stop = stop_on_signals()  # first: a SIGTERM while it waits for Kafka or ClickHouse ends it cleanly
     from kafka import KafkaProducer
 
     from scaling import KpaConfig, Publisher, ScaleSettings
 
     s = settings(ScaleSettings)
     apply_log_level(s, a.verbose)
-    require_kafka(s)
-    require_clickhouse(s)
+    require_kafka(s, stop=stop)
+    require_clickhouse(s, stop=stop)
     reg = served_registry(s, "scale")
     producer = KafkaProducer(**s.kafka_kwargs(), acks="all")
     pub = Publisher(s.clickhouse(), producer, s.topic, s.stale_s, wall_ms, KpaConfig(), reg)
-    pub.run(stop_on_signals(), s.status_every_s)
+    pub.run(stop, s.status_every_s)
     producer.close(timeout=5)
     return 0

@@ -160,3 +160,25 @@ def test_sink_counts_what_a_full_spool_drops(tmp_path: Path) -> None:
     assert prod.got == ["node-1/1/3", "node-1/1/4"]
     assert np.all(np.diff([int(b.rsplit("/", 1)[1]) for b in prod.got]) > 0)
     sink.close(1)
+
+
+def test_closing_with_the_broker_away_does_not_wait_for_it_and_keeps_the_batches(tmp_path: Path) -> None:
+    """A SIGTERM while Kafka is away: the sink closes at once, not after its timeout, and the
+    next start sends every batch; with the broker up, closing waits for what is in flight."""
+    prod = FlakyProducer()
+    up = KafkaSink("unused", "t", CollectorRegistry(), tmp_path, fsync=False, producer=prod)
+    up.put(batch(0))
+    wait_for(lambda: prod.got == ["node-1/1/0"])
+    prod.down.set()
+    for i in range(1, 4):
+        up.put(batch(i))
+    time.sleep(0.3)  # a send has failed
+    t0 = time.monotonic()
+    up.close(10)
+    assert time.monotonic() - t0 < 2.0
+    prod.down.clear()
+    again = KafkaSink("unused", "t", CollectorRegistry(), tmp_path, fsync=False, producer=prod)
+    wait_for(lambda: len(prod.got) == 4)
+    again.put(batch(4))
+    again.close(10)  # sends are succeeding: the last one goes before the close returns
+    assert prod.got == [f"node-1/1/{i}" for i in range(5)]

@@ -234,3 +234,35 @@ def test_a_refused_clickhouse_login_ends_at_once_naming_the_user_and_password_va
     assert f"ClickHouse at 127.0.0.1:{stack.settings.clickhouse_tcp_port} refused user {user!r}" in line, line
     assert "SANDMETER_MIGRATE_CLICKHOUSE_USER" in line and "SANDMETER_MIGRATE_CLICKHOUSE_PASSWORD_FILE" in line
     assert "pw#not-this-one" not in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "env"),
+    [
+        ("process", "SANDMETER_PROCESSOR"),
+        ("scale", "SANDMETER_SCALE"),
+        ("migrate", "SANDMETER_MIGRATE"),
+    ],
+)
+def test_a_sigterm_while_waiting_for_a_dependency_ends_the_service_cleanly_at_once(command: str, env: str) -> None:
+    """Kafka (or, for migrate, ClickHouse) never answers: the service waits in its start-up
+    probe, and a SIGTERM there ends it with exit 0 within a second or two, not after the probe."""
+    import signal
+    import time
+
+    away = str(free_port())  # nothing listens there
+    e = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SANDMETER_")},
+        f"{env}_CLICKHOUSE_PORT": away,
+        f"{env}_KAFKA_BOOTSTRAP": f"127.0.0.1:{away}",
+        f"{env}_METRICS_PORT": "0",
+        "SANDMETER_MIGRATE_WAIT_S": "600",
+    }
+    p = subprocess.Popen([sys.executable, "-m", "sandmeter.cli", command], env=e, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)  # past the imports, inside the probe (it waits up to 10 s, migrate 600 s)
+    assert p.poll() is None, p.stderr.read() if p.stderr else ""
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    rc = p.wait(timeout=30)
+    took = time.monotonic() - t0
+    assert rc == 0 and took < 3.0, (rc, took, p.stderr.read() if p.stderr else "")
