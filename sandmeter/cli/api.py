@@ -20,6 +20,7 @@ from sandmeter.cli.common import (
     require_clickhouse,
     service,
     settings,
+    stop_on_signals,
 )
 
 
@@ -44,6 +45,9 @@ def add(sub: Subparsers) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
+    # first: a SIGTERM during start-up ends it cleanly; uvicorn, stopping on its own handlers,
+    # re-raises the signal into these at the end, so a stopped API exits 0 like every service
+    stop = stop_on_signals()
     import uvicorn
 
     from billing import ApiSettings, PlanError, create_app
@@ -58,7 +62,8 @@ def run(a: argparse.Namespace) -> int:
     except PlanError as exc:
         raise CliError(SETTINGS_ERROR, f"bad price plan: {exc}") from None
     threading.Thread(target=_status, args=(app, s.status_every_s), daemon=True).start()
-    uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level.lower())
+    if not stop.is_set():
+        uvicorn.run(app, host=s.host, port=s.port, log_level=s.log_level.lower())
     return 0
 
 

@@ -242,6 +242,7 @@ def test_a_refused_clickhouse_login_ends_at_once_naming_the_user_and_password_va
         ("process", "SANDMETER_PROCESSOR"),
         ("scale", "SANDMETER_SCALE"),
         ("migrate", "SANDMETER_MIGRATE"),
+        ("api", "SANDMETER_API"),  # serving (its ClickHouse away): uvicorn's own shutdown, then exit 0
     ],
 )
 def test_a_sigterm_while_waiting_for_a_dependency_ends_the_service_cleanly_at_once(command: str, env: str) -> None:
@@ -257,6 +258,7 @@ def test_a_sigterm_while_waiting_for_a_dependency_ends_the_service_cleanly_at_on
         f"{env}_KAFKA_BOOTSTRAP": f"127.0.0.1:{away}",
         f"{env}_METRICS_PORT": "0",
         "SANDMETER_MIGRATE_WAIT_S": "600",
+        "SANDMETER_API_PORT": str(free_port()),
     }
     p = subprocess.Popen([sys.executable, "-m", "sandmeter.cli", command], env=e, stderr=subprocess.PIPE, text=True)
     time.sleep(2.5)  # past the imports, inside the probe (it waits up to 10 s, migrate 600 s)
