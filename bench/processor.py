@@ -24,7 +24,7 @@ from contracts import names as n
 from contracts.builder import BatchBuilder
 from contracts.clickhouse import client
 from contracts.clock import wall_ms
-from contracts.wire import Encoder, EventKind, decode
+from contracts.wire import Encoder, EventKind, SampleBatch, decode
 from pipeline.accounting import Accountant
 from pipeline.build import assemble
 from pipeline.kafka import Rebalance
@@ -191,33 +191,62 @@ def raw_ratio(ch_port: int, msgs: list[Msg], repeats: int = 5) -> None:
     )
 
 
-def through_broker(stack: Stack, msgs: list[Msg], keep_raw: bool) -> tuple[float, int]:
-    """The same batches produced to the local broker first, then consumed by a real processor."""
-    import threading
-
+def produce(stack: Stack, msgs: list[Msg]) -> str:
+    """The batches produced to a new 4-partition topic of the local broker; its name."""
     from kafka import KafkaProducer
 
-    from pipeline import build_processor
     from sandmeter.stack import create_topics
 
-    db, topic = "bench_broker", f"bench-{wall_ms()}"
+    topic = f"bench-{wall_ms()}"
     create_topics(stack.kafka_bootstrap, 4, (topic, topic + ".dlq"))
     prod = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all", linger_ms=5)
     for m in msgs:
         prod.send(topic, key=m.key, value=m.value)
     prod.flush()
     prod.close()
+    return topic
+
+
+def bare_drain(stack: Stack, topic: str, count: int, group: str) -> float:
+    """Messages/s at which a bare kafka-python consumer, in a group of its own, with the
+    processor's consumer settings and poll size, drains `count` messages of `topic`; timed from
+    its first record (after the group join) to its last, as `through_broker` is."""
+    from kafka import KafkaConsumer
+
+    s = ProcessorSettings(kafka_bootstrap=stack.kafka_bootstrap, group_id=group)
+    c = KafkaConsumer(
+        topic, **s.kafka_kwargs(), group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
+        session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=max(500, s.session_timeout_ms // 3),
+        max_poll_interval_ms=s.max_poll_interval_ms, max_partition_fetch_bytes=8 << 20,
+    )  # fmt: skip
+    got, first, t0 = 0, 0.0, time.perf_counter()
+    while got < count and time.perf_counter() - t0 < 300:
+        polled = sum(len(v) for v in c.poll(timeout_ms=200, max_records=500).values())
+        if polled and not got:
+            first = time.perf_counter()
+        got += polled
+    rate = got / max(1e-9, time.perf_counter() - first)
+    c.close(autocommit=False)
+    return rate
+
+
+def through_broker(stack: Stack, topic: str, expected: int, keep_raw: bool, db: str) -> float:
+    """Samples/s of a real processor (its own consumer group) reading `topic` from the local
+    broker, from its first flush (the group has joined) until all `expected` samples are written."""
+    import threading
+
+    from pipeline import build_processor
+
     ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
     ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
     migrate(client("127.0.0.1", stack.settings.clickhouse_tcp_port, db), wall_ms())
     s = ProcessorSettings(
-        kafka_bootstrap=stack.kafka_bootstrap, topic=topic, deadletter_topic=topic + ".dlq", group_id=topic,
+        kafka_bootstrap=stack.kafka_bootstrap, topic=topic, deadletter_topic=topic + ".dlq", group_id=db,
         clickhouse_port=stack.settings.clickhouse_tcp_port, clickhouse_database=db, metrics_port=0,
         flush_max_samples=500_000, keep_raw_samples=keep_raw,
     )  # fmt: skip
     p = build_processor(s, CollectorRegistry())
     stop = threading.Event()
-    expected = sum(len(decode(m.value)) for m in msgs)
     th = threading.Thread(target=p.run, args=(stop,), daemon=True)
     t0 = time.perf_counter()
     th.start()
@@ -225,55 +254,123 @@ def through_broker(stack: Stack, msgs: list[Msg], keep_raw: bool) -> tuple[float
     while p.total_samples < expected and time.perf_counter() - t0 < 600:
         if first is None and p.total_samples:
             first = (time.perf_counter(), p.total_samples)
-        time.sleep(0.01)
-    elapsed = time.perf_counter() - t0
-    if first is not None:
-        steady = (p.total_samples - first[1]) / max(1e-9, time.perf_counter() - first[0])
-        print(f"  after the group join (from the first flush on): {steady / 1e6:.2f} M samples/s")
+        time.sleep(0.005)
+    assert first is not None and p.total_samples == expected, (first, p.total_samples, expected)
+    rate = (p.total_samples - first[1]) / max(1e-9, time.perf_counter() - first[0])
     stop.set()
     th.join(timeout=60)
     p.close()
     ch.execute(f"DROP DATABASE {db}")
-    return elapsed, p.total_samples
+    return rate
 
 
-def state_memory(series_target: int = 100_000) -> None:
-    """RSS growth and state size for `series_target` accounted series (7 per sandbox)."""
-    import gc
-    import resource
+def consumer_path(stack: Stack, msgs: list[Msg], repeats: int = 3) -> None:
+    """Issue 19's target 1: the processor through the broker with raw samples on, against a bare
+    consumer draining the same topic and against the same processor fed in-process; the three
+    alternate, `repeats` rounds, medians and ratios."""
+    per_msg = sum(len(decode(m.value)) for m in msgs[:1])
+    expected = per_msg * len(msgs)
+    topic = produce(stack, msgs)
+    bare, broker, inproc = [], [], []
+    for r in range(repeats):
+        bare.append(bare_drain(stack, topic, len(msgs), f"bare-{topic}-{r}") * per_msg)
+        broker.append(through_broker(stack, topic, expected, True, f"bench_broker_{r}"))
+        elapsed, samples = run(stack.settings.clickhouse_tcp_port, msgs, True, f"bench_inproc_{r}")
+        inproc.append(samples / elapsed)
 
-    per_node = 100
-    nodes = -(-series_target // (7 * per_node))
-    gc.collect()
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    acct = Accountant()
-    for s in range(3):
-        ts = BASE_MS + s * 5000
-        batches = []
-        for nd in range(nodes):
-            b = BatchBuilder(f"mem-{nd:04d}")
-            for i in range(per_node):
-                e = b.entity(f"sb-{nd:04d}-{i:03d}", {"tenant": f"tenant-{i % 50}", "cri_name": f"fn-{i}"})
-                b.add(e, n.M_CG_CPU_USAGE_US, "", ts, float(s * 1000))
-                b.add(e, n.M_CG_MEM_CURRENT, "", ts, float(1 << 28))
-                b.add(e, n.M_CG_IO_RBYTES, "", ts, float(s))
-                b.add(e, n.M_CG_IO_WBYTES, "", ts, float(s))
-                b.add(e, n.M_NET_RX_BYTES, "", ts, float(s))
-                b.add(e, n.M_SPEC_VCPU_MILLI, "", ts, 1000.0)
-                b.add(e, n.M_SPEC_MEM_BYTES, "", ts, float(1 << 30))
-            batches.append(b.build(1, s, ts))
-        acct.process(batches)
-    gc.collect()
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    def runs(rates: list[float]) -> str:
+        return ", ".join(f"{x / 1e6:.2f}" for x in rates)
+
+    b, k, i = statistics.median(bare), statistics.median(broker), statistics.median(inproc)
     print(
-        f"processor state: {len(acct.series)} series of {len(acct.sandboxes)} sandboxes; series arrays and index "
-        f"{acct.series.nbytes() / 1e6:.1f} MB; process max RSS grew {(rss1 - rss0) / 1024:.0f} MB "
-        f"(to {rss1 / 1024:.0f} MB)"
+        f"consumer path ({len(msgs)} batches, {expected:,} samples, 4 partitions, raw samples on, {repeats} "
+        f"alternating rounds, rates from the first record/flush after the group join): processor through Tansu "
+        f"median {k / 1e6:.2f} M samples/s ({runs(broker)}); bare kafka-python consumer {b / 1e6:.2f} "
+        f"({runs(bare)}); processor in-process {i / 1e6:.2f} ({runs(inproc)}); ratio to bare {k / b:.2f} "
+        f"[target >= 0.6], to in-process {k / i:.2f} [target >= 0.8]",
+        flush=True,
     )
 
 
-def freshness(stack: Stack, samples_per_s: int = 100_000, seconds: float = 30.0) -> None:
-    """Sample timestamp -> written to ClickHouse, at `samples_per_s` through the local broker."""
+def _rss_bytes() -> int:
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def state_memory(series_target: int = 100_000) -> None:
+    """RSS growth per accounted series (7 per sandbox) and the checkpoint state's export and
+    import times. Run in a process of its own (`state_main`), so nothing else shares its RSS."""
+    import gc
+    import resource
+
+    from pipeline.checkpoint import decode_state, encode_state
+
+    per_node = 100
+    nodes = -(-series_target // (7 * per_node))
+
+    def feed(acct: Accountant, nodes: int, prefix: str) -> None:
+        for s in range(3):
+            ts = BASE_MS + s * 5000
+            for lo in range(0, nodes, 100):  # a flush of 100 nodes at a time, as a processor's would be
+                acct.process([scrape(f"{prefix}{nd:05d}", s, ts) for nd in range(lo, min(nodes, lo + 100))])
+
+    def scrape(node: str, s: int, ts: int) -> SampleBatch:
+        b = BatchBuilder(node)
+        for i in range(per_node):
+            e = b.entity(f"sb-{node}-{i:03d}", {"tenant": f"tenant-{i % 50}", "cri_name": f"fn-{i}"})
+            b.add(e, n.M_CG_CPU_USAGE_US, "", ts, float(s * 1000))
+            b.add(e, n.M_CG_MEM_CURRENT, "", ts, float(1 << 28))
+            b.add(e, n.M_CG_IO_RBYTES, "", ts, float(s))
+            b.add(e, n.M_CG_IO_WBYTES, "", ts, float(s))
+            b.add(e, n.M_NET_RX_BYTES, "", ts, float(s))
+            b.add(e, n.M_SPEC_VCPU_MILLI, "", ts, 1000.0)
+            b.add(e, n.M_SPEC_MEM_BYTES, "", ts, float(1 << 30))
+        return b.build(1, s, ts)
+
+    feed(Accountant(), 1, "warm-")  # imports and caches, paid once by any processor: not state
+    gc.collect()
+    rss0, max0 = _rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    acct = Accountant()
+    feed(acct, nodes, "mem-")
+    gc.collect()
+    rss1, max1 = _rss_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    series = len(acct.series)
+    exp, imp = [], []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        text = encode_state(acct.export_state())
+        t1 = time.perf_counter()
+        fresh = Accountant()
+        fresh.import_state(decode_state(text))
+        t2 = time.perf_counter()
+        assert len(fresh.series) == series
+        exp.append(t1 - t0)
+        imp.append(t2 - t1)
+        del fresh
+    print(
+        f"processor state: {series:,} series of {len(acct.sandboxes):,} sandboxes; series arrays and index "
+        f"{acct.series.nbytes() / 1e6:.1f} MB; RSS grew {(rss1 - rss0) / 1e6:.0f} MB = "
+        f"{(rss1 - rss0) / series:.0f} bytes/series [target <= 300] (max RSS grew {(max1 - max0) / 1e6:.0f} MB = "
+        f"{(max1 - max0) / series:.0f} bytes/series); checkpoint state ({len(text) / 1e6:.1f} MB) export median "
+        f"{statistics.median(exp):.2f} s, import {statistics.median(imp):.2f} s over 3 [target each < 1 s at 1M]",
+        flush=True,
+    )
+
+
+def state_in_child(series_target: int) -> None:
+    """`state_memory` in a fresh interpreter: the RSS it reports is the state's alone."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "bench.processor", "--state", str(series_target)], check=True)
+
+
+def freshness(stack: Stack, flush_s: float = 0.5, samples_per_s: int = 100_000, seconds: float = 30.0) -> None:
+    """Sample timestamp -> written to ClickHouse (raw samples and usage intervals: queryable), at
+    `samples_per_s` through the local broker. Each round of scrapes carries one timestamp; a
+    watcher notes when the processor's newest written sample time first reaches it."""
     import threading
 
     from kafka import KafkaProducer
@@ -286,21 +383,34 @@ def freshness(stack: Stack, samples_per_s: int = 100_000, seconds: float = 30.0)
     ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
     ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
     migrate(client("127.0.0.1", stack.settings.clickhouse_tcp_port, db), wall_ms())
-    reg = CollectorRegistry()
     s = ProcessorSettings(
         kafka_bootstrap=stack.kafka_bootstrap, topic=topic, deadletter_topic=topic + ".dlq", group_id=topic,
         clickhouse_port=stack.settings.clickhouse_tcp_port, clickhouse_database=db, metrics_port=0,
-        flush_interval_s=0.5, keep_raw_samples=True,
+        flush_interval_s=flush_s, keep_raw_samples=True,
     )  # fmt: skip
+    reg = CollectorRegistry()
     p = build_processor(s, reg)
-    stop = threading.Event()
+    stop, watching = threading.Event(), threading.Event()
     th = threading.Thread(target=p.run, args=(stop,), daemon=True)
     th.start()
+    seen: list[tuple[int, int]] = []  # (wall ms, newest sample ms written) at each change
+
+    def watch() -> None:
+        last = None
+        while not watching.is_set():
+            newest = p.chain.write.newest_written_ms
+            if newest != last and newest is not None:
+                seen.append((wall_ms(), newest))
+                last = newest
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     prod = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all", linger_ms=5)
     enc, per_batch, nodes = Encoder(), 300 * SANDBOXES // 10, 20  # 1,500 samples per batch
     interval = per_batch * nodes / samples_per_s  # one round of nodes every `interval` s
     time.sleep(8)  # the group join
-    readings: list[float] = []
+    rounds: list[int] = []
     t_end, seq = time.monotonic() + seconds, 0
     while time.monotonic() < t_end:
         t_round = time.monotonic()
@@ -312,26 +422,40 @@ def freshness(stack: Stack, samples_per_s: int = 100_000, seconds: float = 30.0)
                 b.add(e, n.M_CG_CPU_USAGE_US, "", ts, float(seq * 1000))
                 b.add_many(e, "kata_guest_vm_stat", [f'item="k{j}"' for j in range(299)], ts, [float(seq)] * 299)
             prod.send(topic, key=b.node.encode(), value=enc.encode(b.build(1, seq, ts)))
+        rounds.append(ts)
         seq += 1
-        v = reg.get_sample_value(n.PROCESSOR_FRESHNESS)
-        if v:
-            readings.append(v)
         time.sleep(max(0.0, interval - (time.monotonic() - t_round)))
     prod.close()
+    time.sleep(3)  # the last rounds written
+    watching.set()
+    watcher.join()
     stop.set()
     th.join(timeout=30)
     p.close()
     ch.execute(f"DROP DATABASE {db}")
+
+    def mean_ms(name: str) -> str:
+        count = reg.get_sample_value(name + "_count") or 0
+        return f"{(reg.get_sample_value(name + '_sum') or 0) / max(1, count) * 1000:.0f} ms x {count:.0f}"
+
+    at = np.array([t for t, _ in seen], np.int64)
+    newest = np.maximum.accumulate(np.array([w for _, w in seen], np.int64))
+    first = np.searchsorted(newest, np.array(rounds, np.int64))  # the first change that covered each round
+    lat = np.sort((at[first[first < len(at)]] - np.array(rounds)[first < len(at)]) / 1000)
     sent = seq * nodes * per_batch
     print(
         f"freshness at {sent / seconds / 1e3:.0f}k samples/s for {seconds:.0f} s through Tansu (raw table on, "
-        f"0.5 s flushes): median {statistics.median(readings):.2f} s, p90 "
-        f"{sorted(readings)[int(len(readings) * 0.9)]:.2f} s over {len(readings)} readings"
+        f"FLUSH_INTERVAL_S {flush_s}): sample time -> written, over {len(lat)} of {len(rounds)} rounds: median "
+        f"{np.median(lat):.2f} s, p90 {lat[int(len(lat) * 0.9)]:.2f} s, p99 {lat[int(len(lat) * 0.99)]:.2f} s, max "
+        f"{lat[-1]:.2f} s [target p99 <= 0.5 s]; per flush: accounting {mean_ms(n.PROCESSOR_FLUSH_SECONDS)}, "
+        f"ClickHouse writes {mean_ms(n.PROCESSOR_INSERT_SECONDS)}; rollups {mean_ms(n.PROCESSOR_ROLLUP_SECONDS)}",
+        flush=True,
     )
 
 
-def main(nodes: int = 20, scrapes: int = 10, repeats: int = 3) -> None:
-    state_memory()
+def main(nodes: int = 20, scrapes: int = 10, repeats: int = 3, full: bool = False) -> None:
+    for size in (100_000, 1_000_000) if full else (100_000,):
+        state_in_child(size)
     msgs = encoded_batches(nodes, scrapes)
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(
@@ -343,26 +467,44 @@ def main(nodes: int = 20, scrapes: int = 10, repeats: int = 3) -> None:
         stack.up()
         try:
             raw_ratio(stack.settings.clickhouse_tcp_port, msgs)
-            for keep_raw in (False, True):
-                rates = []
-                for r in range(repeats):
-                    elapsed, samples = run(stack.settings.clickhouse_tcp_port, msgs, keep_raw, f"bench_{r}")
-                    rates.append(samples / elapsed)
-                print(
-                    f"processor ({len(msgs)} batches, {samples} samples, raw table {'on' if keep_raw else 'off'}): "
-                    f"median {statistics.median(rates) / 1e6:.2f} M samples/s over {repeats} runs "
-                    f"({', '.join(f'{x / 1e6:.2f}' for x in rates)})"
-                )
-            elapsed, samples = through_broker(stack, msgs, keep_raw=False)
+            rates = []
+            for r in range(repeats):
+                elapsed, samples = run(stack.settings.clickhouse_tcp_port, msgs, False, f"bench_{r}")
+                rates.append(samples / elapsed)
             print(
-                f"processor through the local broker (group join included, raw table off): {samples} samples in "
-                f"{elapsed:.1f} s = {samples / elapsed / 1e6:.2f} M samples/s, "
-                f"{sum(len(m.value) for m in msgs) / elapsed / 1e6:.1f} MB/s from Tansu"
+                f"processor ({len(msgs)} batches, {samples} samples, raw table off): median "
+                f"{statistics.median(rates) / 1e6:.2f} M samples/s over {repeats} runs "
+                f"({', '.join(f'{x / 1e6:.2f}' for x in rates)})"
             )
-            freshness(stack)
+            consumer_path(stack, msgs, repeats)
+            for flush_s in (0.5, 0.25):
+                freshness(stack, flush_s)
         finally:
             stack.down()
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m bench.processor", description=__doc__.split("\n")[0])
+    ap.add_argument("--state", type=int, metavar="SERIES", help="only the state measurement, at this many series")
+    ap.add_argument("--full", action="store_true", help="the state measurement at 1M series too")
+    ap.add_argument("--only", choices=["consumer", "freshness"], help="only this part (for profiling)")
+    args = ap.parse_args()
+    if args.state:
+        state_memory(args.state)
+    elif args.only:
+        with tempfile.TemporaryDirectory() as tmp:
+            st = Stack(StackSettings(state_dir=Path(tmp), kafka_port=free_port(), clickhouse_tcp_port=free_port(),
+                                     clickhouse_http_port=free_port()))  # fmt: skip
+            st.up()
+            try:
+                if args.only == "consumer":
+                    consumer_path(st, encoded_batches(20, 10))
+                else:
+                    for flush_s in (0.5, 0.25):
+                        freshness(st, flush_s)
+            finally:
+                st.down()
+    else:
+        main(full=args.full)

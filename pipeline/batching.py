@@ -48,6 +48,14 @@ class BatchStep:
         if self._items and not self.out.held and self.clock() - self._first_at >= self.max_age_s:
             self._close()
 
+    def due_in_s(self) -> float | None:
+        """Seconds until the open flush closes by age (0 when a closed one waits); None when empty."""
+        if self.out.held:
+            return 0.0
+        if not self._items:
+            return None
+        return max(0.0, self.max_age_s - (self.clock() - self._first_at))
+
     def join(self) -> None:
         self.out.poll()
         if not self.out.held:

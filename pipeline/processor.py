@@ -37,6 +37,7 @@ from pipeline.validate import ValidateStep
 from pipeline.write import WriteStep
 
 log = logging.getLogger(__name__)
+BUSY_POLL_MS, IDLE_POLL_MS = 5, 200
 
 
 @dataclass
@@ -111,13 +112,24 @@ class Processor:
 
     def turn(self) -> None:
         """One pass: poll Kafka, feed the chain, poll the steps, resume loaded partitions, periodic work."""
-        self._held.extend(self.consumer.poll(timeout_ms=5 if self._paused else 200))
+        self._held.extend(self.consumer.poll(timeout_ms=self._poll_ms()))
         self.feed()
         self.chain.poll()
         ready = self.loader.poll()
         if ready and not self._paused:
             self.consumer.resume(ready)
         self.periodic.tick()
+
+    def _poll_ms(self) -> int:
+        """How long a poll may wait for records: briefly while the chain has work the loop must
+        move on (a closed flush to account, a frame or write to hand on), else until the open
+        flush closes by age, at most IDLE_POLL_MS. A long poll with work in flight delayed every
+        hand-over by up to IDLE_POLL_MS once the topic's end was reached (issue 19's profile)."""
+        c = self.chain
+        if self._paused or c.account.pending() or c.frame.pending() or c.write.pending():
+            return BUSY_POLL_MS
+        due = c.batch.due_in_s()
+        return IDLE_POLL_MS if due is None else max(BUSY_POLL_MS, min(IDLE_POLL_MS, int(due * 1000)))
 
     def feeding(self) -> bool:
         """True while records polled from Kafka wait for the chain to take them."""

@@ -71,7 +71,7 @@ class SeriesState:
         return int(self.ts.nbytes + self.val.nbytes + self._index.memory_usage(deep=True))
 
 
-@dataclass
+@dataclass(slots=True)
 class SandboxState:
     gid: int
     node: str

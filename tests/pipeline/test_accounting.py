@@ -135,6 +135,37 @@ def test_checkpoint_of_one_node_round_trips_through_its_encoding() -> None:
     assert all(s.vcpu_milli == 1000 and s.start_ms == 900 for s in b.sandboxes.values())
 
 
+def test_a_checkpoint_written_before_names_were_coded_still_loads() -> None:
+    """Checkpoints stored by earlier processors held one string per row (labels as JSON per
+    sandbox, node, sandbox, metric and sub-label per series): they load to the same state."""
+    import base64
+    import io
+    import json
+
+    import numpy as np
+    import zstandard
+
+    a = Accountant()
+    a.process([b for s in range(2) for b in two_node_batches(s, 1000 * (s + 1))])
+    now = export_state(a)
+    arrays = {f"sb.{c}": now.sandboxes[c].to_numpy().astype(np.int64) for c in now.sandboxes.columns[4:]}
+    arrays |= {f"sb.{c}": now.sandboxes[c].to_numpy().astype(str) for c in ("node", "sandbox_id", "tenant")}
+    arrays["sb.labels"] = np.array([json.dumps(x, sort_keys=True) for x in now.sandboxes["labels"]])
+    arrays |= {f"se.{c}": now.series[c].to_numpy().astype(str) for c in ("node", "sandbox_id", "metric", "sub")}
+    arrays |= {"se.ts": now.series["ts"].to_numpy(np.int64), "se.val": now.series["val"].to_numpy(np.float64)}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    old = base64.b64encode(zstandard.ZstdCompressor().compress(buf.getvalue())).decode()
+    for text in (old, encode_state(now)):
+        b = Accountant()
+        import_state(b, decode_state(text))
+        assert {k: (s.tenant, s.labels, s.vcpu_milli, s.start_ms) for k, s in b.sandboxes.items()} == {
+            k: (s.tenant, s.labels, s.vcpu_milli, s.start_ms) for k, s in a.sandboxes.items()
+        }
+        later = two_node_batches(2, 3000)
+        pd.testing.assert_frame_equal(rebuilt(a).process(later).usage, b.process(later).usage)
+
+
 def test_stopped_sandboxes_are_evicted_after_the_lateness_window() -> None:
     a = Accountant()
     a.process(
