@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from collectors.base import Reading
 from collectors.cgroup import CgroupSource
 from collectors.host import HostSource
-from collectors.katamonitor import ParseCache, _strip_comments, floats, parse
+from collectors.katamonitor import ParseCache, _data_tokens, _strip_comments, floats, parse
 from collectors.procfs import ProcSource, parse_stat
 from collectors.sim.katamon import exposition
 from collectors.sim.model import Fleet
@@ -304,6 +304,18 @@ def test_strip_comments_drops_exactly_the_lines_that_start_with_a_hash(body: byt
     want = [x + b"\n" for x in lines[:-1] if not x.startswith(b"#")]
     want += [lines[-1]] if not lines[-1].startswith(b"#") else []
     assert _strip_comments(body) == b"".join(want)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"#", b"# HELP", b"a", b"b 1", b"#x y", b" ", b"\n", b"\t", b"\r", b"1"]), max_size=40)
+)
+def test_tokens_cut_around_comments_are_the_stripped_bodys_tokens(parts: list[bytes]) -> None:
+    body = b"".join(parts)
+    got = _data_tokens(body)
+    assert got is None or got == _strip_comments(body).split()
+    if b"#" not in body.replace(b"\n#", b"").removeprefix(b"#"):  # every `#` starts a line
+        assert got is not None
 
 
 VALUE = st.one_of(
