@@ -203,7 +203,7 @@ class CollectorAgent:
             self._entity(b, sb)
         for r in readings:
             for blk in (*r.blocks, _block(r.rows)):
-                used = np.unique(blk.sandbox)
+                used = np.flatnonzero(np.bincount(blk.sandbox, minlength=len(blk.sandboxes)))
                 ent = np.full(len(blk.sandboxes), -1, np.int64)
                 for i in used.tolist():
                     sb = blk.sandboxes[i]
@@ -277,13 +277,13 @@ class CollectorAgent:
 
 
 def _block(rows: Rows) -> Block:
-    """Per-sample lists as a Block: each distinct string interned once."""
-    tables: list[dict[str, int]] = [{}, {}, {}]
+    """Per-sample lists as a Block: each distinct string interned once, by C-level passes over
+    each column (distinct values in first-seen order, then a map through their indexes)."""
+    sbs, metrics, subs = (list(dict.fromkeys(col)) for col in (rows.sandbox, rows.metric, rows.sub))
     cols = [
-        np.array([t.setdefault(x, len(t)) for x in col], np.int64)
-        for t, col in zip(tables, (rows.sandbox, rows.metric, rows.sub), strict=True)
+        np.fromiter(map({x: i for i, x in enumerate(t)}.__getitem__, col), np.int64, len(col))
+        for t, col in zip((sbs, metrics, subs), (rows.sandbox, rows.metric, rows.sub), strict=True)
     ]
-    sbs, metrics, subs = (list(t) for t in tables)
     return Block(sbs, metrics, subs, cols[0], cols[1], cols[2], np.array(rows.value, np.float64))
 
 

@@ -84,12 +84,15 @@ class BatchBuilder:
         the table entries used are interned (per distinct name, never per sample)."""
         if not values.shape[0]:
             return
-        m_used, m_inv = np.unique(metric, return_inverse=True)
-        s_used, s_inv = np.unique(sub, return_inverse=True)
-        m_map = np.array([self.metric_ix(metrics[i]) for i in m_used.tolist()], np.int64)
-        s_map = np.array([self.sub_ix(subs[i]) for i in s_used.tolist()], np.int64)
+        # the table entries used, in table order: a count per entry, no sort of the column
+        m_map = np.zeros(len(metrics), np.int64)
+        for i in np.flatnonzero(np.bincount(metric, minlength=len(metrics))).tolist():
+            m_map[i] = self.metric_ix(metrics[i])
+        s_map = np.zeros(len(subs), np.int64)
+        for i in np.flatnonzero(np.bincount(sub, minlength=len(subs))).tolist():
+            s_map[i] = self.sub_ix(subs[i])
         ts = np.full(values.shape[0], ts_ms, np.int64)
-        self._chunks.append((entity.astype(np.int64), m_map[m_inv], s_map[s_inv], ts))
+        self._chunks.append((entity.astype(np.int64), m_map[metric], s_map[sub], ts))
         self._chunk_values.append(values.astype(np.float64))
 
     def event(self, entity: int, kind: EventKind, ts_ms: int) -> None:

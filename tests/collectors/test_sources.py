@@ -4,6 +4,7 @@ import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from collectors.base import Reading
 from collectors.cgroup import CgroupSource
 from collectors.host import HostSource
-from collectors.katamonitor import ParseCache, parse
+from collectors.katamonitor import ParseCache, _data_tokens, _strip_comments, floats, parse
 from collectors.procfs import ProcSource, parse_stat
 from collectors.sim.katamon import exposition
 from collectors.sim.model import Fleet
@@ -291,3 +292,49 @@ def test_kata_monitor_parse_keeps_every_good_line_and_counts_every_bad_one(
         bad = ("}{ garbage", 'kata_guest_load{item="x"} 1', "kata_guest_load{truncated", "notanumber")
         assert r.errors == sum(1 for x in noise if any(b in x for b in bad))
         assert {sb for sb, *_ in r.samples()} <= set(r.labels)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=60).map(lambda b: bytes(c for c in b if c in b"#\n x{}") or b"")
+    | st.text("#\n x{}", max_size=60).map(str.encode)
+)
+def test_strip_comments_drops_exactly_the_lines_that_start_with_a_hash(body: bytes) -> None:
+    lines = body.split(b"\n")
+    want = [x + b"\n" for x in lines[:-1] if not x.startswith(b"#")]
+    want += [lines[-1]] if not lines[-1].startswith(b"#") else []
+    assert _strip_comments(body) == b"".join(want)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"#", b"# HELP", b"a", b"b 1", b"#x y", b" ", b"\n", b"\t", b"\r", b"1"]), max_size=40)
+)
+def test_tokens_cut_around_comments_are_the_stripped_bodys_tokens(parts: list[bytes]) -> None:
+    body = b"".join(parts)
+    got = _data_tokens(body)
+    assert got is None or got == _strip_comments(body).split()
+    if b"#" not in body.replace(b"\n#", b"").removeprefix(b"#"):  # every `#` starts a line
+        assert got is not None
+
+
+VALUE = st.one_of(
+    st.integers(0, 10**19).map(lambda i: str(i).encode()),
+    st.integers(0, 999).map(lambda i: b"0" * (i % 4) + str(i).encode()),
+    st.floats(allow_nan=True).map(lambda f: repr(f).encode()),
+    st.text("0123456789.-+eEnaINf_ \x00x", min_size=1, max_size=21).map(str.encode),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(VALUE, max_size=20))
+def test_value_columns_convert_as_numpy_does(values: list[bytes]) -> None:
+    """The digit-column conversion gives numpy's own values, and fails where numpy fails."""
+    s = np.array(values, dtype=bytes)
+    try:
+        want = s.astype(np.float64)
+    except ValueError:
+        with pytest.raises(ValueError):
+            floats(s)
+        return
+    np.testing.assert_array_equal(floats(s), want)
