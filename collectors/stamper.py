@@ -132,8 +132,11 @@ class StampedDirWatch:
             kind, _, rest = line.partition(b" ")
             if kind == b"E":
                 mask, ix, stamp, name = rest.split(b" ", 3)
-                snap = self._snap[1] if self._snap and self._snap[0] == int(stamp) else None
-                self._events.append(DirEvent(self.dirs[int(ix)], int(mask), os.fsdecode(name), int(stamp), snap))
+                ev = DirEvent(self.dirs[int(ix)], int(mask), os.fsdecode(name), int(stamp))
+                if ev.removed and self._snap and self._snap[0] == ev.stamp_ns:  # a removal's final readings;
+                    # a creation read in the same wake-up as a removal has none
+                    ev = DirEvent(ev.directory, ev.mask, ev.name, ev.stamp_ns, self._snap[1])
+                self._events.append(ev)
             elif kind == b"N":
                 stamp, text = rest.split(b" ", 1)
                 self._snap = (int(stamp), json.loads(text))
