@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from contracts import names as n
 from contracts.builder import BatchBuilder
-from contracts.clickhouse import client
+from contracts.clickhouse import client, tables
 from contracts.clock import wall_ms
 from contracts.wire import Encoder, EventKind, decode
 from pipeline.accounting import Accountant
@@ -165,7 +165,7 @@ def narrow_insert(ch_port: int, rows: int, chunk: int, db: str) -> float:
         frames.append(pd.DataFrame({"series_id": sid, "ts_ms": ts, "value": rng.random(k) * 1e9}))
     t0 = time.perf_counter()
     for df in frames:
-        dbc.insert_dataframe(f"INSERT INTO {n.T_SAMPLES} (series_id, ts_ms, value) VALUES", df)
+        dbc.insert_dataframe(f"INSERT INTO {tables(dbc).samples} (series_id, ts_ms, value) VALUES", df)
     elapsed = time.perf_counter() - t0
     ch.execute(f"DROP DATABASE {db}")
     return elapsed

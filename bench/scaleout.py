@@ -28,8 +28,9 @@ import pandas as pd
 
 from bench.processor import encoded_batches
 from contracts import names as n
-from contracts.clickhouse import client
+from contracts.clickhouse import client, tables
 from contracts.clock import wall_ms
+from contracts.names import databases
 from contracts.quantities import COLUMNS
 from contracts.wire import decode
 from pipeline.accounting import USAGE_COLUMNS
@@ -109,9 +110,9 @@ def group_run(stack: Stack, topic: str, processors: int, expected: int, tag: str
 def _disk(ch: object, db: str) -> None:
     """Bytes per row on disk of what a run wrote (fresh parts, before background merges)."""
     rows = ch.execute(  # type: ignore[attr-defined]
-        "SELECT table, sum(rows), sum(data_compressed_bytes) FROM system.parts WHERE database = %(db)s AND active "
+        "SELECT table, sum(rows), sum(data_compressed_bytes) FROM system.parts WHERE database IN %(db)s AND active "
         "GROUP BY table ORDER BY table",
-        {"db": db},
+        {"db": databases(db)},
         settings={"use_numpy": False},
     )
     print(
@@ -202,7 +203,7 @@ def _insert_rate(ch: object, table: str, frames: list[pd.DataFrame]) -> float:
     cols = ", ".join(frames[0].columns)
     t0 = time.perf_counter()
     for df in frames:
-        ch.insert_dataframe(f"INSERT INTO {table} ({cols}) VALUES", df)  # type: ignore[attr-defined]
+        ch.insert_dataframe(f"INSERT INTO {tables(ch)(table)} ({cols}) VALUES", df)  # type: ignore[attr-defined]
     return sum(len(f) for f in frames) / (time.perf_counter() - t0)
 
 

@@ -21,8 +21,8 @@ from billing.params import TENANT_RE
 from billing.plans import PlanError, load_book
 from billing.settings import ApiSettings
 from billing.timeparse import format_ms, parse_ms
+from contracts.clickhouse import tables
 from contracts.clock import wall_ms
-from contracts.names import T_INVOICES
 
 KEEP_BASE: Final = 1 << 63
 
@@ -47,7 +47,8 @@ def due(invoices: Invoices, ch: Any, now_ms: int, tenant: str | None = None) -> 
             months.setdefault(t, set()).add(p)
             p = p.next()
     rows = ch.execute(
-        f"SELECT DISTINCT tenant, period FROM {T_INVOICES}" + (" WHERE tenant = %(t)s" if tenant is not None else ""),
+        f"SELECT DISTINCT tenant, period FROM {tables(ch).invoices}"
+        + (" WHERE tenant = %(t)s" if tenant is not None else ""),
         {"t": tenant},
         settings={"use_numpy": False},
     )
@@ -74,7 +75,7 @@ def finalize_due(
                 continue
             data = dumps(invoices.build(ch, t, p, now_ms, final=True))
             ch.execute(
-                f"INSERT INTO {T_INVOICES} (tenant, period, finalized_ms, keep, body, sha256) VALUES",
+                f"INSERT INTO {tables(ch).invoices} (tenant, period, finalized_ms, keep, body, sha256) VALUES",
                 [
                     {
                         "tenant": t,

@@ -28,7 +28,7 @@ from billing.plans import Plan, PlanBook
 from billing.rating import USAGE_SUMS, fmt, quantities, rate, rounding_note
 from billing.timeparse import format_ms
 from billing.usage import DAY_MS, source
-from contracts.names import T_INVOICES, T_USAGE_HOUR
+from contracts.clickhouse import tables
 
 PERIOD_RE: Final = re.compile(r"([0-9]{4})-([0-9]{2})")
 LOOKBACK_MONTHS: Final = 12  # finalized months checked for late usage
@@ -79,7 +79,7 @@ def usage_sums(ch: Any, tenant: str, from_ms: int, to_ms: int) -> dict[str, int]
     table, _, cond = source(from_ms, to_ms, None)
     cols = ", ".join(f"toString(sum({c}))" for c in USAGE_SUMS)
     rows = ch.execute(
-        f"SELECT {cols} FROM {table} FINAL WHERE tenant = %(tenant)s AND {cond}",
+        f"SELECT {cols} FROM {tables(ch)(table)} FINAL WHERE tenant = %(tenant)s AND {cond}",
         {"tenant": tenant, "lo": from_ms, "to_ms": to_ms},
         settings={"use_numpy": False},
     )
@@ -109,7 +109,7 @@ def dumps(body: dict[str, Any]) -> bytes:
 def months_with_usage(ch: Any, tenant: str | None, before_ms: int) -> dict[str, set[Period]]:
     """Tenant -> the months before `before_ms` in which it has usage (from the hour rollup)."""
     rows = ch.execute(
-        f"SELECT tenant, intDiv(hour_ms, {DAY_MS}) AS d FROM {T_USAGE_HOUR} WHERE hour_ms < %(before)s "
+        f"SELECT tenant, intDiv(hour_ms, {DAY_MS}) AS d FROM {tables(ch).usage_hour} WHERE hour_ms < %(before)s "
         + ("AND tenant = %(tenant)s " if tenant is not None else "")
         + "GROUP BY tenant, d",
         {"before": before_ms, "tenant": tenant},
@@ -130,7 +130,7 @@ class Invoices:
         if periods == []:
             return {}
         rows = ch.execute(
-            f"SELECT period, body FROM {T_INVOICES} WHERE tenant = %(t)s "
+            f"SELECT period, body FROM {tables(ch).invoices} WHERE tenant = %(t)s "
             + ("AND period IN %(p)s " if periods else "")
             + "ORDER BY period, finalized_ms LIMIT 1 BY period",
             {"t": tenant, "p": tuple(periods or ())},
@@ -156,7 +156,8 @@ class Invoices:
         if self.book.is_assigned(tenant):
             return True
         rows = ch.execute(
-            f"SELECT count() FROM {T_USAGE_HOUR} WHERE tenant = %(t)s AND hour_ms >= %(a)s AND hour_ms < %(b)s",
+            f"SELECT count() FROM {tables(ch).usage_hour} "
+            "WHERE tenant = %(t)s AND hour_ms >= %(a)s AND hour_ms < %(b)s",
             {"t": tenant, "a": period.start_ms, "b": period.end_ms},
             settings={"use_numpy": False},
         )

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from contracts import names as n
+from contracts.clickhouse import tables
 from contracts.quantities import COLUMNS
 from contracts.settings import ClickHousePart
 from contracts.wire import SampleBatch
@@ -110,8 +111,9 @@ class ClickHouseWriter:
         if df.empty:
             return
         cols = ", ".join(df.columns)
+        ch = self.ch if ch is None else ch
         try:
-            (self.ch if ch is None else ch).insert_dataframe(f"INSERT INTO {table} ({cols}) VALUES", df)
+            ch.insert_dataframe(f"INSERT INTO {tables(ch)(table)} ({cols}) VALUES", df)
         except Exception as exc:
             raise WriteError(f"insert into {table} ({len(df)} rows): {exc}") from exc
 
@@ -154,7 +156,7 @@ class ClickHouseWriter:
 
     def roll(self, dirty: dict[str, tuple[int, int]]) -> None:
         """Recomputes the minute and hour rollups of these tenants' minute ranges."""
-        for sql, params in rollup_statements(dirty):
+        for sql, params in rollup_statements(tables(self.ch), dirty):
             try:
                 self.ch.execute(sql, params)
             except Exception as exc:
@@ -190,7 +192,7 @@ class ClickHouseWriter:
             return {}
         try:
             rows = self.ch.execute(
-                f"SELECT partition, offset, saved_ms, state, health FROM {n.T_CHECKPOINTS} "
+                f"SELECT partition, offset, saved_ms, state, health FROM {tables(self.ch).checkpoints} "
                 "WHERE topic = %(topic)s AND partition IN %(parts)s "
                 "ORDER BY partition, offset DESC LIMIT 1 BY partition",
                 {"topic": topic, "parts": tuple(int(p) for p in partitions)},

@@ -104,8 +104,8 @@ def run_pipeline(
     from pipeline import build_processor, migrate
 
     st = stack.settings
-    ch = client("127.0.0.1", st.clickhouse_tcp_port, "default")
-    migrate(ch, wall_ms())
+    db = ApiSettings().clickhouse_database  # every component's default (sandmeter)
+    migrate(client("127.0.0.1", st.clickhouse_tcp_port, db, home="system"), wall_ms())
     create_topics(stack.kafka_bootstrap)
 
     sim = Simulator(workdir / "fleet", spec)
@@ -139,7 +139,7 @@ def run_pipeline(
     api_settings = ApiSettings(port=free_port(), clickhouse_port=st.clickhouse_tcp_port, plans_dir=PLANS)
 
     def ch_factory() -> Any:
-        return client("127.0.0.1", st.clickhouse_tcp_port, "default")
+        return client("127.0.0.1", st.clickhouse_tcp_port, db)
 
     t0 = time.monotonic()
     with contextlib.ExitStack() as running:

@@ -31,11 +31,14 @@ class ChdbClient:
         from chdb.session import Session
 
         self.session = Session(str(path))
+        self.tables: Any = None  # the test sets the contracts.names.Tables its database gives
         self.files = path / "inserts"
         self.files.mkdir(parents=True, exist_ok=True)
         self._n = itertools.count()
 
-    def execute(self, query: str, params: Any = None, settings: Any = None, **_: Any) -> list[tuple[Any, ...]]:
+    def execute(
+        self, query: str, params: Any = None, settings: Any = None, columnar: bool = False, **_: Any
+    ) -> list[tuple[Any, ...]]:
         # settings: client-side ones (use_numpy) or cluster ones, meaningless in-process
         if isinstance(params, list | tuple) and query.strip().upper().endswith("VALUES"):
             rows = [r if isinstance(r, dict) else dict(zip(_columns(query), r, strict=True)) for r in params]
@@ -45,7 +48,8 @@ class ChdbClient:
             from clickhouse_driver.util.escape import escape_params
 
             query = query % escape_params(params, _UTC)
-        return self._run(query)
+        rows = self._run(query)
+        return [tuple(c) for c in zip(*rows, strict=True)] if columnar else rows  # the driver's columnar=True
 
     def insert_dataframe(self, query: str, df: pd.DataFrame, settings: Any = None) -> int:
         if df.empty:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from contracts.clock import wall_ms
+from contracts.names import databases
 from sandmeter.stack import CLUSTER, Cluster, Stack
 from sandmeter.stack.procs import port_free
 
@@ -24,10 +25,11 @@ def private_db(stack: Stack) -> Iterator[tuple[str, Any]]:
     ch.execute(f"CREATE DATABASE {name}")
     try:
         dbc = client("127.0.0.1", stack.settings.clickhouse_tcp_port, name)
-        migrate(dbc, wall_ms())
+        migrate(dbc, wall_ms())  # creates the other three (contracts.names.databases)
         yield name, dbc
     finally:
-        ch.execute(f"DROP DATABASE {name}")
+        for each in databases(name):
+            ch.execute(f"DROP DATABASE IF EXISTS {each}")
 
 
 @contextlib.contextmanager
@@ -48,7 +50,8 @@ def cluster_db(cluster: Cluster) -> Iterator[tuple[str, Any]]:
     finally:
         for port in ports:  # a host a test left stopped keeps its copy; its state dir goes anyway
             with contextlib.suppress(Exception):
-                client("127.0.0.1", port, "default").execute(f"DROP DATABASE IF EXISTS {name}")
+                for each in databases(name):
+                    client("127.0.0.1", port, "default").execute(f"DROP DATABASE IF EXISTS {each}")
 
 
 def free_ports(count: int) -> int:

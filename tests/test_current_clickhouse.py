@@ -25,6 +25,8 @@ from support import private_db
 
 from contracts import names as n
 from contracts.builder import BatchBuilder
+from contracts.clickhouse import tables
+from contracts.names import Tables, databases
 from contracts.wire import EventKind, encode, sub_label
 from sandmeter.stack import Stack
 
@@ -40,13 +42,16 @@ class Recording:
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
+        self.tables = inner.tables
         self.statements: list[str] = []
         self.reads: list[tuple[str, list[list[str]]]] = []
 
     def execute(self, query: str, params: Any = None, settings: Any = None, **kw: Any) -> Any:
         self.statements.append(query)
         rows = self.inner.execute(query, params, settings=settings, **kw)
-        if query.lstrip().upper().startswith("SELECT") and n.T_API_KEYS not in query:  # key ids are random
+        # key ids are random; chdb's Arrow results leave out the WITH TOTALS row the native
+        # protocol sends as a block of its own (the driver appends it), so those are not compared
+        if query.lstrip().upper().startswith("SELECT") and n.T_API_KEYS not in query and "WITH TOTALS" not in query:
             self.reads.append((query, normalized(rows)))
         return rows
 
@@ -79,7 +84,7 @@ def normalized(rows: Any) -> list[list[str]]:
     return sorted(out)
 
 
-def batches() -> list[bytes]:
+def batches() -> list[tuple[bytes, bytes]]:
     """An hour of 5 s scrapes of 3 nodes x 2 sandboxes of 2 tenants: usage, function load,
     and the raw series the dashboards chart (host pressure, disk time, QEMU threads)."""
     out = []
@@ -103,21 +108,28 @@ def batches() -> list[bytes]:
                 b.add(e, n.M_PROC_THREADS, sub_label(proc="qemu", state="D"), t, seq % 3)
                 if seq == 0:
                     b.event(e, EventKind.START, t - 1000)
-            out.append(encode(b.build(1, seq, t)))
+            out.append((f"node-{node_i}".encode(), encode(b.build(1, seq, t))))
     return out
 
 
-class _Msg:
-    def __init__(self, value: bytes, offset: int, partition: int) -> None:
-        self.value, self.offset, self.partition = value, offset, partition
-        self.key, self.topic = b"node", n.TOPIC_SAMPLES
-
-
 class _Kafka:
-    """The consumer and producer sides the processor and publisher touch, doing nothing."""
+    """The consumer and producer sides the processor touches, doing nothing: the test submits
+    the records to the chain itself, so no timer or rebalance changes what runs when."""
 
-    def commit(self, offsets: Any) -> None:
+    def subscribe(self, topic: str, rebalance: Any) -> None:
         pass
+
+    def poll(self, timeout_ms: int) -> list[Any]:
+        return []
+
+    def pause(self, tps: Any) -> None:
+        pass
+
+    def resume(self, tps: Any) -> None:
+        pass
+
+    def assignment(self) -> set[Any]:
+        return set()
 
     def seek(self, tp: Any, offset: int) -> None:
         pass
@@ -125,8 +137,14 @@ class _Kafka:
     def seek_to_beginning(self, tp: Any) -> None:
         pass
 
+    def lag(self) -> dict[Any, int]:
+        return {}
+
+    def commit(self, offsets: Any) -> None:
+        pass
+
     def send(self, *a: Any, **k: Any) -> Any:
-        return self
+        return self  # the publisher waits on what send returns
 
     def get(self, timeout: float) -> None:
         pass
@@ -134,44 +152,61 @@ class _Kafka:
     def flush(self, timeout: float) -> None:
         pass
 
+    def close(self, timeout_s: float = 0) -> None:
+        pass
+
 
 def run_processor(ch: Recording, now: list[int]) -> Any:
     from prometheus_client import CollectorRegistry
 
+    from pipeline.build import assemble
     from pipeline.health import HealthEvent
-    from pipeline.processor import Processor
     from pipeline.settings import ProcessorSettings
-    from pipeline.writer import ClickHouseWriter
+    from pipeline.steps import MessageRejected, Record
+    from pipeline.writer import ClickHouseWriter, health_frame
 
-    writer = ClickHouseWriter(ch, keep_raw=True)
-    s = ProcessorSettings(checkpoint_interval_s=0, flush_max_samples=20_000, raw_retention_days=1)
-    p = Processor(s, _Kafka(), _Kafka(), writer, CollectorRegistry(), clock_ms=lambda: now[0])
+    writer = ClickHouseWriter(ch, keep_raw=True)  # one connection: its statements come in one order
+    s = ProcessorSettings(
+        checkpoint_interval_s=0, flush_max_samples=20_000, flush_interval_s=3600, raw_retention_days=1
+    )
+    p = assemble(s, _Kafka(), _Kafka(), writer, writer, CollectorRegistry(), clock_ms=lambda: now[0])
+    now[0] = T0 + SPAN  # the processor takes no batch from the future (beyond its clock skew)
     msgs = batches()
-    for off, v in enumerate(msgs):
-        p.handle(_Msg(v, off, off % 2))
-        if p.due() or off == len(msgs) - 1:
-            p.flush()
-    for off, v in enumerate(msgs[:40]):  # old batches again: late samples, billed once
-        p.handle(_Msg(v, len(msgs) + off, 0))
-    p.flush()
-    writer.write_health([
+    records = [Record(n.TOPIC_SAMPLES, off % 2, off, k, v) for off, (k, v) in enumerate(msgs)]
+    # old batches again: late samples, billed once
+    records += [Record(n.TOPIC_SAMPLES, 0, len(msgs) + off, k, v) for off, (k, v) in enumerate(msgs[:40])]
+    for r in records:
+        while True:
+            try:
+                p.chain.decode.submit(r)
+                break
+            except MessageRejected:
+                p.chain.poll()
+                time.sleep(0.001)
+        p.chain.poll()
+    assert p.drain(None, 120)
+    events = [
         HealthEvent(n.QEMU_HANG, "open", "node-0", "sb-0-0", "acme", T0 + 60_000, T0 + 60_000, {"why": "x"}),
         HealthEvent(n.QEMU_HANG, "close", "node-0", "sb-0-0", "acme", T0 + 120_000, T0 + 60_000, {"why": "y"}),
         HealthEvent(n.IO_STALL, "open", "node-1", "sb-1-1", "globex", T0 + 90_000, T0 + 90_000, {}),
-    ])  # fmt: skip
-
-    class TP:
-        def __init__(self, partition: int) -> None:
-            self.topic, self.partition = n.TOPIC_SAMPLES, partition
-
-    p.on_assigned([TP(0), TP(1)])  # loads the checkpoints it saved
+    ]  # fmt: skip
+    df = health_frame(events)
+    ch.insert_dataframe(f"INSERT INTO {tables(ch).health} ({', '.join(df.columns)}) VALUES", df)
+    p.on_assigned([(n.TOPIC_SAMPLES, 0), (n.TOPIC_SAMPLES, 1)])  # loads the checkpoints it saved
+    deadline = time.monotonic() + 30
+    ready: set[Any] = set()
+    while len(ready) < 2 and time.monotonic() < deadline:
+        ready |= p.loader.poll()
+        time.sleep(0.005)
+    assert len(ready) == 2, ready
     return p
 
 
 def retention(p: Any, now: list[int]) -> None:
     now[0] = T0 + 3 * 86_400_000  # days on: retention drops the raw samples' and function load's day
-    p.retention()
+    p.periodic.retention()
     assert p.m.partitions_dropped._value.get() == 2
+    p.close()
 
 
 def late_part(ch: Recording) -> None:
@@ -225,10 +260,10 @@ def call_api(ch: Recording, now: list[int], plans: Path) -> int:
         for path, headers, params in calls:
             r = c.get(path, headers=headers, params=params)
             assert r.status_code == 200, (path, params, r.text)
-        now[0] = T0 + 40 * 86_400_000  # January: November is final (stored), December has late usage
-        for period in ("2026-11", "2026-11", "2026-12"):
+        now[0] = T0 + 40 * 86_400_000  # January: November is final (stored); December had no usage
+        for period, status in (("2026-11", 200), ("2026-11", 200), ("2026-12", 404)):
             r = c.get(f"/v1/tenants/acme/invoices/{period}", headers=acme)
-            assert r.status_code == 200, r.text
+            assert r.status_code == status, r.text
     assert {k["key_id"] for k in list_keys(ch)} >= {kid} and revoke_key(ch, kid)
     return len(calls) + 3
 
@@ -249,10 +284,10 @@ def query_dashboards(ch: Recording) -> int:
     variables: dict[str, list[str]] = {}
     panels = 0
     for name in g.DASHBOARDS:
-        for v in g.dashboard_json(name).get("templating", {}).get("list", []):
+        for v in g.dashboard_json(name, database=tables(ch).database).get("templating", {}).get("list", []):
             variables[v["name"]] = [str(r[0]) for r in ch.execute(v["query"])] or ["none"]
     for name in g.DASHBOARDS:
-        for panel, t in targets(g.dashboard_json(name)):
+        for panel, t in targets(g.dashboard_json(name, database=tables(ch).database)):
             if panel["datasource"]["uid"] == g.CH_UID:
                 rows = ch.execute(render_sql(t["rawSql"], T0 // 1000 - 60, (T0 + SPAN) // 1000 + 60, 10, variables))
                 assert rows, (name, panel["title"])
@@ -284,8 +319,6 @@ def scenario(ch: Recording) -> dict[str, int]:
 def current(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """chdb's embedded server: one per process, so one for the module."""
     c = ChdbClient(tmp_path_factory.mktemp("chdb"))
-    c.execute("CREATE DATABASE sandmeter")
-    c.execute("USE sandmeter")
     yield c
     c.close()
 
@@ -298,13 +331,17 @@ def timed(fn: Callable[[], dict[str, int]]) -> tuple[dict[str, int], float]:
 def test_every_statement_runs_on_18_16_and_current_clickhouse_with_equal_results(stack: Stack, current: Any) -> None:
     from clickhouse_driver.errors import Error
 
-    new = Recording(current)
-    new_counts, new_s = timed(lambda: scenario(new))
-    version = current.execute("SELECT version()")[0][0]
-    with private_db(stack) as (_, ch18):
-        ch18.execute("DROP TABLE IF EXISTS sandmeter_migrations")  # private_db migrated it: start bare
-        for (table,) in ch18.execute("SHOW TABLES"):
-            ch18.execute(f"DROP TABLE {table}")
+    with private_db(stack) as (name, ch18):
+        # the same database names on both, so both see the very same statements
+        current.execute(f"CREATE DATABASE {name}")
+        current.execute(f"USE {name}")
+        current.tables = Tables(name)
+        new = Recording(current)
+        new_counts, new_s = timed(lambda: scenario(new))
+        version = current.execute("SELECT version()")[0][0]
+        for each in databases(name):  # private_db migrated it: start bare
+            for (table,) in ch18.execute(f"SHOW TABLES FROM {each}"):
+                ch18.execute(f"DROP TABLE {each}.{table}")
         old = Recording(ch18)
         try:
             old_counts, old_s = timed(lambda: scenario(old))
@@ -313,7 +350,7 @@ def test_every_statement_runs_on_18_16_and_current_clickhouse_with_equal_results
     print(f"\nClickHouse {version} (chdb): {new_counts} in {new_s:.1f} s; 18.16: {old_counts} in {old_s:.1f} s")
     assert new_counts == old_counts and new.statements == old.statements
     assert new_counts["migration statements"] >= 12 and new_counts["dashboard panels"] >= 16
-    assert len(new.reads) == len(old.reads) >= 75
+    assert len(new.reads) == len(old.reads) >= 60
     differ = [
         f"{sql}\n  current: {a[:3]}\n  18.16:   {b[:3]}"
         for (sql, a), (_, b) in zip(new.reads, old.reads, strict=True)

@@ -105,15 +105,15 @@ def served_registry(s: MetricsPart, name: str) -> CollectorRegistry:
     return registry
 
 
-def require_clickhouse(s: ClickHousePart, wait_s: float = 0.0) -> None:
+def require_clickhouse(s: ClickHousePart, wait_s: float = 0.0, home: str = "") -> None:
     """Exits 3 when ClickHouse does not answer within `wait_s` (at once when it refuses the
-    login), naming its address and the settings to change."""
+    login), naming its address and the settings to change; `home`: as `s.clickhouse(home)`."""
     from contracts.clickhouse import refused_login
 
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            s.clickhouse().execute("SELECT 1")
+            s.clickhouse(home).execute("SELECT 1")
             return
         except Exception as exc:
             if refused_login(exc):

@@ -24,9 +24,11 @@ def run(a: argparse.Namespace) -> int:
     from pipeline import MigrateSettings, SchemaError, migrate
 
     s = settings(MigrateSettings)
-    require_clickhouse(s, s.wait_s)
+    require_clickhouse(s, s.wait_s, home="system")
     try:
-        ran = migrate(s.clickhouse(), wall_ms(), s.clickhouse_cluster, s.clickhouse_on)
+        # connected to `system`: the databases are the migrations' to create
+        connect = lambda host, port: s.clickhouse_on(host, port, home="system")  # noqa: E731
+        ran = migrate(s.clickhouse(home="system"), wall_ms(), s.clickhouse_cluster, connect)
     except (SchemaError, ValueError) as exc:  # an old key; an unknown cluster name
         raise CliError(SETTINGS_ERROR, str(exc)) from None
     print(f"applied {len(ran)} migration(s): {', '.join(f'{m.version:04d}_{m.name}' for m in ran) or 'none needed'}")

@@ -24,7 +24,7 @@ from support import cluster_db
 from billing import OPERATOR, ApiSettings, create_app, create_key, load_book
 from collectors.sim.model import FleetSpec
 from collectors.sim.runner import Simulator
-from contracts.clickhouse import client
+from contracts.clickhouse import client, tables
 from contracts.names import PROCESSOR_BATCHES as BATCHES
 from contracts.names import PROCESSOR_CHECKPOINTS as CHECKPOINTS
 from contracts.names import T_RAW_SERIES, T_SAMPLES, T_USAGE, T_USAGE_HOUR, T_USAGE_MINUTE
@@ -173,11 +173,11 @@ def test_two_processors_and_a_replica_outage_on_the_cluster_give_ground_truth(
         variables = {
             v["name"]: [str(r[0]) for r in ch.execute(v["query"])] or ["none"]
             for dash in g.DASHBOARDS
-            for v in g.dashboard_json(dash).get("templating", {}).get("list", [])
+            for v in g.dashboard_json(dash, database=tables(ch).database).get("templating", {}).get("list", [])
         }
         joins = 0
         for dash in g.DASHBOARDS:
-            for panel, t in targets(g.dashboard_json(dash)):
+            for panel, t in targets(g.dashboard_json(dash, database=tables(ch).database)):
                 if panel["datasource"]["uid"] == g.CH_UID:
                     sql = render_sql(t["rawSql"], first_ms // 1000 - 60, last_ms // 1000 + 60, 10, variables)
                     rows = ch.execute(sql)

@@ -28,6 +28,7 @@ from processes import group_caught_up
 from prometheus_client import CollectorRegistry
 from support import private_db
 
+from contracts.clickhouse import tables
 from contracts.clock import wall_ms
 from pipeline import ProcessorSettings, build_processor
 from sandmeter.stack import Stack, create_topics
@@ -125,8 +126,10 @@ def test_bad_records_through_the_real_broker_never_stop_the_processor(running: R
         want = by_bytes[(k, v)].dead
         assert want is None or h["sandmeter-dlq-reason"] == want.encode(), (want, h)
         assert h["sandmeter-source"].startswith(running.topic.encode())
-    late = running.ch.execute("SELECT reason, count() FROM late_samples WHERE node LIKE %(u)s GROUP BY reason",
-                              {"u": f"%-{uid}"})  # fmt: skip
+    late = running.ch.execute(
+        f"SELECT reason, count() FROM {tables(running.ch).late} WHERE node LIKE %(u)s GROUP BY reason",
+        {"u": f"%-{uid}"},
+    )
     assert {str(k): int(v) for k, v in late} == dict(Counter(reason for r in s.records for reason in r.rejected))
     rows = running.ch.execute(
         "SELECT sandbox_id, sum(cpu_used_us), sum(io_read_bytes), sum(vcpu_alloc_mcpu_ms) FROM usage_intervals FINAL "

@@ -8,7 +8,7 @@ import pytest
 
 from contracts import names as n
 from contracts.builder import BatchBuilder
-from contracts.clickhouse import client
+from contracts.clickhouse import client, tables
 from contracts.wire import SampleBatch
 from pipeline.accounted import Accounted
 from pipeline.rawstore import RawSeries
@@ -68,10 +68,10 @@ def test_raw_samples_round_trip_and_old_days_are_dropped(db: tuple[str, Any]) ->
     for day in range(3):
         w.write(w.prepare(empty, [scrape("n1", T0 + day * DAY_MS + 1000)]))
     w.write(w.prepare(empty, [scrape("n1", T0 + 2 * DAY_MS + 6000)]))  # known series: no new names
-    assert int(ch.execute(f"SELECT count() FROM {n.T_RAW_SERIES}")[0][0]) == 4
+    assert int(ch.execute(f"SELECT count() FROM {tables(ch).raw_series}")[0][0]) == 4
     rows = ch.execute(
-        f"SELECT s.node, s.sandbox_id, s.metric, r.ts_ms, r.value FROM {n.T_SAMPLES} AS r "
-        f"ANY INNER JOIN {n.T_RAW_SERIES} AS s USING series_id "
+        f"SELECT s.node, s.sandbox_id, s.metric, r.ts_ms, r.value FROM {tables(ch).samples} AS r "
+        f"ANY INNER JOIN {tables(ch).raw_series} AS s USING series_id "
         "WHERE s.sandbox_id = 'a' AND s.metric = %(m)s ORDER BY r.ts_ms",
         {"m": n.M_CG_CPU_USAGE_US},
     )
@@ -83,7 +83,7 @@ def test_raw_samples_round_trip_and_old_days_are_dropped(db: tuple[str, Any]) ->
 
     day2 = int(dt.datetime.fromtimestamp((T0 + 2 * DAY_MS) / 1000, dt.UTC).strftime("%Y%m%d"))
     assert len(w.drop_days_before(n.T_SAMPLES, day2)) == 2
-    left = ch.execute(f"SELECT min(ts_ms), count() FROM {n.T_SAMPLES}")[0]
+    left = ch.execute(f"SELECT min(ts_ms), count() FROM {tables(ch).samples}")[0]
     assert (int(left[0]) - T0, int(left[1])) == (2 * DAY_MS + 1000, 8)
 
 
@@ -92,6 +92,7 @@ class FailsFirstInsert:
 
     def __init__(self, real: Any) -> None:
         self.real, self.inserts = real, 0
+        self.tables = real.tables
 
     def insert_dataframe(self, query: str, df: Any) -> Any:
         self.inserts += 1
@@ -114,8 +115,8 @@ def test_raw_samples_on_their_own_connection_fail_the_write_and_its_retry_writes
     w.write(first)  # the retry writes what is missing, with the names framed before
     w.write(w.prepare(empty, [scrape("n1", T0 + 6000)]))
     per_scrape = len(scrape("n1", T0))
-    assert int(ch.execute(f"SELECT count() FROM {n.T_RAW_SERIES}")[0][0]) == per_scrape  # names not lost
-    assert int(ch.execute(f"SELECT count() FROM {n.T_SAMPLES}")[0][0]) == 2 * per_scrape
+    assert int(ch.execute(f"SELECT count() FROM {tables(ch).raw_series}")[0][0]) == per_scrape  # names not lost
+    assert int(ch.execute(f"SELECT count() FROM {tables(ch).samples}")[0][0]) == 2 * per_scrape
     assert raw.inserts == 4  # names (lost, then again), samples, the second scrape's samples: all on its connection
 
 

@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from contracts.metrics import counter, service_registry
+from contracts.names import databases
 from contracts.settings import variables
 from sandmeter.cli.common import CliError, served_registry
 from sandmeter.stack import Stack
@@ -213,9 +214,10 @@ def test_migrate_waits_for_clickhouse_to_answer_then_migrates(stack: Stack) -> N
         r = sandmeter("migrate", SANDMETER_MIGRATE_CLICKHOUSE_PORT=str(port), SANDMETER_MIGRATE_WAIT_S="60",
                       SANDMETER_MIGRATE_CLICKHOUSE_DATABASE=name)  # fmt: skip
         assert r.returncode == 0 and "applied" in r.stdout, r.stderr
-        assert admin.execute(f"SELECT count() FROM {name}.sandmeter_migrations")[0][0] > 0
+        assert admin.execute(f"SELECT count() FROM {name}_internal.sandmeter_migrations")[0][0] > 0
     finally:
-        admin.execute(f"DROP DATABASE {name}")
+        for each in databases(name):
+            admin.execute(f"DROP DATABASE IF EXISTS {each}")
 
 
 @pytest.mark.clickhouse
