@@ -10,7 +10,8 @@ import pandas as pd
 from contracts import names as n
 from contracts.clickhouse import tables
 from contracts.names import databases
-from pipeline.accounting import USAGE_COLUMNS, Result
+from pipeline.accounted import Accounted
+from pipeline.accounting import USAGE_COLUMNS
 from pipeline.rollup import DirtyBuckets
 from pipeline.writer import ClickHouseWriter
 
@@ -31,7 +32,7 @@ def write_usage(ch: Any, rows: list[dict[str, Any]]) -> None:
     """Usage intervals and the minute and hour rollups over them."""
     df = pd.DataFrame(rows, columns=list(USAGE_COLUMNS))
     writer = ClickHouseWriter(ch, keep_raw=False)
-    writer.write([], Result(usage=df), now_ms=0)
+    writer.write(writer.prepare(Accounted(usage=df)))
     dirty = DirtyBuckets()
     dirty.note(df)
     writer.roll(dirty.take())
