@@ -36,7 +36,7 @@ from billing.plans import load_book
 from billing.settings import ApiSettings
 from billing.timeparse import format_ms
 from billing.usage import METRICS, UsageQuery, run_usage
-from contracts.clickhouse import client, tables
+from contracts.clickhouse import tables
 from contracts.clock import wall_ms
 from contracts.quantities import COLUMNS as QUANTITIES
 from pipeline.schema import migrate
@@ -98,8 +98,9 @@ def main(tenants: int = DEFAULT_TENANTS, requests: int = 300) -> None:
                                  clickhouse_http_port=free_port()))  # fmt: skip
         st.up()
         try:
-            ch = client("127.0.0.1", st.settings.clickhouse_tcp_port, "default")
+            ch = st.ch("sandmeter", home="system")  # the admin: one connection for everything here
             migrate(ch, wall_ms())
+            ch = st.ch("sandmeter")
             rows, secs = load(ch, tenants)
             key = create_key(ch, OPERATOR)[1]
             app = create_app(ApiSettings(key_cache_s=3600), lambda: ch, book=load_book(ROOT / "plans"),

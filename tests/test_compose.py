@@ -36,14 +36,8 @@ SETTINGS: dict[str, type[Part]] = {
     "scale": ScaleSettings,
 }  # fmt: skip
 ONE_SHOTS = {"migrate", "kafka-init"}
-# where each table lives once the schema is split into four databases (deploy/clickhouse)
-DATABASE_OF = {
-    **dict.fromkeys([names.T_USAGE, names.T_USAGE_MINUTE, names.T_USAGE_HOUR, names.T_HEALTH, names.T_LIFECYCLE,
-                     names.T_FUNCTION_LOAD], "sandmeter"),
-    **dict.fromkeys([names.T_SAMPLES, names.T_RAW_SERIES, names.T_LATE], "sandmeter_raw"),
-    **dict.fromkeys([names.T_CHECKPOINTS, names.T_MIGRATIONS], "sandmeter_internal"),
-    **dict.fromkeys([names.T_API_KEYS, names.T_INVOICES], "sandmeter_billing"),
-}  # fmt: skip
+# where each table lives (contracts/names.py), for the database compose configures
+DATABASE_OF = {table: names.Tables("sandmeter").db(table) for table in names.DATABASE_SUFFIX}
 needs_compose = pytest.mark.skipif(shutil.which("docker-compose") is None, reason="make test installs docker-compose")
 
 
@@ -238,10 +232,10 @@ def test_clickhouse_grants_give_each_user_only_its_tables(services: dict[str, An
     for u in users:
         for q in u.iter("query"):
             m = re.fullmatch(r"GRANT ([A-Z ,]+) ON (\w+)\.(\w+)", q.text or "")
-            assert m, (u.tag, q.text)  # table by table: no db.* while the tables share one database
+            assert m, (u.tag, q.text)  # table by table, never db.*
             db, table = m[2], m[3]
             if db != "system":
-                assert table in DATABASE_OF and db in ("sandmeter", DATABASE_OF[table]), (u.tag, q.text)
+                assert table in DATABASE_OF and db == DATABASE_OF[table], (u.tag, q.text)
             grants.setdefault(u.tag, set()).update((p.strip(), db, table) for p in m[1].split(","))
     tables = {u: {t for _, db, t in g if db != "system"} for u, g in grants.items()}
     billing = {names.T_API_KEYS, names.T_INVOICES}

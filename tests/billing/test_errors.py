@@ -18,6 +18,7 @@ from billing.plans import load_book
 from billing.settings import ApiSettings
 from contracts.clickhouse import tables
 from contracts.names import Tables
+from sandmeter.stack.users import ADMIN
 
 PLANS = Path(__file__).resolve().parents[1] / "fixtures" / "plans"
 SECRET = "s3cret"
@@ -136,7 +137,8 @@ def test_the_api_serves_as_a_read_only_user(stack: Any, db: tuple[str, Any], rea
     port = stack.settings.clickhouse_tcp_port
 
     def user() -> Any:
-        c = Client(host="127.0.0.1", port=port, database=name, settings={"readonly": readonly})
+        c = Client(host="127.0.0.1", port=port, database=name, user=ADMIN, password=stack.users.password(ADMIN),
+                   settings={"readonly": readonly})  # fmt: skip
         c.tables = Tables(name)  # what contracts.clickhouse.client() gives every connection
         return c
 

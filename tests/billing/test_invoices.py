@@ -28,6 +28,7 @@ from billing.timeparse import format_ms, parse_ms
 from contracts.clickhouse import tables
 from contracts.names import Tables
 from sandmeter.cli import main
+from sandmeter.stack.users import API, BILLING
 
 
 @pytest.fixture
@@ -188,6 +189,9 @@ def test_the_finalize_command(env: Env, db: tuple[str, Any], stack: Any, monkeyp
                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     name, _ = db
     monkeypatch.setenv("SANDMETER_API_CLICKHOUSE_PORT", str(stack.settings.clickhouse_tcp_port))
+    # reads usage as the API's user, writes the invoices as the billing user
+    for k, v in {**stack.users.env("API", API), **stack.users.env("API", BILLING, "billing_")}.items():
+        monkeypatch.setenv(k, v)
     monkeypatch.setenv("SANDMETER_API_CLICKHOUSE_DATABASE", name)
     monkeypatch.setenv("SANDMETER_API_PLANS_DIR", str(PLANS))
     assert main(["invoices", "finalize", "--now", "2026-12-01T00:30:00Z"]) == 0

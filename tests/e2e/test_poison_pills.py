@@ -32,6 +32,7 @@ from contracts.clickhouse import tables
 from contracts.clock import wall_ms
 from pipeline import ProcessorSettings, build_processor
 from sandmeter.stack import Stack, create_topics
+from sandmeter.stack.users import WRITER
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 EXAMPLES = 12
@@ -59,7 +60,7 @@ def running(stack: Stack) -> Iterator[Running]:
         s = ProcessorSettings(
             kafka_bootstrap=stack.kafka_bootstrap, topic=topic, deadletter_topic=topic + ".dlq", group_id=group,
             clickhouse_port=stack.settings.clickhouse_tcp_port, clickhouse_database=name, metrics_port=0,
-            flush_interval_s=0.2, checkpoint_interval_s=0.5, **SETTINGS,
+            flush_interval_s=0.2, checkpoint_interval_s=0.5, **SETTINGS, **stack.users.settings(WRITER),
         )  # fmt: skip
         proc = build_processor(s, CollectorRegistry())
         stop = threading.Event()

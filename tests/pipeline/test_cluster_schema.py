@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from support import cluster_db
 
 from contracts import names as n
-from contracts.clickhouse import client
 from contracts.names import Tables, databases
 from contracts.quantities import COLUMNS
 from pipeline.accounting import USAGE_COLUMNS, Result
@@ -65,13 +64,13 @@ def cdb(cluster: Cluster) -> Any:
 
 
 def host(cluster: Cluster, i: int, db: str) -> Any:
-    return client("127.0.0.1", cluster.nodes[i].tcp_port, db)
+    return cluster.ch(cluster.nodes[i].tcp_port, db)
 
 
 @pytest.mark.cluster
 def test_migrate_makes_local_and_distributed_tables_on_every_host_once(cluster: Cluster, cdb: Any) -> None:
     name, ch = cdb
-    connect = lambda h, p: client(h, p, name, cluster=CLUSTER)  # noqa: E731
+    connect = lambda h, p: cluster.ch(p, name, cluster=CLUSTER)  # noqa: E731
     assert migrate(ch, 1, CLUSTER, connect) == []  # each host recorded its own versions
     for i in range(4):
         tables = dict(
@@ -153,7 +152,7 @@ def test_keys_are_checked_on_each_hosts_local_tables(cluster: Cluster) -> None:
         ddl = str(h.execute(f"SHOW CREATE TABLE {local(n.T_USAGE)}")[0][0])
         h.execute(f"DROP TABLE {local(n.T_USAGE)}")
         h.execute(ddl.replace(", batch_id)", ")").replace(f"/{n.T_USAGE}'", f"/{n.T_USAGE}_old'"))
-        connect = lambda hs, p: client(hs, p, name, cluster=CLUSTER)  # noqa: E731
+        connect = lambda hs, p: cluster.ch(p, name, cluster=CLUSTER)  # noqa: E731
         with pytest.raises(SchemaError, match=r"usage_intervals_local .* without batch_id"):
             check_keys(ch, CLUSTER, connect)
 

@@ -8,12 +8,13 @@ import pytest
 
 from contracts import names as n
 from contracts.builder import BatchBuilder
-from contracts.clickhouse import client, tables
+from contracts.clickhouse import tables
 from contracts.wire import SampleBatch
 from pipeline.accounted import Accounted
 from pipeline.rawstore import RawSeries
 from pipeline.writer import ClickHouseWriter, WriteError
 from sandmeter.stack import Stack
+from sandmeter.stack.users import WRITER
 
 DAY_MS = 86_400_000
 T0 = 1_790_000_000_000 // DAY_MS * DAY_MS
@@ -106,7 +107,7 @@ def test_raw_samples_on_their_own_connection_fail_the_write_and_its_retry_writes
     stack: Stack, db: tuple[str, Any]
 ) -> None:
     name, ch = db
-    raw = FailsFirstInsert(client("127.0.0.1", stack.settings.clickhouse_tcp_port, name))
+    raw = FailsFirstInsert(stack.ch(name, WRITER))
     w = ClickHouseWriter(ch, keep_raw=True, raw_ch=raw)
     empty = Accounted(usage=pd_empty())
     first = w.prepare(empty, [scrape("n1", T0 + 1000)])  # the new series are named here, once
