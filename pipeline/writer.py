@@ -28,7 +28,6 @@ from contracts.clickhouse import tables
 from contracts.quantities import COLUMNS
 from contracts.settings import ClickHousePart
 from contracts.wire import SampleBatch
-from pipeline import shards
 from pipeline.accounted import Accounted
 from pipeline.checkpoint import Checkpoint, decode_state, encode_state
 from pipeline.health import HealthEvent
@@ -161,16 +160,6 @@ class ClickHouseWriter:
                 self.ch.execute(sql, params)
             except Exception as exc:
                 raise WriteError(f"rollup of {len(dirty)} tenants: {exc}") from exc
-
-    def drop_days_before(self, table: str, day: int) -> list[str]:
-        """Drops `table`'s day partitions (YYYYMMDD) older than `day`; returns them."""
-        try:
-            old = shards.old_day_partitions(self.ch, table, day, self.cluster)
-            for part in old:
-                shards.drop_partition(self.ch, table, int(part), self.cluster)
-        except Exception as exc:
-            raise WriteError(f"retention of {table}: {exc}") from exc
-        return old
 
     def save_checkpoints(self, cps: Sequence[Checkpoint]) -> None:
         df = pd.DataFrame(

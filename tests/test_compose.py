@@ -26,14 +26,14 @@ from billing import ApiSettings
 from collectors import CollectorSettings
 from contracts import names
 from contracts.settings import Part, load, variables
-from pipeline import MigrateSettings, ProcessorSettings
+from pipeline import MigrateSettings, ProcessorSettings, RetentionSettings
 from sandmeter.cli import parser
 from scaling import ScaleSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS: dict[str, type[Part]] = {
     "collect": CollectorSettings, "process": ProcessorSettings, "migrate": MigrateSettings, "api": ApiSettings,
-    "scale": ScaleSettings,
+    "scale": ScaleSettings, "retention": RetentionSettings,
 }  # fmt: skip
 ONE_SHOTS = {"migrate", "kafka-init"}
 # where each table lives (contracts/names.py), for the database compose configures
@@ -218,7 +218,9 @@ def test_no_service_is_clickhouse_default_and_each_user_exists_with_a_hash_from_
         if any(k.endswith("_CLICKHOUSE_HOST") for k in e):
             assert user is not None and user != "default" and (user in defined or user == admin), name
             used[name] = user
-    assert used["migrate"] == admin and len(set(used.values())) == len(used), used  # one user per component
+    # one user per component; the admin for the two DDL jobs (migrations, dropping old days)
+    assert used["migrate"] == used["retention"] == admin, used
+    assert len(set(used.values())) == len(used) - 1, used
     datasource = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/sandmeter.yaml").read_text())
     [ds] = [d for d in datasource["datasources"] if d["type"] == "grafana-clickhouse-datasource"]
     assert ds["jsonData"]["username"] in defined
@@ -279,7 +281,7 @@ def test_project_services_run_real_subcommands(raw: dict[str, Any]) -> None:
     services = raw["services"]
     subcommands = set(parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     mine = {k: v for k, v in services.items() if "command" in v and v["command"][0] == "sandmeter"}
-    assert {"collector", "processor", "api", "migrate", "scale", "keys"} <= set(mine)
+    assert {"collector", "processor", "api", "migrate", "scale", "keys", "retention"} <= set(mine)
     for name, svc in mine.items():
         assert svc["command"][1] in subcommands and svc["command"][1] in SETTINGS, name
     assert {"kafka", "kafka-init", "clickhouse", "grafana", "prometheus"} <= set(services)

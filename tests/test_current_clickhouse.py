@@ -202,11 +202,13 @@ def run_processor(ch: Recording, now: list[int]) -> Any:
     return p
 
 
-def retention(p: Any, now: list[int]) -> None:
-    now[0] = T0 + 3 * 86_400_000  # days on: retention drops the raw samples' and function load's day
-    p.periodic.retention()
-    assert p.m.partitions_dropped._value.get() == 2
+def retention(ch: Recording, p: Any, now: list[int]) -> None:
+    from pipeline.retention import retain
+
     p.close()
+    now[0] = T0 + 3 * 86_400_000  # days on: retention drops the raw samples' and function load's day
+    dropped = retain(ch, now[0], raw_days=1)
+    assert sum(len(v) for v in dropped.values()) == 2, dropped
 
 
 def late_part(ch: Recording) -> None:
@@ -309,7 +311,7 @@ def scenario(ch: Recording) -> dict[str, int]:
     counts["API calls"] = call_api(ch, now, ROOT / "plans")
     publish_scale(ch, now)
     counts["dashboard panels"] = query_dashboards(ch)
-    retention(processor, now)
+    retention(ch, processor, now)
     counts["statements"] = len(ch.statements)
     counts["distinct statements"] = len(set(ch.statements))
     return counts

@@ -169,8 +169,8 @@ class Users:
 
 # which user each service's settings name (`sandmeter stack up` prints them as variables)
 SERVICE_USERS: Final = (
-    ("MIGRATE", ADMIN, ""), ("PROCESSOR", WRITER, ""), ("API", API, ""), ("API", BILLING, "billing_"),
-    ("SCALE", SCALE, ""),
+    ("MIGRATE", ADMIN, ""), ("RETENTION", ADMIN, ""), ("PROCESSOR", WRITER, ""), ("API", API, ""),
+    ("API", BILLING, "billing_"), ("SCALE", SCALE, ""),
 )  # fmt: skip
 
 

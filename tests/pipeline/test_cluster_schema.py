@@ -19,7 +19,9 @@ from support import cluster_db
 from contracts import names as n
 from contracts.names import Tables, databases
 from contracts.quantities import COLUMNS
-from pipeline.accounting import USAGE_COLUMNS, Result
+from pipeline import shards
+from pipeline.accounted import Accounted
+from pipeline.accounting import USAGE_COLUMNS
 from pipeline.schema import SchemaError, available, check_keys, migrate
 from pipeline.shards import EVERYWHERE, SHARD_KEY, cluster_statements, local
 from pipeline.writer import ClickHouseWriter
@@ -122,8 +124,8 @@ def test_a_replayed_flush_lands_on_the_same_shard_and_adds_nothing(
     for cut in (cut1, cut2):
         for part in (df.iloc[:cut], df.iloc[cut:]):
             if len(part):
-                w.write([], Result(usage=part.reset_index(drop=True)), 0)
-    w.write([], Result(usage=df), 0)
+                w.write(w.prepare(Accounted(usage=part.reset_index(drop=True))))
+    w.write(w.prepare(Accounted(usage=df)))
     truth = df.groupby("tenant")["cpu_used_us"].sum().astype(int).to_dict()
     mine = {"t": tuple(truth)}
     got = dict(
@@ -157,10 +159,15 @@ def test_keys_are_checked_on_each_hosts_local_tables(cluster: Cluster) -> None:
             check_keys(ch, CLUSTER, connect)
 
 
+def drop_days_before(cluster: Cluster, name: str, ch: Any, day: int) -> list[str]:
+    """What `sandmeter retention` does to the raw samples (pipeline/retention.py), on the cluster."""
+    connect = lambda h, p: cluster.ch(p, name, cluster=CLUSTER)  # noqa: E731
+    return shards.drop_days_before(ch, n.T_SAMPLES, day, CLUSTER, connect)
+
+
 @pytest.mark.cluster
 def test_retention_drops_old_days_from_every_hosts_local_table(cluster: Cluster, cdb: Any) -> None:
     name, ch = cdb
-    w = ClickHouseWriter(ch, keep_raw=True, cluster=CLUSTER)
     days = [T0 - 3 * DAY_MS, T0 - 2 * DAY_MS, T0]
     samples = pd.DataFrame(
         {"series_id": np.arange(1, 61, dtype=np.uint64), "ts_ms": np.array([days[i % 3] for i in range(60)], np.uint64),
@@ -168,7 +175,7 @@ def test_retention_drops_old_days_from_every_hosts_local_table(cluster: Cluster,
     )  # fmt: skip
     ch.insert_dataframe(f"INSERT INTO {Tables(name).samples} (series_id, ts_ms, value) VALUES", samples)
     today = int(dt.datetime.fromtimestamp(T0 / 1000, dt.UTC).strftime("%Y%m%d"))
-    assert len(w.drop_days_before(n.T_SAMPLES, today)) == 2
+    assert len(drop_days_before(cluster, name, ch, today)) == 2
     import time
 
     deadline = time.monotonic() + 20  # the drop is queued distributed DDL: every host runs it soon
@@ -182,4 +189,4 @@ def test_retention_drops_old_days_from_every_hosts_local_table(cluster: Cluster,
         time.sleep(0.2)
     assert sum(left) == 40 and left[0] == left[1] and left[2] == left[3], left
     assert int(ch.execute(f"SELECT count() FROM {Tables(name).samples}")[0][0]) == 20
-    assert w.drop_days_before(n.T_SAMPLES, today) == []
+    assert drop_days_before(cluster, name, ch, today) == []

@@ -10,6 +10,7 @@ from contracts import names as n
 from contracts.builder import BatchBuilder
 from contracts.clickhouse import tables
 from contracts.wire import SampleBatch
+from pipeline import shards
 from pipeline.accounted import Accounted
 from pipeline.rawstore import RawSeries
 from pipeline.writer import ClickHouseWriter, WriteError
@@ -83,7 +84,7 @@ def test_raw_samples_round_trip_and_old_days_are_dropped(db: tuple[str, Any]) ->
     import datetime as dt
 
     day2 = int(dt.datetime.fromtimestamp((T0 + 2 * DAY_MS) / 1000, dt.UTC).strftime("%Y%m%d"))
-    assert len(w.drop_days_before(n.T_SAMPLES, day2)) == 2
+    assert len(shards.drop_days_before(ch, n.T_SAMPLES, day2)) == 2  # what `sandmeter retention` does
     left = ch.execute(f"SELECT min(ts_ms), count() FROM {tables(ch).samples}")[0]
     assert (int(left[0]) - T0, int(left[1])) == (2 * DAY_MS + 1000, 8)
 
