@@ -35,8 +35,7 @@ from billing.keys import OPERATOR, create_key
 from billing.plans import load_book
 from billing.settings import ApiSettings
 from billing.timeparse import format_ms
-from contracts import names as n
-from contracts.clickhouse import client
+from contracts.clickhouse import tables
 from contracts.clock import wall_ms
 from contracts.quantities import COLUMNS as QUANTITIES
 from pipeline.schema import migrate
@@ -54,18 +53,19 @@ def load(ch: Any, tenants: int) -> tuple[int, float]:
     rows = tenants * SANDBOXES * minutes
     vals = ", ".join(f"1000 + (number % {97 + i})" for i, _ in enumerate(QUANTITIES))
     t0 = time.perf_counter()
+    tb = tables(ch)
     step = SANDBOXES * minutes  # one tenant per INSERT: progress, and bounded server memory
     for t in range(tenants):
         ch.execute(
-            f"INSERT INTO {n.T_USAGE_MINUTE} (tenant, sandbox_id, node, minute_ms, {', '.join(QUANTITIES)}, intervals) "
+            f"INSERT INTO {tb.usage_minute} (tenant, sandbox_id, node, minute_ms, {', '.join(QUANTITIES)}, intervals) "
             f"SELECT 'tenant-{t:04d}', concat('sb-', toString(intDiv(number, {minutes}))), 'node-1', "
             f"{START_MS} + (number % {minutes}) * 60000, {vals}, 12 FROM numbers({step})"
         )
         ch.execute(
-            f"INSERT INTO {n.T_USAGE_HOUR} (tenant, sandbox_id, node, hour_ms, {', '.join(QUANTITIES)}, intervals) "
+            f"INSERT INTO {tb.usage_hour} (tenant, sandbox_id, node, hour_ms, {', '.join(QUANTITIES)}, intervals) "
             f"SELECT tenant, sandbox_id, any(node), intDiv(minute_ms, 3600000) * 3600000 AS h, "
             + ", ".join(f"sum({q})" for q in QUANTITIES)
-            + f", sum(intervals) FROM {n.T_USAGE_MINUTE} WHERE tenant = 'tenant-{t:04d}' GROUP BY tenant, sandbox_id, h"
+            + f", sum(intervals) FROM {tb.usage_minute} WHERE tenant = 'tenant-{t:04d}' GROUP BY tenant, sandbox_id, h"
         )
         if t % 50 == 49 or t == tenants - 1:
             print(f"  loaded {t + 1}/{tenants} tenants ({(t + 1) * step:,} minute rows) in "
@@ -117,8 +117,9 @@ def main(tenants: int = DEFAULT_TENANTS, requests: int = 300) -> None:
                                  clickhouse_http_port=free_port()))  # fmt: skip
         st.up()
         try:
-            ch = client("127.0.0.1", st.settings.clickhouse_tcp_port, "default")
+            ch = st.ch("sandmeter", home="system")  # the admin: one connection for everything here
             migrate(ch, wall_ms())
+            ch = st.ch("sandmeter")
             rows, secs = load(ch, tenants)
             key = create_key(ch, OPERATOR)[1]
             rec = Recording(ch)

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from contracts import names as n
 from contracts.builder import BatchBuilder
-from contracts.clickhouse import client
+from contracts.clickhouse import tables
 from contracts.clock import wall_ms
 from contracts.wire import Encoder, EventKind, SampleBatch, decode
 from pipeline.accounting import Accountant
@@ -34,6 +34,7 @@ from pipeline.steps import TP, Record
 from pipeline.writer import ClickHouseWriter, open_writer
 from sandmeter.stack import Stack, StackSettings
 from sandmeter.stack.procs import free_port
+from sandmeter.stack.users import ADMIN
 
 SANDBOXES, EXTRA_SERIES = 50, 293
 BASE_MS = wall_ms() // 1000 * 1000 - 3_600_000  # an hour ago: inside the processor's time window
@@ -125,16 +126,16 @@ def encoded_batches(nodes: int, scrapes: int) -> list[Msg]:
     return out
 
 
-def run(ch_port: int, msgs: list[Msg], keep_raw: bool, db: str) -> tuple[float, int]:
-    ch = client("127.0.0.1", ch_port, "default")
+def run(stack: Stack, msgs: list[Msg], keep_raw: bool, db: str) -> tuple[float, int]:
+    ch = stack.ch(db, home="system")
     ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
-    migrate(client("127.0.0.1", ch_port, db), wall_ms())
+    migrate(stack.ch(db), wall_ms())
     s = ProcessorSettings(
         flush_max_samples=500_000, checkpoint_interval_s=3600, keep_raw_samples=keep_raw,
-        clickhouse_port=ch_port, clickhouse_database=db,
+        clickhouse_port=stack.settings.clickhouse_tcp_port, clickhouse_database=db, **stack.users.settings(ADMIN),
     )  # fmt: skip
     cons = ListConsumer(msgs)
-    maintenance = ClickHouseWriter(client("127.0.0.1", ch_port, db), keep_raw=False)
+    maintenance = ClickHouseWriter(stack.ch(db), keep_raw=False)
     p = assemble(s, cons, NoProducer(), open_writer(s, keep_raw), maintenance, CollectorRegistry())
     t0 = time.perf_counter()
     while cons.records or p.feeding():
@@ -147,14 +148,14 @@ def run(ch_port: int, msgs: list[Msg], keep_raw: bool, db: str) -> tuple[float, 
     return elapsed, p.total_samples
 
 
-def narrow_insert(ch_port: int, rows: int, chunk: int, db: str) -> float:
+def narrow_insert(stack: Stack, rows: int, chunk: int, db: str) -> float:
     """Seconds to insert `rows` narrow (series id, ts, value) rows from numpy arrays, `chunk` per
     INSERT, into a fresh `raw_samples` table: the floor any processor writing its raw samples
     to this ClickHouse can reach, measured beside it."""
-    ch = client("127.0.0.1", ch_port, "default")
+    ch = stack.ch(db, home="system")
     ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
-    migrate(client("127.0.0.1", ch_port, db), wall_ms())
-    dbc = client("127.0.0.1", ch_port, db)
+    migrate(stack.ch(db), wall_ms())
+    dbc = stack.ch(db)
     rng = np.random.default_rng(5)
     ids = rng.integers(0, 1 << 63, 300 * SANDBOXES * 20, dtype=np.uint64)  # as many series as the batches
     frames = []
@@ -165,20 +166,20 @@ def narrow_insert(ch_port: int, rows: int, chunk: int, db: str) -> float:
         frames.append(pd.DataFrame({"series_id": sid, "ts_ms": ts, "value": rng.random(k) * 1e9}))
     t0 = time.perf_counter()
     for df in frames:
-        dbc.insert_dataframe(f"INSERT INTO {n.T_SAMPLES} (series_id, ts_ms, value) VALUES", df)
+        dbc.insert_dataframe(f"INSERT INTO {tables(dbc).samples} (series_id, ts_ms, value) VALUES", df)
     elapsed = time.perf_counter() - t0
     ch.execute(f"DROP DATABASE {db}")
     return elapsed
 
 
-def raw_ratio(ch_port: int, msgs: list[Msg], repeats: int = 5) -> None:
+def raw_ratio(stack: Stack, msgs: list[Msg], repeats: int = 5) -> None:
     """The processor with raw samples on against a plain narrow insert of as many rows, runs
     alternating in one process against the same ClickHouse; medians and their ratio."""
     proc_rates, base_rates = [], []
     for r in range(repeats):
-        elapsed, samples = run(ch_port, msgs, True, f"bench_ratio_p{r}")
+        elapsed, samples = run(stack, msgs, True, f"bench_ratio_p{r}")
         proc_rates.append(samples / elapsed)
-        base_rates.append(samples / narrow_insert(ch_port, samples, 500_000, f"bench_ratio_b{r}"))
+        base_rates.append(samples / narrow_insert(stack, samples, 500_000, f"bench_ratio_b{r}"))
     p, b = statistics.median(proc_rates), statistics.median(base_rates)
 
     def runs(rates: list[float]) -> str:
@@ -237,12 +238,13 @@ def through_broker(stack: Stack, topic: str, expected: int, keep_raw: bool, db: 
 
     from pipeline import build_processor
 
-    ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
+    ch = stack.ch(db, home="system")
     ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
-    migrate(client("127.0.0.1", stack.settings.clickhouse_tcp_port, db), wall_ms())
+    migrate(stack.ch(db), wall_ms())
     s = ProcessorSettings(
         kafka_bootstrap=stack.kafka_bootstrap, topic=topic, deadletter_topic=topic + ".dlq", group_id=db,
         clickhouse_port=stack.settings.clickhouse_tcp_port, clickhouse_database=db, metrics_port=0,
+        **stack.users.settings(ADMIN),
         flush_max_samples=500_000, keep_raw_samples=keep_raw,
     )  # fmt: skip
     p = build_processor(s, CollectorRegistry())
@@ -380,12 +382,13 @@ def freshness(stack: Stack, flush_s: float = 0.5, samples_per_s: int = 100_000, 
 
     db, topic = "bench_fresh", f"fresh-{wall_ms()}"
     create_topics(stack.kafka_bootstrap, 4, (topic, topic + ".dlq"))
-    ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
+    ch = stack.ch(db, home="system")
     ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
-    migrate(client("127.0.0.1", stack.settings.clickhouse_tcp_port, db), wall_ms())
+    migrate(stack.ch(db), wall_ms())
     s = ProcessorSettings(
         kafka_bootstrap=stack.kafka_bootstrap, topic=topic, deadletter_topic=topic + ".dlq", group_id=topic,
         clickhouse_port=stack.settings.clickhouse_tcp_port, clickhouse_database=db, metrics_port=0,
+        **stack.users.settings(ADMIN),
         flush_interval_s=flush_s, keep_raw_samples=True,
     )  # fmt: skip
     reg = CollectorRegistry()
@@ -466,10 +469,10 @@ def main(nodes: int = 20, scrapes: int = 10, repeats: int = 3, full: bool = Fals
         )  # fmt: skip
         stack.up()
         try:
-            raw_ratio(stack.settings.clickhouse_tcp_port, msgs)
+            raw_ratio(stack, msgs)
             rates = []
             for r in range(repeats):
-                elapsed, samples = run(stack.settings.clickhouse_tcp_port, msgs, False, f"bench_{r}")
+                elapsed, samples = run(stack, msgs, False, f"bench_{r}")
                 rates.append(samples / elapsed)
             print(
                 f"processor ({len(msgs)} batches, {samples} samples, raw table off): median "

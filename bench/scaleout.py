@@ -28,14 +28,16 @@ import pandas as pd
 
 from bench.processor import encoded_batches
 from contracts import names as n
-from contracts.clickhouse import client
+from contracts.clickhouse import tables
 from contracts.clock import wall_ms
+from contracts.names import databases
 from contracts.quantities import COLUMNS
 from contracts.wire import decode
 from pipeline.accounting import USAGE_COLUMNS
 from pipeline.schema import migrate
 from sandmeter.stack import CLUSTER, Cluster, Stack, StackSettings, create_topics
 from sandmeter.stack.procs import free_port, port_free
+from sandmeter.stack.users import ADMIN
 
 
 def _metric(port: int, name: str) -> float:
@@ -54,9 +56,9 @@ def _cpu_s(pid: int) -> float:
 def group_run(stack: Stack, topic: str, processors: int, expected: int, tag: str) -> tuple[float, float]:
     """(samples/s over the middle 80%, samples per processor CPU-second) for one group."""
     db = f"bench_group_{tag}"
-    ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
+    ch = stack.ch(db, home="system")
     ch.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
-    migrate(client("127.0.0.1", stack.settings.clickhouse_tcp_port, db), wall_ms())
+    migrate(stack.ch(db), wall_ms())
     ports = [free_port() for _ in range(processors)]
     env = {
         **os.environ,
@@ -65,6 +67,7 @@ def group_run(stack: Stack, topic: str, processors: int, expected: int, tag: str
         "SANDMETER_PROCESSOR_DEADLETTER_TOPIC": topic + ".dlq",
         "SANDMETER_PROCESSOR_GROUP_ID": f"group-{tag}",
         "SANDMETER_PROCESSOR_CLICKHOUSE_PORT": str(stack.settings.clickhouse_tcp_port),
+        **stack.users.env("PROCESSOR", ADMIN),
         "SANDMETER_PROCESSOR_CLICKHOUSE_DATABASE": db,
         "SANDMETER_PROCESSOR_METRICS_HOST": "127.0.0.1",
         "SANDMETER_PROCESSOR_FLUSH_MAX_SAMPLES": "500000",
@@ -109,9 +112,9 @@ def group_run(stack: Stack, topic: str, processors: int, expected: int, tag: str
 def _disk(ch: object, db: str) -> None:
     """Bytes per row on disk of what a run wrote (fresh parts, before background merges)."""
     rows = ch.execute(  # type: ignore[attr-defined]
-        "SELECT table, sum(rows), sum(data_compressed_bytes) FROM system.parts WHERE database = %(db)s AND active "
+        "SELECT table, sum(rows), sum(data_compressed_bytes) FROM system.parts WHERE database IN %(db)s AND active "
         "GROUP BY table ORDER BY table",
-        {"db": db},
+        {"db": databases(db)},
         settings={"use_numpy": False},
     )
     print(
@@ -202,7 +205,7 @@ def _insert_rate(ch: object, table: str, frames: list[pd.DataFrame]) -> float:
     cols = ", ".join(frames[0].columns)
     t0 = time.perf_counter()
     for df in frames:
-        ch.insert_dataframe(f"INSERT INTO {table} ({cols}) VALUES", df)  # type: ignore[attr-defined]
+        ch.insert_dataframe(f"INSERT INTO {tables(ch)(table)} ({cols}) VALUES", df)  # type: ignore[attr-defined]
     return sum(len(f) for f in frames) / (time.perf_counter() - t0)
 
 
@@ -220,18 +223,16 @@ def inserts(blocks: int = 5, raw_block: int = 200_000, usage_block: int = 100_00
         cluster.up()
         try:
             db = "bench_inserts"
-            for node in cluster.nodes:
-                client("127.0.0.1", node.tcp_port, "default").execute(f"CREATE DATABASE {db}")
-            ch = client("127.0.0.1", base, db, cluster=CLUSTER)
-            migrate(ch, wall_ms(), CLUSTER, lambda h, p: client(h, p, db, cluster=CLUSTER))
+            ch = cluster.ch(base, db, home="system", cluster=CLUSTER)
+            migrate(ch, wall_ms(), CLUSTER, lambda h, p: cluster.ch(p, db, home="system", cluster=CLUSTER))
+            ch = cluster.ch(base, db, cluster=CLUSTER)
             c_raw, c_usage = _insert_rate(ch, n.T_SAMPLES, raw), _insert_rate(ch, n.T_USAGE, usage)
         finally:
             cluster.down()
         single.up()  # the single server on s1r1's ports, after the cluster is gone
         try:
-            client("127.0.0.1", base, "default").execute("CREATE DATABASE bench_single")
-            ch = client("127.0.0.1", base, "bench_single")
-            migrate(ch, wall_ms())
+            migrate(single.ch("bench_single", home="system"), wall_ms())
+            ch = single.ch("bench_single")
             s_raw, s_usage = _insert_rate(ch, n.T_SAMPLES, raw), _insert_rate(ch, n.T_USAGE, usage)
         finally:
             single.down()

@@ -39,13 +39,17 @@ def create_app(
     registry: CollectorRegistry | None = None,
     book: PlanBook | None = None,
     clock_ms: Callable[[], int] = wall_ms,
+    billing_factory: Callable[[], Any] | None = None,
 ) -> FastAPI:
+    """`billing_factory`: connections for the API keys and invoices (default `ch_factory`'s)."""
     registry = registry or CollectorRegistry()
     book = book or load_book(settings.plans_dir)  # a bad plan file stops the start-up, naming file:line
     db = read_only(ch_factory, settings.query_timeout_s)
+    bill = db if billing_factory is None else read_only(billing_factory, settings.query_timeout_s)
     ctx = Context(
-        settings, db, KeyCache(db, settings.key_cache_s), book, Invoices(book, int(settings.invoice_grace_s * 1000)),
-        clock_ms, RangeCaps(settings.max_range_days, settings.max_exact_range_days),
+        settings, db, bill, KeyCache(bill, settings.key_cache_s), book,
+        Invoices(book, int(settings.invoice_grace_s * 1000)), clock_ms,
+        RangeCaps(settings.max_range_days, settings.max_exact_range_days),
     )  # fmt: skip
     app = FastAPI(
         title="sandmeter billing API", version="1",

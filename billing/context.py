@@ -28,6 +28,7 @@ DEFAULT_PAGE = 10_000  # rows of usage per page unless `limit` says otherwise (a
 class Context:
     settings: ApiSettings
     db: Callable[[], ReadOnly]
+    billing_db: Callable[[], ReadOnly]  # API keys and invoices: another user on ClickHouse 18.16
     keys: KeyCache
     book: PlanBook
     invoices: Invoices

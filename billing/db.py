@@ -45,6 +45,7 @@ class ReadOnly:
 
     def __init__(self, client: Any, settings: dict[str, Any]) -> None:
         self.client, self.settings = client, settings
+        self.tables = getattr(client, "tables", None)  # the names its queries use (contracts.clickhouse)
 
     def execute(self, sql: str, params: Any = None, settings: dict[str, Any] | None = None, **kw: Any) -> Any:
         try:

@@ -21,8 +21,8 @@ from billing.params import TENANT_RE
 from billing.plans import PlanError, load_book
 from billing.settings import ApiSettings
 from billing.timeparse import format_ms, parse_ms
+from contracts.clickhouse import tables
 from contracts.clock import wall_ms
-from contracts.names import T_INVOICES
 
 KEEP_BASE: Final = 1 << 63
 
@@ -33,8 +33,12 @@ class Report:
     already_final: int = 0
 
 
-def due(invoices: Invoices, ch: Any, now_ms: int, tenant: str | None = None) -> dict[str, list[Period]]:
-    """Tenant -> months due for finalization (grace over, not yet final), oldest first."""
+def due(
+    invoices: Invoices, ch: Any, now_ms: int, tenant: str | None = None, *, bill: Any = None
+) -> dict[str, list[Period]]:
+    """Tenant -> months due for finalization (grace over, not yet final), oldest first; `bill`:
+    the connection for the billing tables (default `ch`)."""
+    bill = bill or ch
     # every month before the one holding `now - grace` ended at least the grace period ago
     last_due = Period.of_ms(max(now_ms - invoices.grace_ms, 0)).prev()
     if last_due.year < 1970:
@@ -46,8 +50,9 @@ def due(invoices: Invoices, ch: Any, now_ms: int, tenant: str | None = None) -> 
         while p <= last_due:
             months.setdefault(t, set()).add(p)
             p = p.next()
-    rows = ch.execute(
-        f"SELECT DISTINCT tenant, period FROM {T_INVOICES}" + (" WHERE tenant = %(t)s" if tenant is not None else ""),
+    rows = bill.execute(
+        f"SELECT DISTINCT tenant, period FROM {tables(bill).invoices}"
+        + (" WHERE tenant = %(t)s" if tenant is not None else ""),
         {"t": tenant},
         settings={"use_numpy": False},
     )
@@ -63,18 +68,20 @@ def due(invoices: Invoices, ch: Any, now_ms: int, tenant: str | None = None) -> 
 
 def finalize_due(
     invoices: Invoices, ch: Any, now_ms: int, tenant: str | None = None,
-    progress: Callable[[str, Period], None] | None = None,
+    progress: Callable[[str, Period], None] | None = None, *, bill: Any = None,
 ) -> Report:  # fmt: skip
-    """Finalizes every due invoice (of one tenant, or of all); `ch` must be allowed to INSERT."""
+    """Finalizes every due invoice (of one tenant, or of all), reading usage through `ch` and
+    the invoices through `bill` (default `ch`), which must be allowed to INSERT."""
     report = Report()
-    for t, periods in sorted(due(invoices, ch, now_ms, tenant).items()):
+    bill = bill or ch
+    for t, periods in sorted(due(invoices, ch, now_ms, tenant, bill=bill).items()):
         for p in periods:
-            if invoices.stored(ch, t, [str(p)]):  # finalized meanwhile by a concurrent run
+            if invoices.stored(bill, t, [str(p)]):  # finalized meanwhile by a concurrent run
                 report.already_final += 1
                 continue
-            data = dumps(invoices.build(ch, t, p, now_ms, final=True))
-            ch.execute(
-                f"INSERT INTO {T_INVOICES} (tenant, period, finalized_ms, keep, body, sha256) VALUES",
+            data = dumps(invoices.build(ch, t, p, now_ms, final=True, bill=bill))
+            bill.execute(
+                f"INSERT INTO {tables(bill).invoices} (tenant, period, finalized_ms, keep, body, sha256) VALUES",
                 [
                     {
                         "tenant": t,
@@ -93,7 +100,9 @@ def finalize_due(
     return report
 
 
-def finalize_job(settings: ApiSettings, ch: Any, tenant: str | None, now: str | None, out: TextIO | None = None) -> int:
+def finalize_job(
+    settings: ApiSettings, ch: Any, tenant: str | None, now: str | None, out: TextIO | None = None, bill: Any = None
+) -> int:
     """`sandmeter invoices finalize`: 0 done (maybe nothing to do), 1 the store failed, 2 bad input."""
     try:
         book = load_book(settings.plans_dir)
@@ -110,7 +119,7 @@ def finalize_job(settings: ApiSettings, ch: Any, tenant: str | None, now: str | 
         print(f"finalized {t} {p}", file=out, flush=True)
 
     try:
-        report = finalize_due(invoices, ch, now_ms, tenant, done)
+        report = finalize_due(invoices, ch, now_ms, tenant, done, bill=bill)
     except Exception as exc:  # the store away or refusing: say so in one line; the next run retries
         why = repr(exc)[:300]
         print(f"sandmeter invoices finalize: failed ({why}); the invoices finalized before it stay final, "

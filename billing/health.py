@@ -9,7 +9,8 @@ import json
 from typing import Any
 
 from billing.timeparse import format_ms
-from contracts.names import INCIDENT_KINDS, T_HEALTH
+from contracts.clickhouse import tables
+from contracts.names import INCIDENT_KINDS
 
 
 def cursor_of(incident: dict[str, Any], opened_ms: int) -> str:
@@ -40,7 +41,7 @@ def incidents(
     rows = ch.execute(
         "SELECT incident_id, kind, node, sandbox_id, tenant, min(opened_ms) AS opened, "
         "countIf(event = 'close') AS closes, maxIf(ts_ms, event = 'close') AS closed, argMax(evidence, ts_ms) "
-        f"FROM {T_HEALTH} FINAL WHERE kind IN %(kinds)s {where}"
+        f"FROM {tables(ch).health} FINAL WHERE kind IN %(kinds)s {where}"
         "GROUP BY incident_id, kind, node, sandbox_id, tenant "
         + (f"HAVING {' AND '.join(having)} " if having else "")
         + f"ORDER BY opened DESC, incident_id DESC LIMIT {limit + 1}",

@@ -28,7 +28,7 @@ from billing.plans import Plan, PlanBook
 from billing.rating import USAGE_SUMS, fmt, quantities, rate, rounding_note
 from billing.timeparse import format_ms
 from billing.usage import DAY_MS, source
-from contracts.names import T_INVOICES, T_USAGE_HOUR
+from contracts.clickhouse import tables
 
 PERIOD_RE: Final = re.compile(r"([0-9]{4})-([0-9]{2})")
 LOOKBACK_MONTHS: Final = 12  # finalized months checked for late usage
@@ -79,7 +79,7 @@ def usage_sums(ch: Any, tenant: str, from_ms: int, to_ms: int) -> dict[str, int]
     table, _, cond = source(from_ms, to_ms, None)
     cols = ", ".join(f"toString(sum({c}))" for c in USAGE_SUMS)
     rows = ch.execute(
-        f"SELECT {cols} FROM {table} FINAL WHERE tenant = %(tenant)s AND {cond}",
+        f"SELECT {cols} FROM {tables(ch)(table)} FINAL WHERE tenant = %(tenant)s AND {cond}",
         {"tenant": tenant, "lo": from_ms, "to_ms": to_ms},
         settings={"use_numpy": False},
     )
@@ -109,7 +109,7 @@ def dumps(body: dict[str, Any]) -> bytes:
 def months_with_usage(ch: Any, tenant: str | None, before_ms: int) -> dict[str, set[Period]]:
     """Tenant -> the months before `before_ms` in which it has usage (from the hour rollup)."""
     rows = ch.execute(
-        f"SELECT tenant, intDiv(hour_ms, {DAY_MS}) AS d FROM {T_USAGE_HOUR} WHERE hour_ms < %(before)s "
+        f"SELECT tenant, intDiv(hour_ms, {DAY_MS}) AS d FROM {tables(ch).usage_hour} WHERE hour_ms < %(before)s "
         + ("AND tenant = %(tenant)s " if tenant is not None else "")
         + "GROUP BY tenant, d",
         {"before": before_ms, "tenant": tenant},
@@ -125,12 +125,13 @@ class Invoices:
     def __init__(self, book: PlanBook, grace_ms: int) -> None:
         self.book, self.grace_ms = book, grace_ms
 
-    def stored(self, ch: Any, tenant: str, periods: list[str] | None = None) -> dict[str, bytes]:
-        """Final bodies of these months (all when None), the earliest finalization of each."""
+    def stored(self, bill: Any, tenant: str, periods: list[str] | None = None) -> dict[str, bytes]:
+        """Final bodies of these months (all when None), the earliest finalization of each;
+        `bill`: the connection for the billing tables (the usage one where a user may do both)."""
         if periods == []:
             return {}
-        rows = ch.execute(
-            f"SELECT period, body FROM {T_INVOICES} WHERE tenant = %(t)s "
+        rows = bill.execute(
+            f"SELECT period, body FROM {tables(bill).invoices} WHERE tenant = %(t)s "
             + ("AND period IN %(p)s " if periods else "")
             + "ORDER BY period, finalized_ms LIMIT 1 BY period",
             {"t": tenant, "p": tuple(periods or ())},
@@ -138,7 +139,7 @@ class Invoices:
         )
         return {str(p): str(b).encode() for p, b in rows}
 
-    def periods(self, ch: Any, tenant: str, now_ms: int) -> set[Period]:
+    def periods(self, ch: Any, tenant: str, now_ms: int, *, bill: Any = None) -> set[Period]:
         """The months up to now for which the tenant has an invoice, final or not."""
         start = self.book.starts_ms(tenant)
         used = months_with_usage(ch, tenant, now_ms).get(tenant, set())
@@ -148,7 +149,7 @@ class Invoices:
             while p.start_ms <= now_ms:
                 out.add(p)
                 p = p.next()
-        return out | {Period.parse(p) for p in self.stored(ch, tenant)}
+        return out | {Period.parse(p) for p in self.stored(bill or ch, tenant)}
 
     def exists(self, ch: Any, tenant: str, period: Period) -> bool:
         if period.end_ms <= self.book.starts_ms(tenant):
@@ -156,41 +157,48 @@ class Invoices:
         if self.book.is_assigned(tenant):
             return True
         rows = ch.execute(
-            f"SELECT count() FROM {T_USAGE_HOUR} WHERE tenant = %(t)s AND hour_ms >= %(a)s AND hour_ms < %(b)s",
+            f"SELECT count() FROM {tables(ch).usage_hour} "
+            "WHERE tenant = %(t)s AND hour_ms >= %(a)s AND hour_ms < %(b)s",
             {"t": tenant, "a": period.start_ms, "b": period.end_ms},
             settings={"use_numpy": False},
         )
         return int(rows[0][0]) > 0
 
-    def get(self, ch: Any, tenant: str, period: Period, now_ms: int) -> tuple[str, bytes]:
+    def get(self, ch: Any, tenant: str, period: Period, now_ms: int, *, bill: Any = None) -> tuple[str, bytes]:
         """(status, body): the final invoice as stored, or a draft computed now and not kept."""
         if period.start_ms > now_ms:
             raise no_invoice(tenant, period)
-        frozen = self.stored(ch, tenant, [str(period)]).get(str(period))
+        frozen = self.stored(bill or ch, tenant, [str(period)]).get(str(period))
         if frozen is not None:
             return "final", frozen
         if not self.exists(ch, tenant, period):
             raise no_invoice(tenant, period)
-        return "draft", dumps(self.build(ch, tenant, period, now_ms, final=False))
+        return "draft", dumps(self.build(ch, tenant, period, now_ms, final=False, bill=bill))
 
     def summaries(
-        self, ch: Any, tenant: str, now_ms: int, limit: int, before: Period | None
+        self, ch: Any, tenant: str, now_ms: int, limit: int, before: Period | None, *, bill: Any = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of the tenant's invoices, newest month first, and the next page's cursor."""
-        periods = sorted((p for p in self.periods(ch, tenant, now_ms) if before is None or p < before), reverse=True)
+        mine = self.periods(ch, tenant, now_ms, bill=bill)
+        periods = sorted((p for p in mine if before is None or p < before), reverse=True)
         page = periods[:limit]
-        finals = self.stored(ch, tenant, [str(p) for p in page])
+        finals = self.stored(bill or ch, tenant, [str(p) for p in page])
         out = []
         for p in page:
-            doc = json.loads(finals[str(p)]) if str(p) in finals else self.build(ch, tenant, p, now_ms, final=False)
+            doc = (
+                json.loads(finals[str(p)]) if str(p) in finals
+                else self.build(ch, tenant, p, now_ms, final=False, bill=bill)
+            )  # fmt: skip
             out.append({"period": str(p), "status": doc["status"], "currency": doc["currency"],
                         "total": doc["total"], "finalized_at": doc.get("finalized_at")})  # fmt: skip
         return out, (str(page[-1]) if len(periods) > limit else None)
 
-    def build(self, ch: Any, tenant: str, period: Period, now_ms: int, final: bool) -> dict[str, Any]:
+    def build(
+        self, ch: Any, tenant: str, period: Period, now_ms: int, final: bool, *, bill: Any = None
+    ) -> dict[str, Any]:
         r = rate_range(ch, self.book, tenant, period.start_ms, period.end_ms)
         plan, subtotal = r.plan, r.subtotal
-        adjustments = self._late_usage(ch, tenant, period)
+        adjustments = self._late_usage(ch, bill or ch, tenant, period)
         if subtotal < plan.minimum_commitment:
             adjustments.append({
                 "kind": "minimum_commitment",
@@ -220,13 +228,13 @@ class Invoices:
             body["finalizes_after"] = format_ms(period.end_ms + self.grace_ms)
         return body
 
-    def _late_usage(self, ch: Any, tenant: str, period: Period) -> list[dict[str, Any]]:
+    def _late_usage(self, ch: Any, bill: Any, tenant: str, period: Period) -> list[dict[str, Any]]:
         """An adjustment per earlier finalized month whose usage grew after it was finalized."""
         months, p = set(), period
         for _ in range(LOOKBACK_MONTHS):
             p = p.prev()
             months.add(str(p))
-        stored = {k: json.loads(v) for k, v in self.stored(ch, tenant).items()}
+        stored = {k: json.loads(v) for k, v in self.stored(bill, tenant).items()}
         out = []
         for month in sorted(months & set(stored)):
             inv = stored[month]

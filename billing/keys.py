@@ -17,8 +17,8 @@ from typing import Any, Final
 
 from billing.errors import unauthenticated
 from billing.params import TENANT_RE
+from contracts.clickhouse import tables
 from contracts.clock import wall_ms
-from contracts.names import T_API_KEYS
 
 OPERATOR: Final = "operator"
 TENANT: Final = "tenant"
@@ -43,6 +43,9 @@ class BadKey(ValueError):
     """A key that cannot be created; the message says what to change."""
 
 
+INSERTED = "key_id, secret_sha256, role, tenant, created_ms, revoked_ms, version"
+
+
 def create_key(ch: Any, role: str, tenant: str = "") -> tuple[str, str]:
     """Stores a new key; returns (key id, the full key, shown once)."""
     if role not in (OPERATOR, TENANT) or (role == TENANT) != bool(tenant):
@@ -52,7 +55,7 @@ def create_key(ch: Any, role: str, tenant: str = "") -> tuple[str, str]:
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
     now = wall_ms()
     ch.execute(
-        f"INSERT INTO {T_API_KEYS} (key_id, secret_sha256, role, tenant, created_ms, revoked_ms, version) VALUES",
+        f"INSERT INTO {tables(ch).api_keys} ({INSERTED}) VALUES",
         [
             {
                 "key_id": key_id,
@@ -71,7 +74,8 @@ def create_key(ch: Any, role: str, tenant: str = "") -> tuple[str, str]:
 
 def list_keys(ch: Any) -> list[dict[str, Any]]:
     rows = ch.execute(
-        f"SELECT {', '.join(COLUMNS)} FROM {T_API_KEYS} FINAL ORDER BY created_ms", settings={"use_numpy": False}
+        f"SELECT {', '.join(COLUMNS)} FROM {tables(ch).api_keys} FINAL ORDER BY created_ms",
+        settings={"use_numpy": False},
     )
     return [dict(zip(COLUMNS, r, strict=True)) for r in rows]
 
@@ -83,7 +87,7 @@ def revoke_key(ch: Any, key_id: str) -> bool:
     k = current[0]
     now = max(wall_ms(), int(k["created_ms"]) + 1)
     ch.execute(
-        f"INSERT INTO {T_API_KEYS} (key_id, secret_sha256, role, tenant, created_ms, revoked_ms, version) VALUES",
+        f"INSERT INTO {tables(ch).api_keys} ({INSERTED}) VALUES",
         [{**k, "revoked_ms": now, "version": now}],
         settings={"use_numpy": False},
     )

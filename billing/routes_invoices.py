@@ -34,7 +34,7 @@ def routes(ctx: Context) -> APIRouter:
         """The tenant's invoices, newest month first: final ones as stored, drafts as of now."""
         may_read(who, tenant)
         before = Period.parse(cursor) if cursor else None
-        page, nxt = ctx.invoices.summaries(ctx.db(), tenant, ctx.clock_ms(), limit, before)
+        page, nxt = ctx.invoices.summaries(ctx.db(), tenant, ctx.clock_ms(), limit, before, bill=ctx.billing_db())
         return {"tenant": tenant, "invoices": page, "next_cursor": nxt}
 
     @router.get(
@@ -59,7 +59,7 @@ def routes(ctx: Context) -> APIRouter:
         a month before its plan starts, or one that has not started.
         """
         may_read(who, tenant)
-        status, body = ctx.invoices.get(ctx.db(), tenant, Period.parse(period), ctx.clock_ms())
+        status, body = ctx.invoices.get(ctx.db(), tenant, Period.parse(period), ctx.clock_ms(), bill=ctx.billing_db())
         headers = {"X-Invoice-Status": status}  # "draft" or "final", set by the code
         if format == "json":
             return Response(body, media_type="application/json", headers=headers)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from contracts.clickhouse import client
+from contracts.names import BILLING_DB
 from contracts.settings import ClickHousePart, LogPart
 
 
@@ -34,3 +37,31 @@ class ApiSettings(ClickHousePart, LogPart):
     key_cache_s: float = Field(5.0, ge=0)
     # /v1/scale answers 503 when the newest load data anywhere is older than this
     scale_stale_s: float = Field(15.0, gt=0)
+    # the user for the billing tables (API keys, invoices; docs/deployment.md, Users): on
+    # ClickHouse 18.16 one user cannot read usage and write only keys and invoices, so there it
+    # is a second user; empty: the main user (current ClickHouse, where grants do both)
+    billing_clickhouse_user: str = ""
+    billing_clickhouse_password: SecretStr = SecretStr("")
+    billing_clickhouse_password_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _billing_password_is_readable(self) -> ApiSettings:
+        self._billing_password()
+        return self
+
+    def _billing_password(self) -> str:
+        if not self.billing_clickhouse_user:
+            return self._clickhouse_password()
+        return self._secret("billing_clickhouse_password", self.billing_clickhouse_password,
+                            self.billing_clickhouse_password_file)  # fmt: skip
+
+    def billing_clickhouse(self) -> Any:
+        """A new connection for the billing tables, as the billing user (starting in the billing
+        database, the only one that user may use on 18.16) or as the main user."""
+        if not self.billing_clickhouse_user:
+            return self.clickhouse()
+        return client(
+            self.clickhouse_host, self.clickhouse_port, self.clickhouse_database, self.billing_clickhouse_user,
+            self._billing_password(), cluster=self.clickhouse_cluster, alt_hosts=self.clickhouse_alt_hosts,
+            home=self.clickhouse_database + BILLING_DB,
+        )  # fmt: skip

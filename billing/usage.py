@@ -15,6 +15,7 @@ from typing import Any, Final
 import numpy as np
 
 from billing.errors import invalid
+from contracts.clickhouse import tables
 from contracts.names import T_USAGE, T_USAGE_HOUR, T_USAGE_MINUTE
 from contracts.quantities import BY_API_NAME, HOUR_MS, MINUTE_MS
 
@@ -148,7 +149,7 @@ def run_usage(ch: Any, q: UsageQuery, limit: int, after: Position | None) -> Pag
             else "AND bucket > %(ab)s "
         )  # fmt: skip
     sql = (
-        f"SELECT {bucket} AS bucket{by}, {_sums(q.metrics)} FROM {table} FINAL "
+        f"SELECT {bucket} AS bucket{by}, {_sums(q.metrics)} FROM {tables(ch)(table)} FINAL "
         f"WHERE tenant = %(tenant)s AND {cond} {keyset}"
         f"GROUP BY bucket{', sandbox_id' if by else ''} {'WITH TOTALS ' if after is None else ''}"
         f"ORDER BY bucket{', sandbox_id' if by else ''} LIMIT {limit + 1}"
@@ -180,7 +181,7 @@ def totals(ch: Any, q: UsageQuery) -> tuple[str, ...]:
     """Each metric's integer column sum over the whole range, as text."""
     table, _, cond = source(q.from_ms, q.to_ms, GRANULARITY_MS[q.granularity])
     rows = ch.execute(
-        f"SELECT {_sums(q.metrics)} FROM {table} FINAL WHERE tenant = %(tenant)s AND {cond}",
+        f"SELECT {_sums(q.metrics)} FROM {tables(ch)(table)} FINAL WHERE tenant = %(tenant)s AND {cond}",
         {"tenant": q.tenant, "lo": q.from_ms, "to_ms": q.to_ms},
         settings={"use_numpy": False},
     )
@@ -200,7 +201,7 @@ def list_tenants(ch: Any, from_ms: int, to_ms: int, limit: int, after_hex: str |
     """Tenants with usage in [from, to), in byte order, after the one whose hex is `after_hex`."""
     table, _, cond = source(from_ms, to_ms, None)
     rows = ch.execute(
-        f"SELECT DISTINCT tenant FROM {table} WHERE {cond} "
+        f"SELECT DISTINCT tenant FROM {tables(ch)(table)} WHERE {cond} "
         + ("AND hex(tenant) > %(after)s " if after_hex else "")
         + f"ORDER BY tenant LIMIT {limit + 1}",
         {"lo": from_ms, "to_ms": to_ms, "after": (after_hex or "").upper()},

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts.names import Tables
+
 # the server's codes for a refused login: 18.16 (unknown user, wrong or missing password) and
 # current releases (one code for all, so as not to tell which part was wrong)
 AUTH_FAILED_CODES = frozenset({192, 193, 194, 516})
@@ -25,9 +27,13 @@ CLUSTER_SETTINGS = {
 
 def client(
     host: str, port: int, database: str, user: str = "default", password: str = "", *,
-    cluster: str = "", alt_hosts: str = "", insert_quorum: int = 0,
+    cluster: str = "", alt_hosts: str = "", insert_quorum: int = 0, home: str = "",
 ) -> Any:  # fmt: skip
     """A new connection; a Client is not thread-safe, so each thread opens its own.
+
+    `database` is the configured name the four databases derive from (contracts.names.Tables);
+    the connection carries them as `.tables` (see `tables`) and starts in `home` (default
+    `database`): a user allowed only the billing database must start there on 18.16.
 
     `cluster`: the tables are that cluster's (the settings above go with every query);
     `alt_hosts` ("host:port,..."): where to connect when `host` does not answer;
@@ -41,10 +47,21 @@ def client(
     if insert_quorum:
         settings["insert_quorum"] = insert_quorum
     extra = {"alt_hosts": alt_hosts} if alt_hosts else {}
-    return Client(
-        host=host, port=port, database=database, user=user, password=password, connect_timeout=3,
+    c = Client(
+        host=host, port=port, database=home or database, user=user, password=password, connect_timeout=3,
         send_receive_timeout=30, settings=settings, **extra,
     )  # fmt: skip
+    c.tables = Tables(database)
+    return c
+
+
+def tables(ch: Any) -> Tables:
+    """The qualified table names of the installation `ch` (a `client()`, or a wrapper of one
+    that passes `.tables` on) talks to."""
+    t = getattr(ch, "tables", None)
+    if not isinstance(t, Tables):
+        raise TypeError(f"{type(ch).__name__} carries no .tables: open it with contracts.clickhouse.client()")
+    return t
 
 
 def refused_login(exc: BaseException) -> bool:

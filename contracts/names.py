@@ -30,6 +30,58 @@ T_API_KEYS: Final = "api_keys"
 T_INVOICES: Final = "invoices"
 T_FUNCTION_LOAD: Final = "function_load"
 
+# Which database each table lives in, as a suffix of the configured one (its prefix): ClickHouse
+# 18.16 separates reads only per database, so tables are grouped by who may read them
+# (docs/deployment.md, Users): metering (the API, scale, dashboards), raw (the processor and
+# dashboards), internal (the processor only) and billing (the API's key and invoice user).
+RAW_DB: Final = "_raw"
+INTERNAL_DB: Final = "_internal"
+BILLING_DB: Final = "_billing"
+DATABASE_SUFFIX: Final = {
+    T_USAGE: "", T_USAGE_MINUTE: "", T_USAGE_HOUR: "", T_HEALTH: "", T_LIFECYCLE: "", T_FUNCTION_LOAD: "",
+    T_SAMPLES: RAW_DB, T_RAW_SERIES: RAW_DB, T_LATE: RAW_DB,
+    T_CHECKPOINTS: INTERNAL_DB, T_MIGRATIONS: INTERNAL_DB,
+    T_API_KEYS: BILLING_DB, T_INVOICES: BILLING_DB,
+}  # fmt: skip
+
+
+def databases(database: str) -> tuple[str, str, str, str]:
+    """The four databases of one installation (or test), derived from the configured name."""
+    return (database, database + RAW_DB, database + INTERNAL_DB, database + BILLING_DB)
+
+
+class Tables:
+    """Every table's qualified name (`db.table`) for one configured database: the one place SQL
+    gets a table name from. `Tables("sandmeter").usage_hour` is `sandmeter.usage_hour`,
+    `.api_keys` is `sandmeter_billing.api_keys`."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.usage = self(T_USAGE)
+        self.usage_minute = self(T_USAGE_MINUTE)
+        self.usage_hour = self(T_USAGE_HOUR)
+        self.health = self(T_HEALTH)
+        self.lifecycle = self(T_LIFECYCLE)
+        self.function_load = self(T_FUNCTION_LOAD)
+        self.samples = self(T_SAMPLES)
+        self.raw_series = self(T_RAW_SERIES)
+        self.late = self(T_LATE)
+        self.checkpoints = self(T_CHECKPOINTS)
+        self.migrations = self(T_MIGRATIONS)
+        self.api_keys = self(T_API_KEYS)
+        self.invoices = self(T_INVOICES)
+
+    def db(self, table: str) -> str:
+        """The database `table` lives in."""
+        return self.database + DATABASE_SUFFIX[table]
+
+    def __call__(self, table: str) -> str:
+        return f"{self.db(table)}.{table}"
+
+    def __repr__(self) -> str:
+        return f"Tables({self.database!r})"
+
+
 # Sample metric names on the wire (the collector's own view, before accounting).
 # cgroup v2, summed over the sandbox's pod cgroup and its kata_overhead cgroup.
 M_CG_CPU_USAGE_US: Final = "cgroup_cpu_usage_usec"
@@ -140,7 +192,6 @@ PROCESSOR_CHECKPOINTS: Final = "sandmeter_processor_checkpoints_total"
 PROCESSOR_CHECKPOINT_SECONDS: Final = "sandmeter_processor_checkpoint_duration_seconds"
 PROCESSOR_EVICTED: Final = "sandmeter_processor_evicted_sandboxes_total"
 PROCESSOR_STATE_BYTES: Final = "sandmeter_processor_state_bytes"
-PROCESSOR_PARTITIONS_DROPPED: Final = "sandmeter_processor_partitions_dropped_total"
 PROCESSOR_ROLLUP_SECONDS: Final = "sandmeter_processor_rollup_duration_seconds"
 PROCESSOR_LABEL_CONFLICTS: Final = "sandmeter_processor_label_conflicts_total"
 PROCESSOR_REJECTED: Final = "sandmeter_processor_rejected_samples_total"

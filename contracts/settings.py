@@ -108,7 +108,9 @@ class KafkaPart(Part):
 class ClickHousePart(Part):
     clickhouse_host: str = "127.0.0.1"
     clickhouse_port: int = Field(19000, ge=1, le=65535)
-    clickhouse_database: str = "default"
+    # the name the installation's four databases derive from: <name> (metering), <name>_raw,
+    # <name>_internal, <name>_billing (contracts/names.py, Tables)
+    clickhouse_database: str = Field("sandmeter", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     # each service its own user with only the rights it needs (docs/deployment.md); `default`
     # with no password is the local stack's
     clickhouse_user: str = "default"
@@ -130,24 +132,21 @@ class ClickHousePart(Part):
     def _clickhouse_password(self) -> str:
         return self._secret("clickhouse_password", self.clickhouse_password, self.clickhouse_password_file)
 
-    def clickhouse(self) -> Any:
-        """A new connection (clickhouse-driver's Client; one per thread)."""
+    def clickhouse(self, home: str = "") -> Any:
+        """A new connection (clickhouse-driver's Client; one per thread), starting in `home`
+        (default: the configured database; `system` before the migrations created it)."""
         return client(
             self.clickhouse_host, self.clickhouse_port, self.clickhouse_database,
             self.clickhouse_user, self._clickhouse_password(), cluster=self.clickhouse_cluster,
-            alt_hosts=self.clickhouse_alt_hosts, insert_quorum=self.clickhouse_insert_quorum,
+            alt_hosts=self.clickhouse_alt_hosts, insert_quorum=self.clickhouse_insert_quorum, home=home,
         )  # fmt: skip
 
-    def clickhouse_on(self, host: str, port: int) -> Any:
+    def clickhouse_on(self, host: str, port: int, home: str = "") -> Any:
         """A connection to one host of the cluster, same database and user (migrations run per host)."""
         return client(
-            host,
-            port,
-            self.clickhouse_database,
-            self.clickhouse_user,
-            self._clickhouse_password(),
-            cluster=self.clickhouse_cluster,
-        )
+            host, port, self.clickhouse_database, self.clickhouse_user, self._clickhouse_password(),
+            cluster=self.clickhouse_cluster, home=home,
+        )  # fmt: skip
 
 
 class MetricsPart(Part):

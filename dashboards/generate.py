@@ -66,7 +66,7 @@ def bucket(col_ms: str, floor_s: int = 60) -> str:
 TENANTS = "tenant IN (${tenant:singlequote})"
 
 
-def raw_series(metric: str, labels: str | None = None, host: bool = False, cond: str | None = None) -> str:
+def raw_series(t: n.Tables, metric: str, labels: str | None = None, host: bool = False, cond: str | None = None) -> str:
     """Raw samples of one metric (optionally one sub-label string), joined to their names.
 
     Portable between ClickHouse 18.16 and current releases: ANY INNER JOIN keeps one row per
@@ -82,7 +82,7 @@ def raw_series(metric: str, labels: str | None = None, host: bool = False, cond:
     if cond is not None:
         where.append(cond)
     return (
-        f"{n.T_SAMPLES} ALL INNER JOIN (SELECT DISTINCT series_id, node, sandbox_id, labels FROM {n.T_RAW_SERIES} "
+        f"{t.samples} ALL INNER JOIN (SELECT DISTINCT series_id, node, sandbox_id, labels FROM {t.raw_series} "
         f"WHERE {' AND '.join(where)}) AS s USING series_id"
     )
 
@@ -118,16 +118,16 @@ def _layout(panels: list[Any]) -> list[Any]:
     return panels
 
 
-def _tenant_var() -> Template:
+def _tenant_var(t: n.Tables) -> Template:
     return Template(
-        name="tenant", label="Tenant", query=f"SELECT DISTINCT tenant FROM {n.T_USAGE_MINUTE} ORDER BY tenant",
+        name="tenant", label="Tenant", query=f"SELECT DISTINCT tenant FROM {t.usage_minute} ORDER BY tenant",
         dataSource=CH_DS, type="query", multi=True, includeAll=True, default="$__all",
     )  # fmt: skip
 
 
-def _node_var() -> Template:
+def _node_var(t: n.Tables) -> Template:
     return Template(
-        name="node", label="Node", query=f"SELECT DISTINCT node FROM {n.T_USAGE_MINUTE} ORDER BY node",
+        name="node", label="Node", query=f"SELECT DISTINCT node FROM {t.usage_minute} ORDER BY node",
         dataSource=CH_DS, type="query", multi=True, includeAll=True, default="$__all",
     )  # fmt: skip
 
@@ -135,6 +135,7 @@ def _node_var() -> Template:
 # plan metric -> its quantity over usage rows, in the plan's unit (what rating prices)
 PLAN_SQL: dict[str, str] = {name: m.sql() for name, m in PLAN_METRIC.items()}
 DEFAULT_PLANS = Path("plans")
+DEFAULT_DATABASE = "sandmeter"  # what the deploy/ files are generated for
 
 
 def list_price(book: PlanBook) -> tuple[str, str]:
@@ -149,30 +150,30 @@ def list_price(book: PlanBook) -> tuple[str, str]:
 
 
 # -- dashboards -------------------------------------------------------------------------------
-def _usage(expr: str) -> str:
+def _usage(t: n.Tables, expr: str) -> str:
     return (
-        f"SELECT {bucket('minute_ms')}, tenant, {expr} AS value FROM {n.T_USAGE_MINUTE} FINAL "
+        f"SELECT {bucket('minute_ms')}, tenant, {expr} AS value FROM {t.usage_minute} FINAL "
         f"WHERE {in_range('minute_ms')} AND {TENANTS} GROUP BY time, tenant ORDER BY time"
     )
 
 
-def tenant_usage(book: PlanBook | None = None) -> Dashboard:
+def tenant_usage(t: n.Tables, book: PlanBook | None = None) -> Dashboard:
     """Per-tenant usage and list-price cost over time from the minute rollups, the top tenants
     by cost, and a sandbox drill-down."""
     cost, currency = list_price(book or load_book(DEFAULT_PLANS))
     top_quantities = ", ".join(f"{PLAN_SQL[m]} AS {m}" for m in ("vcpu_alloc_ms", "cpu_used_ms", "mem_alloc_gib_ms"))
     panels = [
-        _ch_ts(f"Cost at list price ({currency}, default plan, before allowances)", _usage(cost), w=24),
-        _ch_ts("Used CPU (ms)", _usage(PLAN_SQL["cpu_used_ms"]), "ms"),
-        _ch_ts("Allocated vCPU-ms", _usage(PLAN_SQL["vcpu_alloc_ms"])),
-        _ch_ts("Used memory (GiB-ms)", _usage(f"sum(mem_used_byte_ms) / {GIB}")),
-        _ch_ts("Allocated memory (GiB-ms)", _usage(PLAN_SQL["mem_alloc_gib_ms"])),
-        _ch_ts("IO read + write", _usage("sum(io_read_bytes + io_write_bytes)"), "bytes"),
-        _ch_ts("Network rx + tx", _usage("sum(net_rx_bytes + net_tx_bytes)"), "bytes"),
+        _ch_ts(f"Cost at list price ({currency}, default plan, before allowances)", _usage(t, cost), w=24),
+        _ch_ts("Used CPU (ms)", _usage(t, PLAN_SQL["cpu_used_ms"]), "ms"),
+        _ch_ts("Allocated vCPU-ms", _usage(t, PLAN_SQL["vcpu_alloc_ms"])),
+        _ch_ts("Used memory (GiB-ms)", _usage(t, f"sum(mem_used_byte_ms) / {GIB}")),
+        _ch_ts("Allocated memory (GiB-ms)", _usage(t, PLAN_SQL["mem_alloc_gib_ms"])),
+        _ch_ts("IO read + write", _usage(t, "sum(io_read_bytes + io_write_bytes)"), "bytes"),
+        _ch_ts("Network rx + tx", _usage(t, "sum(net_rx_bytes + net_tx_bytes)"), "bytes"),
         _ch_table(
             "Top 10 tenants by cost at list price",
             f"SELECT tenant, {cost} AS list_cost, {top_quantities}, uniqExact(sandbox_id) AS sandboxes "
-            f"FROM {n.T_USAGE_MINUTE} FINAL WHERE {in_range('minute_ms')} "
+            f"FROM {t.usage_minute} FINAL WHERE {in_range('minute_ms')} "
             "GROUP BY tenant ORDER BY list_cost DESC LIMIT 10",
             w=12,
         ),
@@ -182,21 +183,21 @@ def tenant_usage(book: PlanBook | None = None) -> Dashboard:
             f"toDateTime(intDiv(max(minute_ms), 1000)) AS last_minute, {PLAN_SQL['cpu_used_ms']} AS cpu_used_ms, "
             f"{PLAN_SQL['vcpu_alloc_ms']} AS vcpu_alloc_ms, sum(mem_used_byte_ms) / {GIB} AS mem_used_gib_ms, "
             "sum(io_read_bytes + io_write_bytes) AS io_bytes, sum(net_rx_bytes + net_tx_bytes) AS net_bytes "
-            f"FROM {n.T_USAGE_MINUTE} FINAL WHERE {in_range('minute_ms')} AND {TENANTS} "
+            f"FROM {t.usage_minute} FINAL WHERE {in_range('minute_ms')} AND {TENANTS} "
             "GROUP BY tenant, sandbox_id, node ORDER BY vcpu_alloc_ms DESC LIMIT 200",
             w=12,
         ),
     ]
     return Dashboard(
         title="sandmeter: tenant usage", uid="sandmeter-tenant-usage", panels=_layout(panels),
-        templating=Templating(list=[_tenant_var()]), timezone="utc",
+        templating=Templating(list=[_tenant_var(t)]), timezone="utc",
     )  # fmt: skip
 
 
 NODES = "node IN (${node:singlequote})"
 
 
-def fleet_health() -> Dashboard:
+def fleet_health(t: n.Tables) -> Dashboard:
     """Nodes, sandboxes, incidents with their evidence, host pressure, disks, blocked QEMU threads."""
     psi = sub_label(item="avg10", kind="some", resource="io")
     io_ms = f"labels LIKE '%{sub_label(item='io_ms')}%'"
@@ -204,13 +205,13 @@ def fleet_health() -> Dashboard:
     panels = [
         _ch_ts(
             "Nodes reporting",
-            f"SELECT {bucket('minute_ms')}, uniqExact(node) AS nodes FROM {n.T_USAGE_MINUTE} "
+            f"SELECT {bucket('minute_ms')}, uniqExact(node) AS nodes FROM {t.usage_minute} "
             f"WHERE {in_range('minute_ms')} GROUP BY time ORDER BY time",
             w=8,
         ),
         _ch_ts(
             "Sandboxes per node",
-            f"SELECT {bucket('minute_ms')}, node, uniqExact(sandbox_id) AS sandboxes FROM {n.T_USAGE_MINUTE} "
+            f"SELECT {bucket('minute_ms')}, node, uniqExact(sandbox_id) AS sandboxes FROM {t.usage_minute} "
             f"WHERE {in_range('minute_ms')} AND {NODES} GROUP BY time, node ORDER BY time",
             w=8,
         ),
@@ -220,18 +221,18 @@ def fleet_health() -> Dashboard:
             "SELECT incident_id, kind, node, sandbox_id, tenant, toDateTime(intDiv(min(opened_ms), 1000)) AS opened, "
             "if(countIf(event = 'close') > 0, toString(toDateTime(intDiv(maxIf(ts_ms, event = 'close'), 1000))), "
             "'open') AS closed, argMax(evidence, ts_ms) AS evidence "
-            f"FROM {n.T_HEALTH} WHERE {in_range('ts_ms')} AND {NODES} "
+            f"FROM {t.health} WHERE {in_range('ts_ms')} AND {NODES} "
             "GROUP BY incident_id, kind, node, sandbox_id, tenant ORDER BY opened DESC LIMIT 200",
         ),
         _ch_ts(
             "Incident timeline (opens and closes)",
-            f"SELECT {bucket('ts_ms')}, concat(kind, ' ', event) AS what, count() AS events FROM {n.T_HEALTH} "
+            f"SELECT {bucket('ts_ms')}, concat(kind, ' ', event) AS what, count() AS events FROM {t.health} "
             f"WHERE {in_range('ts_ms')} AND {NODES} GROUP BY time, what ORDER BY time",
             w=24,
         ),
         _ch_ts(
             "Host IO pressure (some avg10, %)",
-            f"SELECT {bucket('ts_ms', 10)}, node, max(value) AS psi FROM {raw_series(n.M_HOST_PRESSURE, psi, True)} "
+            f"SELECT {bucket('ts_ms', 10)}, node, max(value) AS psi FROM {raw_series(t, n.M_HOST_PRESSURE, psi, True)} "
             f"WHERE {in_range('ts_ms')} AND {NODES} GROUP BY time, node ORDER BY time",
             "percent",
             w=8,
@@ -240,7 +241,7 @@ def fleet_health() -> Dashboard:
             "Disk busy (fraction of time with IO in flight)",
             "SELECT time, node, max(busy) AS busiest FROM ("
             f"SELECT {bucket('ts_ms')}, node, labels, (max(value) - min(value)) / (max(ts_ms) - min(ts_ms)) AS busy "
-            f"FROM {raw_series(n.M_HOST_DISK, cond=io_ms)} "
+            f"FROM {raw_series(t, n.M_HOST_DISK, cond=io_ms)} "
             f"WHERE {in_range('ts_ms')} AND {NODES} GROUP BY time, node, labels HAVING max(ts_ms) > min(ts_ms)"
             ") GROUP BY time, node ORDER BY time",
             "percentunit",
@@ -250,14 +251,14 @@ def fleet_health() -> Dashboard:
             "QEMU threads in D state",
             "SELECT time, node, sum(d) AS threads FROM ("
             f"SELECT {bucket('ts_ms', 10)}, node, sandbox_id, max(value) AS d "
-            f"FROM {raw_series(n.M_PROC_THREADS, d_threads)} WHERE {in_range('ts_ms')} AND {NODES} "
+            f"FROM {raw_series(t, n.M_PROC_THREADS, d_threads)} WHERE {in_range('ts_ms')} AND {NODES} "
             "GROUP BY time, node, sandbox_id) GROUP BY time, node ORDER BY time",
             w=8,
         ),
     ]
     return Dashboard(
         title="sandmeter: fleet health", uid="sandmeter-fleet-health", panels=_layout(panels),
-        templating=Templating(list=[_node_var()]), timezone="utc",
+        templating=Templating(list=[_node_var(t)]), timezone="utc",
     )  # fmt: skip
 
 
@@ -311,28 +312,38 @@ def pipeline_health() -> Dashboard:
     )
 
 
-DASHBOARDS: dict[str, Callable[[], Dashboard]] = {
+# the builders over ClickHouse take the tables of the database they chart (dashboard_json)
+DASHBOARDS: dict[str, Callable[..., Dashboard]] = {
     "tenant-usage": tenant_usage,
     "fleet-health": fleet_health,
     "pipeline-health": pipeline_health,
 }
 
 
-def dashboard_json(name: str, plans: Path = DEFAULT_PLANS) -> dict[str, Any]:
-    d = tenant_usage(load_book(plans)) if name == "tenant-usage" else DASHBOARDS[name]()
+def dashboard_json(name: str, plans: Path = DEFAULT_PLANS, database: str = DEFAULT_DATABASE) -> dict[str, Any]:
+    """One dashboard, its SQL over the tables of `database` (the configured name the four
+    databases derive from: contracts/names.py)."""
+    t = n.Tables(database)
+    if name == "tenant-usage":
+        d = tenant_usage(t, load_book(plans))
+    elif name == "pipeline-health":
+        d = pipeline_health()
+    else:
+        d = DASHBOARDS[name](t)
     data: dict[str, Any] = json.loads(json.dumps(d.to_json_data(), cls=DashboardEncoder))
     return data
 
 
 # -- provisioning -------------------------------------------------------------------------------
 def provisioning(
-    clickhouse_host: str = "clickhouse", clickhouse_port: int = 9000, prometheus_url: str = "http://prometheus:9090"
-) -> dict[str, str]:
+    clickhouse_host: str = "clickhouse", clickhouse_port: int = 9000, prometheus_url: str = "http://prometheus:9090",
+    database: str = DEFAULT_DATABASE,
+) -> dict[str, str]:  # fmt: skip
     # Grafana runs any SQL a dashboard editor types: its ClickHouse user is read only and sees
     # no keys or invoices (deploy/clickhouse/users-sandmeter.xml); Grafana expands the password
     # variable from its environment (docker-compose.yml)
     clickhouse = {"host": clickhouse_host, "port": clickhouse_port, "protocol": "native",
-                  "username": "sandmeter_dashboards", "defaultDatabase": "sandmeter"}  # fmt: skip
+                  "username": "sandmeter_dashboards", "defaultDatabase": database}  # fmt: skip
     datasources = {
         "apiVersion": 1,
         "datasources": [
@@ -355,22 +366,28 @@ def provisioning(
     }
 
 
-def files(plans: Path = DEFAULT_PLANS, webhook_url: str = alerting.DEFAULT_WEBHOOK_URL) -> dict[str, str]:
+def files(
+    plans: Path = DEFAULT_PLANS, webhook_url: str = alerting.DEFAULT_WEBHOOK_URL, database: str = DEFAULT_DATABASE
+) -> dict[str, str]:
     """Every generated file, by path relative to the output directory."""
     out = {
-        f"grafana/dashboards/{name}.json": json.dumps(dashboard_json(name, plans), indent=2, sort_keys=True) + "\n"
+        f"grafana/dashboards/{name}.json": json.dumps(dashboard_json(name, plans, database), indent=2, sort_keys=True)
+        + "\n"
         for name in DASHBOARDS
     }
-    out.update(provisioning())
+    out.update(provisioning(database=database))
     out["prometheus/rules/sandmeter.rules.yml"] = rules.rules_yaml()
     out["prometheus/prometheus.yml"] = alerting.prometheus_yaml()
     out["alertmanager/alertmanager.yml"] = alerting.alertmanager_yaml(webhook_url)
     return out
 
 
-def write_all(out: Path, plans: Path = DEFAULT_PLANS, webhook_url: str = alerting.DEFAULT_WEBHOOK_URL) -> list[Path]:
+def write_all(
+    out: Path, plans: Path = DEFAULT_PLANS, webhook_url: str = alerting.DEFAULT_WEBHOOK_URL,
+    database: str = DEFAULT_DATABASE,
+) -> list[Path]:  # fmt: skip
     written = []
-    for rel, text in files(plans, webhook_url).items():
+    for rel, text in files(plans, webhook_url, database).items():
         p = out / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)

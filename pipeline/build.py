@@ -3,7 +3,7 @@
 Every Kafka and ClickHouse client the processor uses is constructed here, from the settings,
 so credentials and connection options have one home: the consumer, the producer (dead
 letters and alerts), the write connection (plus one for raw samples) on the write worker, and
-a maintenance connection (checkpoint loads, retention) on a worker of its own.
+a maintenance connection (checkpoint loads) on a worker of its own.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def assemble(
     loader = PartitionLoader(consumer, maintenance, maintenance_worker, account)
     holder: list[Processor] = []
     periodic = Periodic(
-        s, consumer, maintenance, maintenance_worker, m, lambda: write.newest_written_ms,
+        s, consumer, m, lambda: write.newest_written_ms,
         lambda: holder[0].status(), clock_ms,
     )  # fmt: skip
     proc = Processor(consumer, producer, chain, loader, periodic, dlq, m, s.shutdown_timeout_s)

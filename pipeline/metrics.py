@@ -52,9 +52,6 @@ class ProcessorMetrics:
             ["kind", "node", "sandbox_id", "tenant"], registry=registry,
         )  # fmt: skip
         self.health_events = counter(n.HEALTH_EVENTS, "Incident opens and closes", registry, ["kind", "event"])
-        self.partitions_dropped = counter(
-            n.PROCESSOR_PARTITIONS_DROPPED, "Day partitions dropped by retention (raw samples, function load)", registry
-        )
         self.rollup_seconds = Histogram(
             n.PROCESSOR_ROLLUP_SECONDS, "Time to recompute the rollups touched", registry=registry
         )

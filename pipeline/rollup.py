@@ -41,7 +41,7 @@ class DirtyBuckets:
         return out
 
 
-def rollup_statements(dirty: dict[str, tuple[int, int]]) -> list[tuple[str, dict[str, object]]]:
+def rollup_statements(t: n.Tables, dirty: dict[str, tuple[int, int]]) -> list[tuple[str, dict[str, object]]]:
     """INSERT ... SELECT statements recomputing the minute, then the hour, buckets of `dirty`.
 
     One pair for all tenants, over the union of their ranges: recomputing a bucket nobody
@@ -56,17 +56,17 @@ def rollup_statements(dirty: dict[str, tuple[int, int]]) -> list[tuple[str, dict
     cols = ", ".join(COLUMNS)
     sums = ", ".join(f"sum({q}) AS {q}" for q in COLUMNS)
     minute = (
-        f"INSERT INTO {n.T_USAGE_MINUTE} (tenant, sandbox_id, node, minute_ms, {cols}, intervals) "
+        f"INSERT INTO {t.usage_minute} (tenant, sandbox_id, node, minute_ms, {cols}, intervals) "
         f"SELECT tenant, sandbox_id, any(node), intDiv(end_ms - 1, {MINUTE_MS}) * {MINUTE_MS} AS m, {sums}, count() "
-        f"FROM {n.T_USAGE} FINAL "
+        f"FROM {t.usage} FINAL "
         "WHERE tenant IN %(tenants)s AND end_ms > %(lo)s AND end_ms <= %(hi)s "
         "GROUP BY tenant, sandbox_id, m"
     )
     hour = (
-        f"INSERT INTO {n.T_USAGE_HOUR} (tenant, sandbox_id, node, hour_ms, {cols}, intervals) "
+        f"INSERT INTO {t.usage_hour} (tenant, sandbox_id, node, hour_ms, {cols}, intervals) "
         f"SELECT tenant, sandbox_id, any(node), intDiv(minute_ms, {HOUR_MS}) * {HOUR_MS} AS h, {sums}, "
         "sum(intervals) "
-        f"FROM {n.T_USAGE_MINUTE} FINAL "
+        f"FROM {t.usage_minute} FINAL "
         "WHERE tenant IN %(tenants)s AND minute_ms >= %(lo)s AND minute_ms < %(hi)s "
         "GROUP BY tenant, sandbox_id, h"
     )

@@ -13,12 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
-from contracts.names import T_FUNCTION_LOAD, T_MIGRATIONS, T_USAGE
+from contracts.clickhouse import tables
+from contracts.names import T_FUNCTION_LOAD, T_USAGE, Tables, databases
 from pipeline import shards
 from pipeline.shards import Executes
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_CREATE = re.compile(r"^(CREATE TABLE IF NOT EXISTS )(\w+)(?=\s)")
 # Key columns added by amending migrations before the first release: a table created before
 # keeps its old sorting key, which collapses distinct rows (docs/architecture.md)
 REQUIRED_KEY_COLUMNS = {T_USAGE: "batch_id", T_FUNCTION_LOAD: "batch_id"}
@@ -49,12 +51,21 @@ def available() -> list[Migration]:
     return sorted(out, key=lambda mig: mig.version)
 
 
+def qualified(stmt: str, t: Tables) -> str:
+    """A migration statement with its table in the database it belongs to (the files name
+    tables bare; contracts.names says where each lives)."""
+    return _CREATE.sub(lambda m: m[1] + t(m[2]), stmt.strip(), count=1)
+
+
 def applied(client: Executes) -> set[int]:
+    t = tables(client)
+    for db in databases(t.database):
+        client.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
     client.execute(
-        f"CREATE TABLE IF NOT EXISTS {T_MIGRATIONS} "
+        f"CREATE TABLE IF NOT EXISTS {t.migrations} "
         "(version UInt32, name String, applied_ms UInt64) ENGINE = MergeTree ORDER BY version"
     )
-    return {int(r[0]) for r in client.execute(f"SELECT version FROM {T_MIGRATIONS}")}
+    return {int(r[0]) for r in client.execute(f"SELECT version FROM {t.migrations}")}
 
 
 def migrate(
@@ -68,16 +79,17 @@ def migrate(
     distributed DDL queued for it.
     """
     if not cluster:
-        ran = _apply(client, now_ms, lambda stmt: [stmt])
+        t = tables(client)
+        ran = _apply(client, now_ms, lambda stmt: [qualified(stmt, t)])
         check_keys(client)
         return ran
     if connect is None:
         raise ValueError("a cluster migration needs a way to connect to each host")
-    db = shards.current_database(client)
+    t = tables(client)
     done: dict[int, Migration] = {}
 
     def on_host(host: Executes) -> None:
-        for mig in _apply(host, now_ms, lambda stmt: shards.cluster_statements(stmt, cluster, db)):
+        for mig in _apply(host, now_ms, lambda stmt: shards.cluster_statements(stmt, cluster, t)):
             done[mig.version] = mig
 
     shards.on_every_host(client, cluster, connect, on_host)
@@ -97,7 +109,7 @@ def _apply(client: Executes, now_ms: int, flavour: Callable[[str], list[str]]) -
                 client.execute(sql)
         # INSERT ... SELECT keeps this independent of the client's numpy/row insert mode
         client.execute(
-            f"INSERT INTO {T_MIGRATIONS} (version, name, applied_ms) SELECT %(v)s, %(n)s, %(t)s",
+            f"INSERT INTO {tables(client).migrations} (version, name, applied_ms) SELECT %(v)s, %(n)s, %(t)s",
             {"v": mig.version, "n": mig.name, "t": now_ms},
         )
         ran.append(mig)
@@ -116,13 +128,14 @@ def check_keys(client: Executes, cluster: str = "", connect: Callable[[str, int]
 
 
 def _check_keys(client: Executes, where: Callable[[str], str]) -> None:
-    tables = {where(t): t for t in REQUIRED_KEY_COLUMNS}
+    t = tables(client)
+    names = {where(table): table for table in REQUIRED_KEY_COLUMNS}
     rows = client.execute(
-        "SELECT name, sorting_key FROM system.tables WHERE database = currentDatabase() AND name IN %(t)s",
-        {"t": tuple(tables)},
+        "SELECT name, sorting_key FROM system.tables WHERE database IN %(d)s AND name IN %(t)s",
+        {"d": tuple({t.db(table) for table in REQUIRED_KEY_COLUMNS}), "t": tuple(names)},
     )
     for name, key in rows:
-        column = REQUIRED_KEY_COLUMNS[tables[str(name)]]
+        column = REQUIRED_KEY_COLUMNS[names[str(name)]]
         if column not in [c.strip() for c in str(key).split(",")]:
             raise SchemaError(
                 f"table {name} has the sorting key ({key}) of an unreleased schema, without {column}: it can "

@@ -64,3 +64,14 @@ class MigrateSettings(ClickHousePart):
     # wait this long for ClickHouse to answer before giving up (a container starting next to it);
     # a refused login fails at once
     wait_s: float = Field(0.0, ge=0)
+
+
+class RetentionSettings(ClickHousePart, LogPart):
+    """`sandmeter retention`: the admin's ClickHouse user (dropping a partition is DDL)."""
+
+    model_config = SettingsConfigDict(env_prefix="SANDMETER_RETENTION_", frozen=True)
+
+    # raw samples are kept this many days (0: forever); keep it equal to the processor's
+    # SANDMETER_PROCESSOR_RAW_RETENTION_DAYS, which refuses batches older than that
+    raw_days: int = Field(7, ge=0)
+    function_load_days: int = Field(2, ge=1)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, Final, Protocol
 
 from contracts import names as n
+from contracts.clickhouse import tables
 
 
 class Executes(Protocol):
@@ -59,8 +60,9 @@ def local(table: str) -> str:
     return f"{table}_local" if table in SHARD_KEY else table
 
 
-def cluster_statements(stmt: str, cluster: str, database: str) -> list[str]:
-    """One single-node statement as the cluster flavour runs it on every host."""
+def cluster_statements(stmt: str, cluster: str, t: n.Tables) -> list[str]:
+    """One single-node statement as the cluster flavour runs it on every host, its tables in
+    the databases `t` says."""
     m = _CREATE.match(stmt.strip())
     if not m:
         return [stmt]
@@ -73,12 +75,14 @@ def cluster_statements(stmt: str, cluster: str, database: str) -> list[str]:
         raise ValueError(f"table {name}: add it to pipeline/shards.py, sharded (by what) or replicated everywhere")
     # ClickHouse 18.16 has no {database} macro: the database is written into the path, so two
     # databases on one cluster (tests, staging) never share a replica set
+    database = t.db(name)
     path = f"/clickhouse/tables/{shard}/{database}/{name}"
     engine_args = ", ".join([f"'{path}'", "'{replica}'", *([args] if args else [])])
-    out = [f"CREATE TABLE IF NOT EXISTS {local(name)} {columns} ENGINE = Replicated{engine}({engine_args}){rest}"]
+    where = f"{database}.{local(name)}"
+    out = [f"CREATE TABLE IF NOT EXISTS {where} {columns} ENGINE = Replicated{engine}({engine_args}){rest}"]
     if name in SHARD_KEY:
         out.append(
-            f"CREATE TABLE IF NOT EXISTS {name} AS {local(name)} "
+            f"CREATE TABLE IF NOT EXISTS {t(name)} AS {where} "
             f"ENGINE = Distributed({cluster}, {database}, {local(name)}, {SHARD_KEY[name]})"
         )
     return out
@@ -103,35 +107,39 @@ def on_every_host(
         fn(connect(host, port))
 
 
-def current_database(ch: Executes) -> str:
-    return str(ch.execute("SELECT currentDatabase()")[0][0])
-
-
-def old_day_partitions(ch: Executes, table: str, day: int, cluster: str) -> list[str]:
-    """`table`'s day partitions (YYYYMMDD) older than `day`; on a cluster those of its local
-    table on any host (a Distributed table has no parts of its own)."""
-    if cluster:
-        source = f"cluster('{cluster}', system.parts)"
-        where = "database = %(db)s AND table = %(t)s AND active"
-        params = {"db": current_database(ch), "t": local(table)}
-    else:
-        source, where = "system.parts", "database = currentDatabase() AND table = %(t)s AND active"
-        params = {"t": table}
-    rows = ch.execute(f"SELECT DISTINCT partition FROM {source} WHERE {where}", params)
+def old_day_partitions(ch: Executes, table: str, day: int, on_cluster: bool = False) -> list[str]:
+    """`table`'s day partitions (YYYYMMDD) older than `day` on the server `ch` talks to (of a
+    cluster host: its local table's)."""
+    params = {"db": tables(ch).db(table), "t": local(table) if on_cluster else table}
+    rows = ch.execute(
+        "SELECT DISTINCT partition FROM system.parts WHERE database = %(db)s AND table = %(t)s AND active", params
+    )
     return sorted(str(p) for (p,) in rows if str(p).isdigit() and int(str(p)) < day)
 
 
-def drop_partition(ch: Any, table: str, partition: int, cluster: str) -> None:
-    """Drops one partition; on a cluster from the local table of every shard, queued as
-    distributed DDL without waiting (a host that is down drops it when it is back; retention
-    looks again an hour later anyway)."""
+def drop_days_before(
+    ch: Executes, table: str, day: int, cluster: str = "", connect: Callable[[str, int], Executes] | None = None
+) -> list[str]:
+    """Drops `table`'s day partitions older than `day`; returns them. On a cluster, on the leader
+    replica of each shard's local table, connected to directly (`connect`): a replica that is
+    not the leader hands a DROP PARTITION to the leader over a connection as the `default`
+    user on 18.16, which the servers do not have; replication takes the drop to the others."""
+    t = tables(ch)
     if not cluster:
-        ch.execute(f"ALTER TABLE {table} DROP PARTITION {int(partition)}")
-        return
-    db = current_database(ch)
-    # 0 = do not wait for the hosts (the only value clickhouse-driver sends 18.16 intact)
-    ch.execute(
-        f"ALTER TABLE {db}.{local(table)} ON CLUSTER {cluster} DROP PARTITION {int(partition)}",
-        None,
-        settings={"distributed_ddl_task_timeout": 0},
-    )
+        old = old_day_partitions(ch, table, day)
+        for part in old:
+            ch.execute(f"ALTER TABLE {t(table)} DROP PARTITION {int(part)}")
+        return old
+    if connect is None:
+        raise ValueError("retention on a cluster needs a way to connect to each host")
+    dropped: set[str] = set()
+    where = {"db": t.db(table), "t": local(table)}
+    for host, port in hosts(ch, cluster):
+        h = connect(host, port)
+        leader = h.execute("SELECT is_leader FROM system.replicas WHERE database = %(db)s AND table = %(t)s", where)
+        if not leader or not int(leader[0][0]):
+            continue
+        for part in old_day_partitions(h, table, day, on_cluster=True):
+            h.execute(f"ALTER TABLE {t.db(table)}.{local(table)} DROP PARTITION {int(part)}")
+            dropped.add(part)
+    return sorted(dropped)

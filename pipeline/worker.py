@@ -1,7 +1,7 @@
 """A thread that runs ClickHouse jobs one at a time, so the caller never waits on the server.
 
 The processor's main loop hands every ClickHouse call (writes, rollups, checkpoints,
-retention, loading checkpoints) to a `Worker` and polls the `Job` for its end. The thread is a
+loading checkpoints) to a `Worker` and polls the `Job` for its end. The thread is a
 daemon: a stop request never waits for a socket that hangs (the process exits, and nothing
 not acknowledged was checkpointed). A `Job` keeps what it raised for the caller to see.
 """

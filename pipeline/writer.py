@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from contracts import names as n
+from contracts.clickhouse import tables
 from contracts.quantities import COLUMNS
 from contracts.settings import ClickHousePart
 from contracts.wire import SampleBatch
-from pipeline import shards
 from pipeline.accounted import Accounted
 from pipeline.checkpoint import Checkpoint, decode_state, encode_state
 from pipeline.health import HealthEvent
@@ -110,8 +110,9 @@ class ClickHouseWriter:
         if df.empty:
             return
         cols = ", ".join(df.columns)
+        ch = self.ch if ch is None else ch
         try:
-            (self.ch if ch is None else ch).insert_dataframe(f"INSERT INTO {table} ({cols}) VALUES", df)
+            ch.insert_dataframe(f"INSERT INTO {tables(ch)(table)} ({cols}) VALUES", df)
         except Exception as exc:
             raise WriteError(f"insert into {table} ({len(df)} rows): {exc}") from exc
 
@@ -154,21 +155,11 @@ class ClickHouseWriter:
 
     def roll(self, dirty: dict[str, tuple[int, int]]) -> None:
         """Recomputes the minute and hour rollups of these tenants' minute ranges."""
-        for sql, params in rollup_statements(dirty):
+        for sql, params in rollup_statements(tables(self.ch), dirty):
             try:
                 self.ch.execute(sql, params)
             except Exception as exc:
                 raise WriteError(f"rollup of {len(dirty)} tenants: {exc}") from exc
-
-    def drop_days_before(self, table: str, day: int) -> list[str]:
-        """Drops `table`'s day partitions (YYYYMMDD) older than `day`; returns them."""
-        try:
-            old = shards.old_day_partitions(self.ch, table, day, self.cluster)
-            for part in old:
-                shards.drop_partition(self.ch, table, int(part), self.cluster)
-        except Exception as exc:
-            raise WriteError(f"retention of {table}: {exc}") from exc
-        return old
 
     def save_checkpoints(self, cps: Sequence[Checkpoint]) -> None:
         df = pd.DataFrame(
@@ -190,7 +181,7 @@ class ClickHouseWriter:
             return {}
         try:
             rows = self.ch.execute(
-                f"SELECT partition, offset, saved_ms, state, health FROM {n.T_CHECKPOINTS} "
+                f"SELECT partition, offset, saved_ms, state, health FROM {tables(self.ch).checkpoints} "
                 "WHERE topic = %(topic)s AND partition IN %(parts)s "
                 "ORDER BY partition, offset DESC LIMIT 1 BY partition",
                 {"topic": topic, "parts": tuple(int(p) for p in partitions)},

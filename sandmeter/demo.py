@@ -32,6 +32,7 @@ from dashboards import API_JOB, COLLECTOR_JOB, PROCESSOR_JOB
 from pipeline import ProcessorSettings
 from sandmeter.stack import AlertReceiver, Delivery, Stack, StackSettings, Target, create_topics
 from sandmeter.stack.procs import free_port
+from sandmeter.stack.users import API, BILLING, WRITER
 
 log = logging.getLogger("sandmeter.demo")
 GIB = Decimal(1 << 30)
@@ -64,7 +65,7 @@ def serve_api(settings: ApiSettings, ch_factory: Any) -> Iterator[str]:
 
     from billing import create_app
 
-    app = create_app(settings, ch_factory)
+    app = create_app(settings, ch_factory, billing_factory=settings.billing_clickhouse)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning"))
     t = threading.Thread(target=server.run, name="api", daemon=True)
     t.start()
@@ -99,13 +100,12 @@ def run_pipeline(
     from billing import OPERATOR, create_key
     from collectors import build_agent, run_agent, wait_for_stops
     from collectors.sim import Simulator, collector_settings
-    from contracts.clickhouse import client
     from dashboards import write_all
     from pipeline import build_processor, migrate
 
     st = stack.settings
-    ch = client("127.0.0.1", st.clickhouse_tcp_port, "default")
-    migrate(ch, wall_ms())
+    db = ApiSettings().clickhouse_database  # every component's default (sandmeter)
+    migrate(stack.ch(db, home="system"), wall_ms())  # as the admin: each component as its own user
     create_topics(stack.kafka_bootstrap)
 
     sim = Simulator(workdir / "fleet", spec)
@@ -129,17 +129,20 @@ def run_pipeline(
         threads.append(th)
     ps = ProcessorSettings(
         kafka_bootstrap=stack.kafka_bootstrap, clickhouse_port=st.clickhouse_tcp_port, metrics_port=0,
-        status_every_s=15.0,
+        status_every_s=15.0, clickhouse_database=db, **stack.users.settings(WRITER),
     )  # fmt: skip
     proc_registry = CollectorRegistry()
     proc = build_processor(ps, proc_registry)
     pth = threading.Thread(target=proc.run, args=(stop_process,), name="processor", daemon=True)
     for th in (*threads, pth):
         th.start()
-    api_settings = ApiSettings(port=free_port(), clickhouse_port=st.clickhouse_tcp_port, plans_dir=PLANS)
+    api_settings = ApiSettings(
+        port=free_port(), clickhouse_port=st.clickhouse_tcp_port, clickhouse_database=db, plans_dir=PLANS,
+        **stack.users.settings(API), **stack.users.settings(BILLING, "billing_"),
+    )  # fmt: skip
 
     def ch_factory() -> Any:
-        return client("127.0.0.1", st.clickhouse_tcp_port, "default")
+        return stack.ch(db, API)
 
     t0 = time.monotonic()
     with contextlib.ExitStack() as running:
@@ -188,7 +191,7 @@ def run_pipeline(
         proc.close()
         truth = sim.stop()
 
-        key = create_key(ch_factory(), OPERATOR)[1]
+        key = create_key(stack.ch(db, BILLING), OPERATOR)[1]
         totals: dict[str, dict[str, Decimal]] = {}
         invoices: dict[str, str] = {}
         now_s = wall_ms() // 1000  # whole days around the run: the API refuses a range over a year

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from contracts.names import T_FUNCTION_LOAD
+from contracts.clickhouse import tables
 from scaling.kpa import DEFAULT, KpaConfig, replay
 
 KNOWN_FOR_S = 3600  # a function with load this recent is known (and may be recommended 0)
@@ -44,7 +44,7 @@ class History:
 
 def newest_ms(ch: Any, now_ms: int) -> int | None:
     rows = ch.execute(
-        f"SELECT max(end_ms), count() FROM {T_FUNCTION_LOAD} WHERE end_ms > %(since)s",
+        f"SELECT max(end_ms), count() FROM {tables(ch).function_load} WHERE end_ms > %(since)s",
         {"since": now_ms - KNOWN_FOR_S * 1000},
         settings={"use_numpy": False},
     )
@@ -63,7 +63,7 @@ def history(
     end_s = end_ms // 1000
     first_ms = (end_s - seconds + 1) * 1000
     rows = ch.execute(
-        f"SELECT sandbox_id, start_ms, end_ms, cpu_used_us, vcpu_milli, inflight FROM {T_FUNCTION_LOAD} FINAL "
+        f"SELECT sandbox_id, start_ms, end_ms, cpu_used_us, vcpu_milli, inflight FROM {tables(ch).function_load} FINAL "
         "WHERE tenant = %(t)s AND function = %(f)s AND end_ms > %(lo)s AND start_ms < %(hi)s",
         {"t": tenant, "f": function, "lo": first_ms, "hi": (end_s + 1) * 1000},
         settings={"use_numpy": False},
@@ -115,7 +115,8 @@ def recommend(
     """The current recommendation, in the shape the API serves and KEDA's metrics-api reads."""
     newest = fresh_newest(ch, now_ms, stale_s)
     known = ch.execute(
-        f"SELECT count() FROM {T_FUNCTION_LOAD} WHERE tenant = %(t)s AND function = %(f)s AND end_ms > %(since)s",
+        f"SELECT count() FROM {tables(ch).function_load} "
+        "WHERE tenant = %(t)s AND function = %(f)s AND end_ms > %(since)s",
         {"t": tenant, "f": function, "since": now_ms - KNOWN_FOR_S * 1000},
         settings={"use_numpy": False},
     )
@@ -145,7 +146,8 @@ def decide(ch: Any, tenant: str, function: str, newest: int, cfg: KpaConfig = DE
 
 def active_functions(ch: Any, now_ms: int) -> list[tuple[str, str]]:
     rows = ch.execute(
-        f"SELECT DISTINCT tenant, function FROM {T_FUNCTION_LOAD} WHERE end_ms > %(since)s ORDER BY tenant, function",
+        f"SELECT DISTINCT tenant, function FROM {tables(ch).function_load} "
+        "WHERE end_ms > %(since)s ORDER BY tenant, function",
         {"since": now_ms - KNOWN_FOR_S * 1000},
         settings={"use_numpy": False},
     )

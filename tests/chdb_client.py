@@ -33,6 +33,7 @@ class ChdbClient:
         from chdb.session import Session
 
         self.session = Session(str(path))
+        self.tables: Any = None  # the test sets the contracts.names.Tables its database gives
         self.files = path / "inserts"
         self.files.mkdir(parents=True, exist_ok=True)
         self._n = itertools.count()

@@ -79,10 +79,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="session")
 def ch_migrated(stack: Stack) -> Any:
-    from contracts.clickhouse import client
     from pipeline.schema import migrate
 
-    ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
+    ch = stack.ch("sandmeter", home="system")  # the stack's own database, as the admin
     migrate(ch, wall_ms())
     return ch
 

@@ -9,46 +9,47 @@ from collections.abc import Iterator
 from typing import Any
 
 from contracts.clock import wall_ms
+from contracts.names import databases
 from sandmeter.stack import CLUSTER, Cluster, Stack
 from sandmeter.stack.procs import port_free
 
 
 @contextlib.contextmanager
 def private_db(stack: Stack) -> Iterator[tuple[str, Any]]:
-    """A migrated ClickHouse database of the caller's own, dropped afterwards."""
-    from contracts.clickhouse import client
+    """A migrated ClickHouse database of the caller's own (its four: contracts.names.Tables),
+    dropped afterwards; the connection is the admin's, and the component users
+    (sandmeter/stack/users.py) may use the databases while the test runs."""
     from pipeline.schema import migrate
 
     name = f"t_{uuid.uuid4().hex[:8]}"
-    ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
-    ch.execute(f"CREATE DATABASE {name}")
+    admin = stack.ch(name, home="system")
     try:
-        dbc = client("127.0.0.1", stack.settings.clickhouse_tcp_port, name)
-        migrate(dbc, wall_ms())
-        yield name, dbc
+        migrate(admin, wall_ms())  # creates the four databases
+        stack.allow(name)
+        yield name, stack.ch(name)
     finally:
-        ch.execute(f"DROP DATABASE {name}")
+        stack.disallow(name)
+        for each in databases(name):
+            admin.execute(f"DROP DATABASE IF EXISTS {each}")
 
 
 @contextlib.contextmanager
 def cluster_db(cluster: Cluster) -> Iterator[tuple[str, Any]]:
     """A database of the caller's own on every host of the cluster, migrated in the cluster
     flavour as `sandmeter migrate` does it; the client talks to the first host."""
-    from contracts.clickhouse import client
     from pipeline.schema import migrate
 
     name = f"c_{uuid.uuid4().hex[:8]}"
     ports = [n.tcp_port for n in cluster.nodes]
-    for port in ports:
-        client("127.0.0.1", port, "default").execute(f"CREATE DATABASE {name}")
     try:
-        dbc = client("127.0.0.1", ports[0], name, cluster=CLUSTER)
-        migrate(dbc, wall_ms(), CLUSTER, lambda host, port: client(host, port, name, cluster=CLUSTER))
-        yield name, dbc
+        admin = cluster.ch(ports[0], name, home="system", cluster=CLUSTER)
+        migrate(admin, wall_ms(), CLUSTER, lambda host, port: cluster.ch(port, name, home="system", cluster=CLUSTER))
+        yield name, cluster.ch(ports[0], name, cluster=CLUSTER)
     finally:
         for port in ports:  # a host a test left stopped keeps its copy; its state dir goes anyway
             with contextlib.suppress(Exception):
-                client("127.0.0.1", port, "default").execute(f"DROP DATABASE IF EXISTS {name}")
+                for each in databases(name):
+                    cluster.ch(port, "system").execute(f"DROP DATABASE IF EXISTS {each}")
 
 
 def free_ports(count: int) -> int:

@@ -26,24 +26,18 @@ from billing import ApiSettings
 from collectors import CollectorSettings
 from contracts import names
 from contracts.settings import Part, load, variables
-from pipeline import MigrateSettings, ProcessorSettings
+from pipeline import MigrateSettings, ProcessorSettings, RetentionSettings
 from sandmeter.cli import parser
 from scaling import ScaleSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS: dict[str, type[Part]] = {
     "collect": CollectorSettings, "process": ProcessorSettings, "migrate": MigrateSettings, "api": ApiSettings,
-    "scale": ScaleSettings,
+    "scale": ScaleSettings, "retention": RetentionSettings,
 }  # fmt: skip
 ONE_SHOTS = {"migrate", "kafka-init"}
-# where each table lives once the schema is split into four databases (deploy/clickhouse)
-DATABASE_OF = {
-    **dict.fromkeys([names.T_USAGE, names.T_USAGE_MINUTE, names.T_USAGE_HOUR, names.T_HEALTH, names.T_LIFECYCLE,
-                     names.T_FUNCTION_LOAD], "sandmeter"),
-    **dict.fromkeys([names.T_SAMPLES, names.T_RAW_SERIES, names.T_LATE], "sandmeter_raw"),
-    **dict.fromkeys([names.T_CHECKPOINTS, names.T_MIGRATIONS], "sandmeter_internal"),
-    **dict.fromkeys([names.T_API_KEYS, names.T_INVOICES], "sandmeter_billing"),
-}  # fmt: skip
+# where each table lives (contracts/names.py), for the database compose configures
+DATABASE_OF = {table: names.Tables("sandmeter").db(table) for table in names.DATABASE_SUFFIX}
 needs_compose = pytest.mark.skipif(shutil.which("docker-compose") is None, reason="make test installs docker-compose")
 
 
@@ -224,7 +218,9 @@ def test_no_service_is_clickhouse_default_and_each_user_exists_with_a_hash_from_
         if any(k.endswith("_CLICKHOUSE_HOST") for k in e):
             assert user is not None and user != "default" and (user in defined or user == admin), name
             used[name] = user
-    assert used["migrate"] == admin and len(set(used.values())) == len(used), used  # one user per component
+    # one user per component; the admin for the two DDL jobs (migrations, dropping old days)
+    assert used["migrate"] == used["retention"] == admin, used
+    assert len(set(used.values())) == len(used) - 1, used
     datasource = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/sandmeter.yaml").read_text())
     [ds] = [d for d in datasource["datasources"] if d["type"] == "grafana-clickhouse-datasource"]
     assert ds["jsonData"]["username"] in defined
@@ -238,10 +234,10 @@ def test_clickhouse_grants_give_each_user_only_its_tables(services: dict[str, An
     for u in users:
         for q in u.iter("query"):
             m = re.fullmatch(r"GRANT ([A-Z ,]+) ON (\w+)\.(\w+)", q.text or "")
-            assert m, (u.tag, q.text)  # table by table: no db.* while the tables share one database
+            assert m, (u.tag, q.text)  # table by table, never db.*
             db, table = m[2], m[3]
             if db != "system":
-                assert table in DATABASE_OF and db in ("sandmeter", DATABASE_OF[table]), (u.tag, q.text)
+                assert table in DATABASE_OF and db == DATABASE_OF[table], (u.tag, q.text)
             grants.setdefault(u.tag, set()).update((p.strip(), db, table) for p in m[1].split(","))
     tables = {u: {t for _, db, t in g if db != "system"} for u, g in grants.items()}
     billing = {names.T_API_KEYS, names.T_INVOICES}
@@ -285,7 +281,7 @@ def test_project_services_run_real_subcommands(raw: dict[str, Any]) -> None:
     services = raw["services"]
     subcommands = set(parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     mine = {k: v for k, v in services.items() if "command" in v and v["command"][0] == "sandmeter"}
-    assert {"collector", "processor", "api", "migrate", "scale", "keys"} <= set(mine)
+    assert {"collector", "processor", "api", "migrate", "scale", "keys", "retention"} <= set(mine)
     for name, svc in mine.items():
         assert svc["command"][1] in subcommands and svc["command"][1] in SETTINGS, name
     assert {"kafka", "kafka-init", "clickhouse", "grafana", "prometheus"} <= set(services)

@@ -20,13 +20,16 @@ from sandmeter.cli import (
     migrate,
     process,
     reconcile,
+    retention,
     scale,
     simulate,
     stack,
 )
 from sandmeter.cli.common import CliError, ServiceParser
 
-SUBCOMMANDS = (stack, migrate, collect, simulate, process, reconcile, scale, api, invoices, dashboards, demo)
+SUBCOMMANDS = (
+    stack, migrate, collect, simulate, process, reconcile, retention, scale, api, invoices, dashboards, demo,
+)  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:

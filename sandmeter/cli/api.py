@@ -56,9 +56,11 @@ def run(a: argparse.Namespace) -> int:
     apply_log_level(s, a.verbose)
     if getattr(a, "keys_cmd", None):
         require_clickhouse(s)
-        return _keys(a, s.clickhouse())
+        return _keys(a, s.billing_clickhouse())
     try:
-        app = create_app(s, s.clickhouse, registry=service_registry("api", __version__))
+        app = create_app(
+            s, s.clickhouse, registry=service_registry("api", __version__), billing_factory=s.billing_clickhouse
+        )
     except PlanError as exc:
         raise CliError(SETTINGS_ERROR, f"bad price plan: {exc}") from None
     threading.Thread(target=_status, args=(app, s.status_every_s), daemon=True).start()

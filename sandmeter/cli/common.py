@@ -117,15 +117,18 @@ def served_registry(s: MetricsPart, name: str) -> CollectorRegistry:
     return registry
 
 
-def require_clickhouse(s: ClickHousePart, wait_s: float = 0.0, stop: threading.Event | None = None) -> None:
+def require_clickhouse(
+    s: ClickHousePart, wait_s: float = 0.0, home: str = "", stop: threading.Event | None = None
+) -> None:
     """Exits 3 when ClickHouse does not answer within `wait_s` (at once when it refuses the
-    login), naming its address and the settings to change; exits 0 when `stop` is set meanwhile."""
+    login), naming its address and the settings to change; `home`: as `s.clickhouse(home)`;
+    exits 0 when `stop` is set meanwhile (a SIGTERM while it waits)."""
     from contracts.clickhouse import refused_login
 
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            s.clickhouse().execute("SELECT 1")
+            s.clickhouse(home).execute("SELECT 1")
             return
         except Exception as exc:
             if refused_login(exc):

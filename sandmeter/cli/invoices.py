@@ -32,4 +32,4 @@ def run(a: argparse.Namespace) -> int:
     s = settings(ApiSettings)
     apply_log_level(s, a.verbose)
     require_clickhouse(s)
-    return finalize_job(s, s.clickhouse(), a.tenant, a.now)
+    return finalize_job(s, s.clickhouse(), a.tenant, a.now, bill=s.billing_clickhouse())

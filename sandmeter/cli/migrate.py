@@ -33,10 +33,13 @@ def run(a: argparse.Namespace) -> int:
     from pipeline import MigrateSettings, SchemaError, migrate
 
     s = settings(MigrateSettings)
-    require_clickhouse(s, s.wait_s, stop_on_signals())  # waiting for ClickHouse: a SIGTERM ends it cleanly
-    default_signals()  # a migration itself runs to its end or dies whole
+    # waiting for ClickHouse: a SIGTERM ends it cleanly; a migration itself runs to its end or dies whole
+    require_clickhouse(s, s.wait_s, home="system", stop=stop_on_signals())
+    default_signals()
     try:
-        ran = migrate(s.clickhouse(), wall_ms(), s.clickhouse_cluster, s.clickhouse_on)
+        # connected to `system`: the databases are the migrations' to create
+        connect = lambda host, port: s.clickhouse_on(host, port, home="system")  # noqa: E731
+        ran = migrate(s.clickhouse(home="system"), wall_ms(), s.clickhouse_cluster, connect)
     except (SchemaError, ValueError) as exc:  # an old key; an unknown cluster name
         raise CliError(SETTINGS_ERROR, str(exc)) from None
     print(f"applied {len(ran)} migration(s): {', '.join(f'{m.version:04d}_{m.name}' for m in ran) or 'none needed'}")

@@ -56,6 +56,7 @@ def _targets(args: list[str]) -> dict[str, list[Any]]:
 
 def run(a: argparse.Namespace) -> int:
     from sandmeter.stack import CLUSTER, ServiceError, Stack, StackSettings
+    from sandmeter.stack.users import DASHBOARDS, exports
 
     if a.targets and a.action != "watch":
         raise CliError(SETTINGS_ERROR, f"`stack {a.action}` takes no targets")
@@ -77,6 +78,9 @@ def run(a: argparse.Namespace) -> int:
             print(f"started: {started_}; kafka {stack.kafka_bootstrap}, {where}")
             if stack.alerting:
                 print(f"prometheus {stack.alerting.prometheus_url}, alertmanager {stack.alerting.alertmanager_url}")
+            print(f"clickhouse users (no `default`; passwords in {stack.users.dir}, docs/deployment.md):")
+            print("\n".join(exports(stack.users)))
+            print(f"grafana: {DASHBOARDS}, password in {stack.users.password_file(DASHBOARDS)}")
         elif a.action == "down":
             print(f"stopped: {', '.join(stack.down()) or 'nothing was running'}")
         elif a.action == "watch":

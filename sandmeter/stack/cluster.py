@@ -15,10 +15,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
 
 from sandmeter.stack.procs import ManagedProcess, ServiceError
 from sandmeter.stack.settings import StackSettings
 from sandmeter.stack.stack import clickhouse_process, write_clickhouse_config
+from sandmeter.stack.users import ADMIN, Users
 from sandmeter.stack.zookeeper import require_installed, zookeeper_process
 from sandmeter.stack.zookeeper import write_config as write_zoo_cfg
 
@@ -56,18 +59,23 @@ def layout(s: StackSettings) -> list[Node]:
     return nodes
 
 
-def remote_servers(nodes: list[Node]) -> str:
+def remote_servers(nodes: list[Node], user: str, password: str) -> str:
+    """The cluster, each replica reached as `user` (Distributed tables read and write other
+    shards with these credentials, whoever queries them: docs/deployment.md, Cluster)."""
     shards = []
+    login = f"<user>{escape(user)}</user><password>{escape(password)}</password>"
     for shard in sorted({n.shard for n in nodes}):
         replicas = "".join(
-            f"<replica><host>127.0.0.1</host><port>{n.tcp_port}</port></replica>" for n in nodes if n.shard == shard
+            f"<replica><host>127.0.0.1</host><port>{n.tcp_port}</port>{login}</replica>"
+            for n in nodes
+            if n.shard == shard
         )
         # a Distributed insert writes one replica; the replicated table copies it to the others
         shards.append(f"<shard><internal_replication>true</internal_replication>{replicas}</shard>")
     return f"<remote_servers><{CLUSTER}>{''.join(shards)}</{CLUSTER}></remote_servers>"
 
 
-def write_cluster_overlay(root: Path, node: Node, nodes: list[Node], zk_port: int) -> Path:
+def write_cluster_overlay(root: Path, node: Node, nodes: list[Node], zk_port: int, users: Users) -> Path:
     """`config.d/cluster.xml` (merged into config.xml) and `users.d/cluster.xml` (into users.xml)."""
     for sub in ("config.d", "users.d"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -83,7 +91,7 @@ def write_cluster_overlay(root: Path, node: Node, nodes: list[Node], zk_port: in
     <session_timeout_ms>{SESSION_TIMEOUT_MS}</session_timeout_ms>
   </zookeeper>
   <macros><cluster>{CLUSTER}</cluster><shard>{node.shard:02d}</shard><replica>{node.name}</replica></macros>
-  {remote_servers(nodes)}
+  {remote_servers(nodes, ADMIN, users.password(ADMIN))}
   <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
 </yandex>
 """
@@ -103,6 +111,7 @@ class Cluster:
 
     def __init__(self, s: StackSettings) -> None:
         self.settings = s
+        self.users = Users(s.state_dir)  # every node has the same users and passwords
         self.nodes = layout(s)
         self.zookeeper = zookeeper_process(s.state_dir, s.zookeeper_port)
         self.servers = {
@@ -112,6 +121,20 @@ class Cluster:
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
+
+    def ch(self, port: int, database: str, user: str = ADMIN, **kw: Any) -> Any:
+        """A connection to the node on `port` as `user`, for the configured `database`."""
+        return self.users.client(port, database, user, **kw)
+
+    def allow(self, name: str) -> None:
+        """Lets the component users use the four databases of `name` on every node that runs."""
+        self.users.allow(name, self._running())
+
+    def disallow(self, name: str) -> None:
+        self.users.disallow(name, self._running())
+
+    def _running(self) -> list[tuple[Path, int]]:
+        return [(self.settings.state_dir / n.name, n.tcp_port) for n in self.nodes if self.servers[n.name].pid()]
 
     def processes(self) -> list[ManagedProcess]:
         return [self.zookeeper, *self.servers.values()]
@@ -141,8 +164,8 @@ class Cluster:
 
     def write_node(self, n: Node) -> None:
         root = self.settings.state_dir / n.name
-        write_clickhouse_config(root, n.tcp_port, n.http_port)
-        write_cluster_overlay(root, n, self.nodes, self.settings.zookeeper_port)
+        write_clickhouse_config(root, n.tcp_port, n.http_port, self.users)
+        write_cluster_overlay(root, n, self.nodes, self.settings.zookeeper_port, self.users)
 
     def start_node(self, name: str) -> bool:
         """(Re)starts one server, e.g. after `stop_node`; its data is kept."""

@@ -9,12 +9,14 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
 from contracts.names import ALL_TOPICS
 from sandmeter.stack.alerting import Alerting, Target
 from sandmeter.stack.procs import ManagedProcess, ServiceError
 from sandmeter.stack.settings import StackSettings
+from sandmeter.stack.users import ADMIN, Users
 from sandmeter.stack.zookeeper import serving
 
 
@@ -28,9 +30,12 @@ def _tcp_answers(port: int, host: str = "127.0.0.1") -> bool:
 
 def _clickhouse_answers(port: int) -> bool:
     from clickhouse_driver import Client
+    from clickhouse_driver.errors import ServerException
 
-    try:
+    try:  # as nobody: refusing the login (there is no `default` user) is answering
         Client(host="127.0.0.1", port=port, connect_timeout=1, send_receive_timeout=2).execute("SELECT 1")
+    except ServerException:
+        return True
     except Exception:
         return False
     return True
@@ -66,29 +71,13 @@ def clickhouse_binary() -> str:
     return found
 
 
-def write_clickhouse_config(root: Path, tcp_port: int, http_port: int) -> Path:
-    """Writes a self-contained config: own ports, data path, logs and users file."""
+def write_clickhouse_config(root: Path, tcp_port: int, http_port: int, users: Users) -> Path:
+    """Writes a self-contained config: own ports, data path, logs and users files
+    (sandmeter/stack/users.py: a user per component, no `default`)."""
     for sub in ("data", "tmp", "log", "format_schemas", "user_files"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     r = escape(str(root.resolve()))
-    users = root / "users.xml"
-    users.write_text(
-        """<?xml version="1.0"?>
-<yandex>
-  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
-  <users>
-    <default>
-      <password></password>
-      <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-      <profile>default</profile><quota>default</quota>
-    </default>
-  </users>
-  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors>
-    <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
-  </interval></default></quotas>
-</yandex>
-"""
-    )
+    users_xml = users.write(root)
     config = root / "config.xml"
     config.write_text(
         f"""<?xml version="1.0"?>
@@ -107,7 +96,7 @@ def write_clickhouse_config(root: Path, tcp_port: int, http_port: int) -> Path:
   <tmp_path>{r}/tmp/</tmp_path>
   <user_files_path>{r}/user_files/</user_files_path>
   <format_schema_path>{r}/format_schemas/</format_schema_path>
-  <users_config>{escape(str(users.resolve()))}</users_config>
+  <users_config>{escape(str(users_xml.resolve()))}</users_config>
   <default_profile>default</default_profile>
   <default_database>default</default_database>
   <mark_cache_size>268435456</mark_cache_size>
@@ -192,12 +181,25 @@ class Stack:
         self.broker = broker_process(self.dir, s.kafka_port)
         self.clickhouse = clickhouse_process("clickhouse", self.dir, s.clickhouse_tcp_port, s.clickhouse_http_port)
         self._ch_root = self.dir / "clickhouse"
+        self.users = Users(self.dir)
         self.cluster = Cluster(s)
         self.alerting = Alerting(s, self.dir) if s.alerting else None
 
     @property
     def kafka_bootstrap(self) -> str:
         return f"127.0.0.1:{self.settings.kafka_port}"
+
+    def ch(self, database: str, user: str = ADMIN, home: str = "") -> Any:
+        """A connection to the single server as `user` (sandmeter/stack/users.py), for the
+        configured `database` (starting in `home`: `system` before the database exists)."""
+        return self.users.client(self.settings.clickhouse_tcp_port, database, user, home)
+
+    def allow(self, name: str) -> None:
+        """Lets the component users use the four databases of `name` too (tests' own)."""
+        self.users.allow(name, [(self._ch_root, self.settings.clickhouse_tcp_port)])
+
+    def disallow(self, name: str) -> None:
+        self.users.disallow(name, [(self._ch_root, self.settings.clickhouse_tcp_port)])
 
     def up(self) -> list[str]:
         """Starts what is not running; returns the names it started."""
@@ -210,8 +212,9 @@ class Stack:
             else:
                 if self.clickhouse.pid() is None:
                     write_clickhouse_config(
-                        self._ch_root, self.settings.clickhouse_tcp_port, self.settings.clickhouse_http_port
-                    )
+                        self._ch_root, self.settings.clickhouse_tcp_port, self.settings.clickhouse_http_port,
+                        self.users,
+                    )  # fmt: skip
                 if self.clickhouse.start(self.settings.start_timeout_s):
                     started.append("clickhouse")
             if self.alerting:

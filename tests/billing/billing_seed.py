@@ -8,6 +8,8 @@ from typing import Any
 import pandas as pd
 
 from contracts import names as n
+from contracts.clickhouse import tables
+from contracts.names import databases
 from pipeline.accounted import Accounted
 from pipeline.accounting import USAGE_COLUMNS
 from pipeline.rollup import DirtyBuckets
@@ -75,16 +77,20 @@ def footprint(ch: Any) -> dict[str, tuple[int, int]]:
     block number, even if merged away since; merges keep it, and rows are counted as readers
     see them (FINAL where the engine deduplicates), so a background merge changes neither."""
     parts = ch.execute(
-        "SELECT table, max(max_block_number) FROM system.parts WHERE database = currentDatabase() GROUP BY table",
+        "SELECT database, table, max(max_block_number) FROM system.parts WHERE database IN %(d)s "
+        "GROUP BY database, table",
+        {"d": databases(tables(ch).database)},
         settings={"use_numpy": False},
     )
-    blocks = {str(t): int(b) for t, b in parts}
-    tables = ch.execute(
-        "SELECT name, engine FROM system.tables WHERE database = currentDatabase()", settings={"use_numpy": False}
+    blocks = {f"{d}.{t}": int(b) for d, t, b in parts}
+    found = ch.execute(
+        "SELECT database, name, engine FROM system.tables WHERE database IN %(d)s",
+        {"d": databases(tables(ch).database)},
+        settings={"use_numpy": False},
     )
     out = {}
-    for t, engine in tables:
+    for d, t, engine in found:
         final = " FINAL" if "Replacing" in str(engine) else ""
-        rows = int(ch.execute(f"SELECT count() FROM {t}{final}", settings={"use_numpy": False})[0][0])
-        out[str(t)] = (rows, blocks.get(str(t), -1))
+        rows = int(ch.execute(f"SELECT count() FROM {d}.{t}{final}", settings={"use_numpy": False})[0][0])
+        out[f"{d}.{t}"] = (rows, blocks.get(f"{d}.{t}", -1))
     return out

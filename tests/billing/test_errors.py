@@ -16,6 +16,9 @@ from billing.app import create_app
 from billing.db import query_settings, read_only
 from billing.plans import load_book
 from billing.settings import ApiSettings
+from contracts.clickhouse import tables
+from contracts.names import Tables
+from sandmeter.stack.users import ADMIN
 
 PLANS = Path(__file__).resolve().parents[1] / "fixtures" / "plans"
 SECRET = "s3cret"
@@ -38,6 +41,7 @@ class Store:
     def __init__(self, fail: BaseException | None = None, keys_fail: BaseException | None = None) -> None:
         self.fail, self.keys_fail = fail, keys_fail
         self.settings: list[dict[str, Any]] = []
+        self.tables = Tables("sandmeter")
 
     def execute(self, sql: str, params: Any = None, settings: dict[str, Any] | None = None, **_: Any) -> Any:
         self.settings.append(settings or {})
@@ -112,9 +116,11 @@ def test_the_server_refuses_a_write_on_the_api_connection(db: tuple[str, Any]) -
     ro = read_only(lambda: db[1], 30)()
     assert ro.settings == {"readonly": 2, "max_execution_time": 30}
     with pytest.raises(ServerException) as e:
-        ro.execute("INSERT INTO invoices (tenant, period) VALUES", [{"tenant": "x", "period": "2026-11"}])
+        ro.execute(
+            f"INSERT INTO {tables(db[1]).invoices} (tenant, period) VALUES", [{"tenant": "x", "period": "2026-11"}]
+        )
     assert e.value.code == 164  # READONLY
-    assert db[1].execute("SELECT count() FROM invoices", settings={"use_numpy": False}) == [(0,)]
+    assert db[1].execute(f"SELECT count() FROM {tables(db[1]).invoices}", settings={"use_numpy": False}) == [(0,)]
 
 
 @pytest.mark.clickhouse
@@ -131,7 +137,10 @@ def test_the_api_serves_as_a_read_only_user(stack: Any, db: tuple[str, Any], rea
     port = stack.settings.clickhouse_tcp_port
 
     def user() -> Any:
-        return Client(host="127.0.0.1", port=port, database=name, settings={"readonly": readonly})
+        c = Client(host="127.0.0.1", port=port, database=name, user=ADMIN, password=stack.users.password(ADMIN),
+                   settings={"readonly": readonly})  # fmt: skip
+        c.tables = Tables(name)  # what contracts.clickhouse.client() gives every connection
+        return c
 
     with TestClient(create_app(ApiSettings(key_cache_s=0), user, book=load_book(PLANS))) as c:
         for path in ROUTES[:7]:

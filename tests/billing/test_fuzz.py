@@ -39,9 +39,9 @@ from billing.app import create_app
 from billing.keys import OPERATOR, TENANT, create_key
 from billing.plans import load_book
 from billing.settings import ApiSettings
-from contracts.clickhouse import client
 from sandmeter.stack import Stack
 from sandmeter.stack.procs import free_port
+from sandmeter.stack.users import API, BILLING
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -97,10 +97,11 @@ def api(stack: Stack) -> Iterator[dict[str, Any]]:
         write_incidents(ch, "acme", 5, NOW_MS - 86_400_000)
         write_load(ch, "acme", "fn", NOW_MS)
         keys = {"operator": create_key(ch, OPERATOR)[1], "acme": create_key(ch, TENANT, "acme")[1]}
-        port = stack.settings.clickhouse_tcp_port
         # a connection per request, as `sandmeter api` makes them
-        app = create_app(ApiSettings(max_rows=2000, key_cache_s=60), lambda: client("127.0.0.1", port, name),
-                         book=load_book(PLANS), clock_ms=lambda: NOW_MS)  # fmt: skip
+        # the API's own users: reading usage, and reading keys and invoices
+        app = create_app(ApiSettings(max_rows=2000, key_cache_s=60), lambda: stack.ch(name, API),
+                         book=load_book(PLANS), clock_ms=lambda: NOW_MS,
+                         billing_factory=lambda: stack.ch(name, BILLING))  # fmt: skip
         with serve(app) as url:
             yield {"url": url, "app": app, "ch": ch, "keys": keys}
 
@@ -129,8 +130,12 @@ def test_the_run_finds_a_planted_server_error(stack: Stack, db: tuple[str, Any])
     """The harness can fail: a route that breaks on some inputs is caught and named."""
     name, ch = db
     key = create_key(ch, OPERATOR)[1]
-    port = stack.settings.clickhouse_tcp_port
-    app = create_app(ApiSettings(), lambda: client("127.0.0.1", port, name), book=load_book(PLANS))
+    app = create_app(
+        ApiSettings(),
+        lambda: stack.ch(name, API),
+        book=load_book(PLANS),
+        billing_factory=lambda: stack.ch(name, BILLING),
+    )
 
     @app.get("/v1/planted/{n}")
     def planted(n: int) -> dict[str, int]:

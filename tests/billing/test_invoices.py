@@ -25,7 +25,10 @@ from billing.invoices import Invoices, Period
 from billing.plans import load_book
 from billing.settings import ApiSettings
 from billing.timeparse import format_ms, parse_ms
+from contracts.clickhouse import tables
+from contracts.names import Tables
 from sandmeter.cli import main
+from sandmeter.stack.users import API, BILLING
 
 
 @pytest.fixture
@@ -151,7 +154,7 @@ def test_finalization_property(db: tuple[str, Any], months: set[int], plan_from:
     usage that end after the plan starts and whose grace is over, each once, oldest first, and
     never touches anything else."""
     _, ch = db
-    ch.execute("TRUNCATE TABLE invoices")
+    ch.execute(f"TRUNCATE TABLE {tables(ch).invoices}")
     ch.execute("TRUNCATE TABLE usage_intervals")
     ch.execute("TRUNCATE TABLE usage_minute")
     ch.execute("TRUNCATE TABLE usage_hour")
@@ -176,7 +179,7 @@ def test_finalization_property(db: tuple[str, Any], months: set[int], plan_from:
         done += got
         expect = {str(month[m]) for m in months if month[m].end_ms > book.starts_ms("t1") and m < r}
         assert {p for _, p in done} == expect and len(done) == len(set(done))
-    rows = ch.execute("SELECT tenant, period, body FROM invoices", settings={"use_numpy": False})
+    rows = ch.execute(f"SELECT tenant, period, body FROM {tables(ch).invoices}", settings={"use_numpy": False})
     assert sorted((str(t), str(p)) for t, p, _ in rows) == sorted(done)
     assert all(json.loads(b)["status"] == "final" for _, _, b in rows)
 
@@ -186,6 +189,9 @@ def test_the_finalize_command(env: Env, db: tuple[str, Any], stack: Any, monkeyp
                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     name, _ = db
     monkeypatch.setenv("SANDMETER_API_CLICKHOUSE_PORT", str(stack.settings.clickhouse_tcp_port))
+    # reads usage as the API's user, writes the invoices as the billing user
+    for k, v in {**stack.users.env("API", API), **stack.users.env("API", BILLING, "billing_")}.items():
+        monkeypatch.setenv(k, v)
     monkeypatch.setenv("SANDMETER_API_CLICKHOUSE_DATABASE", name)
     monkeypatch.setenv("SANDMETER_API_PLANS_DIR", str(PLANS))
     assert main(["invoices", "finalize", "--now", "2026-12-01T00:30:00Z"]) == 0
@@ -205,6 +211,8 @@ def test_the_finalize_command(env: Env, db: tuple[str, Any], stack: Any, monkeyp
 
 
 class _Down:
+    tables = Tables("sandmeter")
+
     def execute(self, *a: Any, **k: Any) -> Any:
         raise ConnectionError("refused")
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from test_api import NOV, Env, make_env
 
 from billing.timeparse import format_ms
+from contracts.clickhouse import tables
 
 DAY = 86_400_000
 SLOW = settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -126,10 +127,11 @@ def test_no_get_writes_and_none_is_a_5xx(env: Env, calls: list[tuple[str, str, s
 def test_the_footprint_sees_a_write_even_one_merged_away(env: Env) -> None:
     """The check above can fail: a write shows, including a duplicate row a merge would remove."""
     before = footprint(env.ch)
+    invoices = tables(env.ch).invoices
     row = [{"tenant": "t", "period": "2026-11"}]
-    env.ch.execute("INSERT INTO invoices (tenant, period) VALUES", row, settings={"use_numpy": False})
+    env.ch.execute(f"INSERT INTO {invoices} (tenant, period) VALUES", row, settings={"use_numpy": False})
     after = footprint(env.ch)
-    assert after["invoices"] != before["invoices"]
-    env.ch.execute("INSERT INTO invoices (tenant, period) VALUES", row, settings={"use_numpy": False})
-    env.ch.execute("OPTIMIZE TABLE invoices FINAL")
-    assert footprint(env.ch)["invoices"][1] > after["invoices"][1]  # same rows as readers see them, newer block
+    assert after[invoices] != before[invoices]
+    env.ch.execute(f"INSERT INTO {invoices} (tenant, period) VALUES", row, settings={"use_numpy": False})
+    env.ch.execute(f"OPTIMIZE TABLE {invoices} FINAL")
+    assert footprint(env.ch)[invoices][1] > after[invoices][1]  # same rows as readers see them, newer block

@@ -108,7 +108,7 @@ def test_a_clickhouse_password_never_shows_and_reaches_the_client(password: str)
     for shown in (repr(s), str(s), s.model_dump_json()):
         assert password not in shown
     seen: dict[str, Any] = {}
-    with mock.patch("clickhouse_driver.Client", lambda **kw: seen.update(kw)):
+    with mock.patch("clickhouse_driver.Client", lambda **kw: seen.update(kw) or mock.Mock()):
         s.clickhouse()
     assert (seen["user"], seen["password"]) == ("sandmeter_writer", password)
 
@@ -124,7 +124,7 @@ def test_a_password_file_is_read_and_both_sources_at_once_are_refused(tmp_path: 
     f.write_text("s3cret-from-a-docker-secret\n")
     s = loaded(MigrateSettings, SANDMETER_MIGRATE_CLICKHOUSE_PASSWORD_FILE=str(f))
     seen: dict[str, Any] = {}
-    with mock.patch("clickhouse_driver.Client", lambda **kw: seen.update(kw)):
+    with mock.patch("clickhouse_driver.Client", lambda **kw: seen.update(kw) or mock.Mock()):
         s.clickhouse()
     assert seen["password"] == "s3cret-from-a-docker-secret"
     with pytest.raises(SettingsProblem, match=r"SANDMETER_MIGRATE_CLICKHOUSE_PASSWORD and .*_PASSWORD_FILE"):

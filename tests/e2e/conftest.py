@@ -24,7 +24,6 @@ from collectors.agent import CollectorAgent, build_agent, run_agent
 from collectors.sim.runner import Simulator, collector_settings
 from collectors.sim.spec import FaultSpec, FleetSpec
 from collectors.sink import BatchSink
-from contracts.clickhouse import client
 from contracts.clock import wall_ms
 from contracts.names import HEALTH_INCIDENT as INCIDENT
 from contracts.wire import SampleBatch
@@ -34,6 +33,7 @@ from pipeline.settings import ProcessorSettings
 from sandmeter.demo import PLANS, serve_api
 from sandmeter.stack import AlertReceiver, Delivery, ServiceError, Stack, Target, create_topics
 from sandmeter.stack.procs import free_port
+from sandmeter.stack.users import API, BILLING, SCALE, WRITER
 
 
 class HeldSink:
@@ -186,7 +186,7 @@ def fault_run(
         ps = ProcessorSettings(
             kafka_bootstrap=stack.kafka_bootstrap, topic=topic, deadletter_topic=topic + ".dlq",
             alerts_topic=alerts, group_id=f"group-{name}", clickhouse_port=stack.settings.clickhouse_tcp_port,
-            clickhouse_database=name, metrics_port=0, flush_interval_s=0.5,
+            clickhouse_database=name, metrics_port=0, flush_interval_s=0.5, **stack.users.settings(WRITER),
         )  # fmt: skip
         proc = build_processor(ps, reg)
         ports = {"processor": _serve(reg), "scale": free_port()}
@@ -196,12 +196,13 @@ def fault_run(
             "SANDMETER_SCALE_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "SANDMETER_SCALE_TOPIC": decisions,
             "SANDMETER_SCALE_CLICKHOUSE_PORT": str(stack.settings.clickhouse_tcp_port),
             "SANDMETER_SCALE_CLICKHOUSE_DATABASE": name, "SANDMETER_SCALE_METRICS_HOST": "127.0.0.1",
-            "SANDMETER_SCALE_METRICS_PORT": str(ports["scale"]),
+            "SANDMETER_SCALE_METRICS_PORT": str(ports["scale"]), **stack.users.env("SCALE", SCALE),
         }, tmp)  # fmt: skip
         scale.spawn("scale")
         api = ApiSettings(port=free_port(), clickhouse_port=stack.settings.clickhouse_tcp_port,
-                          clickhouse_database=name, plans_dir=PLANS)  # fmt: skip
-        ch_factory = lambda: client("127.0.0.1", stack.settings.clickhouse_tcp_port, name)  # noqa: E731
+                          clickhouse_database=name, plans_dir=PLANS, **stack.users.settings(API),
+                          **stack.users.settings(BILLING, "billing_"))  # fmt: skip
+        ch_factory = lambda: stack.ch(name, API)  # noqa: E731
         killed = sorted(fleet.ports)[-1]  # a node without a fault
         try:
             with serve_api(api, ch_factory):

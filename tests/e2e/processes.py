@@ -16,6 +16,7 @@ from typing import Any
 from collectors.agent import wait_for_stops
 from sandmeter.stack import Stack
 from sandmeter.stack.procs import free_port
+from sandmeter.stack.users import WRITER
 
 
 class Children:
@@ -75,6 +76,7 @@ class Processors(Children):
             "SANDMETER_PROCESSOR_GROUP_ID": group,
             "SANDMETER_PROCESSOR_CLICKHOUSE_PORT": str(stack.settings.clickhouse_tcp_port),
             "SANDMETER_PROCESSOR_CLICKHOUSE_DATABASE": db,
+            **stack.users.env("PROCESSOR", WRITER),
             "SANDMETER_PROCESSOR_METRICS_HOST": "127.0.0.1",
             "SANDMETER_PROCESSOR_METRICS_PORT": "0",
             "SANDMETER_PROCESSOR_FLUSH_INTERVAL_S": "0.5",

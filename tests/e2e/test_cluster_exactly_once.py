@@ -24,14 +24,15 @@ from support import cluster_db
 from billing import OPERATOR, ApiSettings, create_app, create_key, load_book
 from collectors.sim.model import FleetSpec
 from collectors.sim.runner import Simulator
-from contracts.clickhouse import client
+from contracts.clickhouse import tables
 from contracts.names import PROCESSOR_BATCHES as BATCHES
 from contracts.names import PROCESSOR_CHECKPOINTS as CHECKPOINTS
-from contracts.names import T_RAW_SERIES, T_SAMPLES, T_USAGE, T_USAGE_HOUR, T_USAGE_MINUTE
+from contracts.names import T_RAW_SERIES, T_SAMPLES, T_USAGE, T_USAGE_HOUR, T_USAGE_MINUTE, Tables, databases
 from dashboards import generate as g
 from pipeline import reconcile_rollups
 from sandmeter.stack import CLUSTER, Cluster, Stack, create_topics
 from sandmeter.stack.procs import free_port
+from sandmeter.stack.users import ADMIN
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,9 +53,9 @@ def wait_for(what: str, cond: Any, timeout_s: float = 60) -> None:
         time.sleep(0.2)
 
 
-def local_counts(port: int, db: str) -> dict[str, int]:
-    ch = client("127.0.0.1", port, db)
-    return {t: int(ch.execute(f"SELECT count() FROM {t}_local")[0][0]) for t in REPLICATED}
+def local_counts(cluster: Cluster, port: int, db: str) -> dict[str, int]:
+    ch = cluster.ch(port, db)
+    return {t: int(ch.execute(f"SELECT count() FROM {Tables(db).db(t)}.{t}_local")[0][0]) for t in REPLICATED}
 
 
 def test_two_processors_and_a_replica_outage_on_the_cluster_give_ground_truth(
@@ -73,6 +74,8 @@ def test_two_processors_and_a_replica_outage_on_the_cluster_give_ground_truth(
                 "SANDMETER_PROCESSOR_CLICKHOUSE_PORT": str(node.tcp_port),
                 "SANDMETER_PROCESSOR_CLICKHOUSE_CLUSTER": CLUSTER,
                 "SANDMETER_PROCESSOR_CLICKHOUSE_ALT_HOSTS": others,
+                # the cluster's own admin: its component users know only the database `sandmeter`
+                **cluster.users.env("PROCESSOR", ADMIN),
             }
 
         spec = FleetSpec(nodes=4, sandboxes=16, tenants=4, churn_per_min=20, reset_per_min=10, seed=18)
@@ -90,11 +93,11 @@ def test_two_processors_and_a_replica_outage_on_the_cluster_give_ground_truth(
             first.send_signal(signal.SIGKILL)  # flushed rows past its checkpoint: replayed by the group
             first.wait(timeout=10)
             # the replica shard 2's inserts and reads go to first (load_balancing=in_order) goes away
-            before_stop = local_counts(s2r1.tcp_port, name)
+            before_stop = local_counts(cluster, s2r1.tcp_port, name)
             assert cluster.stop_node(s2r1.name)
             procs.start(env=on(s1r2))  # the replacement: two in the group again
             time.sleep(12)
-            written_meanwhile = local_counts(s2r2.tcp_port, name)[T_USAGE] - before_stop[T_USAGE]
+            written_meanwhile = local_counts(cluster, s2r2.tcp_port, name)[T_USAGE] - before_stop[T_USAGE]
             assert cluster.start_node(s2r1.name)
             time.sleep(4)
             drain_and_catch_up(sim, fleet, stack.kafka_bootstrap, f"group-{name}", topic)
@@ -107,18 +110,15 @@ def test_two_processors_and_a_replica_outage_on_the_cluster_give_ground_truth(
         assert written_meanwhile > 0
 
         # the restarted replica fetched everything its peer took meanwhile
-        h = client("127.0.0.1", s2r1.tcp_port, name)
+        h = cluster.ch(s2r1.tcp_port, name)
         for t in REPLICATED:
-            h.execute(f"SYSTEM SYNC REPLICA {t}_local")
-        assert local_counts(s2r1.tcp_port, name) == local_counts(s2r2.tcp_port, name)
-        assert local_counts(s1r1.tcp_port, name) == local_counts(s1r2.tcp_port, name)
+            h.execute(f"SYSTEM SYNC REPLICA {Tables(name).db(t)}.{t}_local")
+        assert local_counts(cluster, s2r1.tcp_port, name) == local_counts(cluster, s2r2.tcp_port, name)
+        assert local_counts(cluster, s1r1.tcp_port, name) == local_counts(cluster, s1r2.tcp_port, name)
         # each tenant on one shard (cityHash64(tenant) % 2), both shards used
         placed = {
             node.shard: {
-                r[0]
-                for r in client("127.0.0.1", node.tcp_port, name).execute(
-                    f"SELECT DISTINCT tenant FROM {T_USAGE}_local"
-                )
+                r[0] for r in cluster.ch(node.tcp_port, name).execute(f"SELECT DISTINCT tenant FROM {T_USAGE}_local")
             }
             for node in (s1r1, s2r1)
         }
@@ -137,7 +137,11 @@ def test_two_processors_and_a_replica_outage_on_the_cluster_give_ground_truth(
         assert not off, f"{len(off)} of {len(truth['sandboxes'])} sandboxes off"
 
         settings = ApiSettings(
-            clickhouse_port=s1r1.tcp_port, clickhouse_database=name, clickhouse_cluster=CLUSTER, key_cache_s=0
+            clickhouse_port=s1r1.tcp_port,
+            clickhouse_database=name,
+            clickhouse_cluster=CLUSTER,
+            key_cache_s=0,
+            **cluster.users.settings(ADMIN),
         )
         app = create_app(settings, settings.clickhouse, book=load_book(ROOT / "plans"))
         auth = {"Authorization": f"Bearer {create_key(ch, OPERATOR)[1]}"}
@@ -173,11 +177,11 @@ def test_two_processors_and_a_replica_outage_on_the_cluster_give_ground_truth(
         variables = {
             v["name"]: [str(r[0]) for r in ch.execute(v["query"])] or ["none"]
             for dash in g.DASHBOARDS
-            for v in g.dashboard_json(dash).get("templating", {}).get("list", [])
+            for v in g.dashboard_json(dash, database=tables(ch).database).get("templating", {}).get("list", [])
         }
         joins = 0
         for dash in g.DASHBOARDS:
-            for panel, t in targets(g.dashboard_json(dash)):
+            for panel, t in targets(g.dashboard_json(dash, database=tables(ch).database)):
                 if panel["datasource"]["uid"] == g.CH_UID:
                     sql = render_sql(t["rawSql"], first_ms // 1000 - 60, last_ms // 1000 + 60, 10, variables)
                     rows = ch.execute(sql)
@@ -185,10 +189,10 @@ def test_two_processors_and_a_replica_outage_on_the_cluster_give_ground_truth(
                         assert rows, (dash, panel["title"])
                         joins += 1
         assert joins >= 3
-        sizes = client("127.0.0.1", s1r1.tcp_port, name).execute(
-            "SELECT table, sum(rows), sum(data_compressed_bytes) FROM system.parts WHERE database = %(db)s AND active "
+        sizes = cluster.ch(s1r1.tcp_port, name).execute(
+            "SELECT table, sum(rows), sum(data_compressed_bytes) FROM system.parts WHERE database IN %(db)s AND active "
             "AND table IN %(t)s GROUP BY table ORDER BY table",
-            {"db": name, "t": tuple(f"{t}_local" for t in REPLICATED)},
+            {"db": databases(name), "t": tuple(f"{t}_local" for t in REPLICATED)},
         )
         print(
             "shard 1, compressed column data:",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from grafana_macros import render_sql, targets
 
+from contracts.clickhouse import tables
 from dashboards import generate as g
 from dashboards import rules
 
@@ -55,14 +56,15 @@ def test_every_clickhouse_panel_query_returns_rows(fault_run: Any) -> None:
     ch = fault_run.ch
     from_s, to_s = fault_run.from_ms // 1000 - 60, fault_run.to_ms // 1000 + 60
     variables: dict[str, list[str]] = {}
+    db = tables(ch).database
     for name in g.DASHBOARDS:
-        for v in g.dashboard_json(name).get("templating", {}).get("list", []):
+        for v in g.dashboard_json(name, database=db).get("templating", {}).get("list", []):
             values = [str(r[0]) for r in ch.execute(v["query"])]
             assert values, (name, v["name"], "variable resolves to nothing")
             variables[v["name"]] = values
     checked = 0
     for name in g.DASHBOARDS:
-        for panel, t in targets(g.dashboard_json(name)):
+        for panel, t in targets(g.dashboard_json(name, database=db)):
             if panel["datasource"]["uid"] != g.CH_UID:
                 continue
             sql = render_sql(t["rawSql"], from_s, to_s, 10, variables)

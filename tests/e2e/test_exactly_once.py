@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from processes import Processors, SimProcess, drain_and_catch_up, metric
 
+from contracts.clickhouse import tables
 from contracts.names import PROCESSOR_BATCHES as BATCHES
 from contracts.names import PROCESSOR_CHECKPOINTS as CHECKPOINTS
 from contracts.names import UNATTRIBUTED
@@ -126,11 +127,12 @@ def debug_cpu(ch: Any, truth: dict[str, Any], sandboxes: list[str]) -> None:
         rows = ch.execute("SELECT batch_id, start_ms, end_ms, cpu_used_us FROM usage_intervals FINAL "
                           "WHERE sandbox_id = %(s)s ORDER BY end_ms, batch_id", {"s": sb})  # fmt: skip
         raw = ch.execute(
-            "SELECT r.ts_ms, r.value FROM raw_samples AS r ANY INNER JOIN raw_series AS s USING series_id "
+            f"SELECT r.ts_ms, r.value FROM {tables(ch).samples} AS r ANY INNER JOIN {tables(ch).raw_series} AS s "
+            "USING series_id "
             "WHERE s.sandbox_id = %(s)s AND s.metric = 'cgroup_cpu_usage_usec' ORDER BY r.ts_ms",
             {"s": sb},
         )
-        late = ch.execute("SELECT ts_ms, value FROM late_samples WHERE sandbox_id = %(s)s AND "
+        late = ch.execute(f"SELECT ts_ms, value FROM {tables(ch).late} WHERE sandbox_id = %(s)s AND "
                           "metric = 'cgroup_cpu_usage_usec' ORDER BY ts_ms", {"s": sb})  # fmt: skip
         print(f"{sb}: rows {[tuple(r) for r in rows]}\n  raw cpu {[tuple(r) for r in raw]}\n  late {late}")
 
@@ -198,10 +200,10 @@ def test_churn_sigkill_and_two_instances_give_ground_truth_per_lifetime(
     assert len(short) >= 300 and min(lives) < 40 and max(lives) >= 400
     raw, final = ch.execute("SELECT count(), uniqExact(tenant, sandbox_id, end_ms, batch_id) FROM usage_intervals")[0]
     print(f"usage rows {raw}, distinct {final}: {raw - final} replayed rows not merged yet")
-    late = int(ch.execute("SELECT count() FROM late_samples")[0][0])
+    late = int(ch.execute(f"SELECT count() FROM {tables(ch).late}")[0][0])
     print(
         "late and rejected samples by reason:",
-        {str(r): int(c) for r, c in ch.execute("SELECT reason, count() FROM late_samples GROUP BY reason")},
+        {str(r): int(c) for r, c in ch.execute(f"SELECT reason, count() FROM {tables(ch).late} GROUP BY reason")},
     )
     print(f"{resent} old batches sent again: {late} samples went to late_samples, none billed twice")
     assert resent >= 40 and late > 0

@@ -28,9 +28,11 @@ from processes import group_caught_up
 from prometheus_client import CollectorRegistry
 from support import private_db
 
+from contracts.clickhouse import tables
 from contracts.clock import wall_ms
 from pipeline import ProcessorSettings, build_processor
 from sandmeter.stack import Stack, create_topics
+from sandmeter.stack.users import WRITER
 
 pytestmark = [pytest.mark.kafka, pytest.mark.clickhouse]
 EXAMPLES = 12
@@ -58,7 +60,7 @@ def running(stack: Stack) -> Iterator[Running]:
         s = ProcessorSettings(
             kafka_bootstrap=stack.kafka_bootstrap, topic=topic, deadletter_topic=topic + ".dlq", group_id=group,
             clickhouse_port=stack.settings.clickhouse_tcp_port, clickhouse_database=name, metrics_port=0,
-            flush_interval_s=0.2, checkpoint_interval_s=0.5, **SETTINGS,
+            flush_interval_s=0.2, checkpoint_interval_s=0.5, **SETTINGS, **stack.users.settings(WRITER),
         )  # fmt: skip
         proc = build_processor(s, CollectorRegistry())
         stop = threading.Event()
@@ -125,8 +127,10 @@ def test_bad_records_through_the_real_broker_never_stop_the_processor(running: R
         want = by_bytes[(k, v)].dead
         assert want is None or h["sandmeter-dlq-reason"] == want.encode(), (want, h)
         assert h["sandmeter-source"].startswith(running.topic.encode())
-    late = running.ch.execute("SELECT reason, count() FROM late_samples WHERE node LIKE %(u)s GROUP BY reason",
-                              {"u": f"%-{uid}"})  # fmt: skip
+    late = running.ch.execute(
+        f"SELECT reason, count() FROM {tables(running.ch).late} WHERE node LIKE %(u)s GROUP BY reason",
+        {"u": f"%-{uid}"},
+    )
     assert {str(k): int(v) for k, v in late} == dict(Counter(reason for r in s.records for reason in r.rejected))
     rows = running.ch.execute(
         "SELECT sandbox_id, sum(cpu_used_us), sum(io_read_bytes), sum(vcpu_alloc_mcpu_ms) FROM usage_intervals FINAL "

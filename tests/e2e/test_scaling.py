@@ -25,9 +25,9 @@ from billing.plans import load_book
 from billing.settings import ApiSettings
 from collectors.sim.runner import Simulator
 from collectors.sim.spec import FleetSpec
-from contracts.clickhouse import client
 from contracts.clock import wall_ms
 from sandmeter.stack import Stack, create_topics
+from sandmeter.stack.users import SCALE
 from scaling import Publisher
 from scaling.kpa import KpaConfig
 
@@ -72,7 +72,7 @@ def test_recommendation_follows_load_up_and_down_and_fails_closed(
 
     producer = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
     stop_pub = threading.Event()
-    pub_ch = client("127.0.0.1", stack.settings.clickhouse_tcp_port, name)  # a connection is not shared
+    pub_ch = stack.ch(name, SCALE)  # a connection is not shared
     pub = Publisher(pub_ch, producer, decisions, STALE_S, wall_ms, KpaConfig(), CollectorRegistry())
     pub_thread = threading.Thread(target=pub.run, args=(stop_pub,), daemon=True)
     pub_thread.start()

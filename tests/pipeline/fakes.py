@@ -144,10 +144,6 @@ class FakeWriter(ClickHouseWriter):
                 out[c.partition] = c
         return out
 
-    def drop_days_before(self, table: str, day: int) -> list[str]:
-        self.calls.append(f"retention {table} {day}")
-        return ["20261101"]
-
 
 def processor(
     writer: FakeWriter, registry: CollectorRegistry | None = None, **settings: Any

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from support import cluster_db
 
 from contracts import names as n
-from contracts.clickhouse import client
+from contracts.names import Tables, databases
 from contracts.quantities import COLUMNS
+from pipeline import shards
 from pipeline.accounted import Accounted
 from pipeline.accounting import USAGE_COLUMNS
 from pipeline.schema import SchemaError, available, check_keys, migrate
@@ -33,25 +34,28 @@ DAY_MS = 86_400_000
 def test_every_table_is_sharded_by_a_key_column_or_replicated_everywhere() -> None:
     for mig in available():
         for stmt in mig.statements:
-            out = cluster_statements(stmt, CLUSTER, "db")
+            out = cluster_statements(stmt, CLUSTER, Tables("db"))
             name = stmt.split("IF NOT EXISTS")[1].split()[0]
+            db = Tables("db").db(name)  # each table in the database of its readers
             assert name in SHARD_KEY or name in EVERYWHERE, name
             assert "ENGINE = Replicated" in out[0] and "'/clickhouse/tables/" in out[0] and "'{replica}'" in out[0]
             if name in SHARD_KEY:
-                assert out[0].startswith(f"CREATE TABLE IF NOT EXISTS {name}_local ") and "{shard}" in out[0]
-                assert out[1].endswith(f"Distributed({CLUSTER}, db, {name}_local, {SHARD_KEY[name]})")
+                assert out[0].startswith(f"CREATE TABLE IF NOT EXISTS {db}.{name}_local ") and "{shard}" in out[0]
+                assert out[1].startswith(f"CREATE TABLE IF NOT EXISTS {db}.{name} AS {db}.{name}_local ")
+                assert out[1].endswith(f"Distributed({CLUSTER}, {db}, {name}_local, {SHARD_KEY[name]})")
                 # the shard key's column is in the sorting key, so a row's duplicates share its shard
                 column = SHARD_KEY[name].removeprefix("cityHash64(").rstrip(")")
                 assert column in re.findall(r"\w+", stmt.split("ORDER BY")[1]), name
             else:
-                assert len(out) == 1 and "/all/db/" in out[0]
+                assert len(out) == 1 and f"/all/{db}/" in out[0] and db == "db_billing"
 
 
 def test_a_versioned_engine_keeps_its_version_column() -> None:
     stmt = next(s for m in available() for s in m.statements if "processor_checkpoints" in s)
     assert (
-        "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/processor_checkpoints', '{replica}', offset)"
-        in (cluster_statements(stmt, CLUSTER, "db")[0])
+        "ReplicatedReplacingMergeTree("
+        "'/clickhouse/tables/{shard}/db_internal/processor_checkpoints', '{replica}', offset)"
+        in (cluster_statements(stmt, CLUSTER, Tables("db"))[0])
     )
 
 
@@ -62,22 +66,24 @@ def cdb(cluster: Cluster) -> Any:
 
 
 def host(cluster: Cluster, i: int, db: str) -> Any:
-    return client("127.0.0.1", cluster.nodes[i].tcp_port, db)
+    return cluster.ch(cluster.nodes[i].tcp_port, db)
 
 
 @pytest.mark.cluster
 def test_migrate_makes_local_and_distributed_tables_on_every_host_once(cluster: Cluster, cdb: Any) -> None:
     name, ch = cdb
-    connect = lambda h, p: client(h, p, name, cluster=CLUSTER)  # noqa: E731
+    connect = lambda h, p: cluster.ch(p, name, cluster=CLUSTER)  # noqa: E731
     assert migrate(ch, 1, CLUSTER, connect) == []  # each host recorded its own versions
     for i in range(4):
         tables = dict(
-            host(cluster, i, name).execute("SELECT name, engine FROM system.tables WHERE database = currentDatabase()")
+            host(cluster, i, name).execute(
+                "SELECT name, engine FROM system.tables WHERE database IN %(d)s", {"d": databases(name)}
+            )
         )
         assert tables[n.T_USAGE] == "Distributed" and tables[local(n.T_USAGE)] == "ReplicatedReplacingMergeTree"
         assert tables[n.T_API_KEYS] == "ReplicatedReplacingMergeTree" and tables[n.T_MIGRATIONS] == "MergeTree"
         assert tables[n.T_CHECKPOINTS] == "Distributed"
-        versions = host(cluster, i, name).execute(f"SELECT count() FROM {n.T_MIGRATIONS}")[0][0]
+        versions = host(cluster, i, name).execute(f"SELECT count() FROM {Tables(name).migrations}")[0][0]
         assert versions == len(available())
 
 
@@ -148,33 +154,39 @@ def test_keys_are_checked_on_each_hosts_local_tables(cluster: Cluster) -> None:
         ddl = str(h.execute(f"SHOW CREATE TABLE {local(n.T_USAGE)}")[0][0])
         h.execute(f"DROP TABLE {local(n.T_USAGE)}")
         h.execute(ddl.replace(", batch_id)", ")").replace(f"/{n.T_USAGE}'", f"/{n.T_USAGE}_old'"))
-        connect = lambda hs, p: client(hs, p, name, cluster=CLUSTER)  # noqa: E731
+        connect = lambda hs, p: cluster.ch(p, name, cluster=CLUSTER)  # noqa: E731
         with pytest.raises(SchemaError, match=r"usage_intervals_local .* without batch_id"):
             check_keys(ch, CLUSTER, connect)
+
+
+def drop_days_before(cluster: Cluster, name: str, ch: Any, day: int) -> list[str]:
+    """What `sandmeter retention` does to the raw samples (pipeline/retention.py), on the cluster."""
+    connect = lambda h, p: cluster.ch(p, name, cluster=CLUSTER)  # noqa: E731
+    return shards.drop_days_before(ch, n.T_SAMPLES, day, CLUSTER, connect)
 
 
 @pytest.mark.cluster
 def test_retention_drops_old_days_from_every_hosts_local_table(cluster: Cluster, cdb: Any) -> None:
     name, ch = cdb
-    w = ClickHouseWriter(ch, keep_raw=True, cluster=CLUSTER)
     days = [T0 - 3 * DAY_MS, T0 - 2 * DAY_MS, T0]
     samples = pd.DataFrame(
         {"series_id": np.arange(1, 61, dtype=np.uint64), "ts_ms": np.array([days[i % 3] for i in range(60)], np.uint64),
          "value": np.ones(60)}
     )  # fmt: skip
-    ch.insert_dataframe(f"INSERT INTO {n.T_SAMPLES} (series_id, ts_ms, value) VALUES", samples)
+    ch.insert_dataframe(f"INSERT INTO {Tables(name).samples} (series_id, ts_ms, value) VALUES", samples)
     today = int(dt.datetime.fromtimestamp(T0 / 1000, dt.UTC).strftime("%Y%m%d"))
-    assert len(w.drop_days_before(n.T_SAMPLES, today)) == 2
+    assert len(drop_days_before(cluster, name, ch, today)) == 2
     import time
 
     deadline = time.monotonic() + 20  # the drop is queued distributed DDL: every host runs it soon
     while True:
         left = [
-            int(host(cluster, i, name).execute(f"SELECT count() FROM {local(n.T_SAMPLES)}")[0][0]) for i in range(4)
+            int(host(cluster, i, name).execute(f"SELECT count() FROM {name}_raw.{local(n.T_SAMPLES)}")[0][0])
+            for i in range(4)
         ]
         if sum(left) == 2 * 20 or time.monotonic() > deadline:  # today's 20 rows, on both replicas of their shards
             break
         time.sleep(0.2)
     assert sum(left) == 40 and left[0] == left[1] and left[2] == left[3], left
-    assert int(ch.execute(f"SELECT count() FROM {n.T_SAMPLES}")[0][0]) == 20
-    assert w.drop_days_before(n.T_SAMPLES, today) == []
+    assert int(ch.execute(f"SELECT count() FROM {Tables(name).samples}")[0][0]) == 20
+    assert drop_days_before(cluster, name, ch, today) == []

@@ -5,6 +5,8 @@ from typing import Any
 import pytest
 
 from contracts import names as n
+from contracts.clickhouse import tables
+from contracts.names import DATABASE_SUFFIX, databases
 from pipeline.schema import SchemaError, available, migrate, split_statements
 from sandmeter.stack import Stack
 
@@ -24,9 +26,14 @@ def test_split_statements_skips_comments() -> None:
 @pytest.mark.clickhouse
 def test_migrate_is_idempotent(ch_migrated: Any) -> None:
     assert migrate(ch_migrated, 1) == []
-    tables = {r[0] for r in ch_migrated.execute("SHOW TABLES")}
-    assert {n.T_MIGRATIONS, n.T_SAMPLES, n.T_USAGE, n.T_LIFECYCLE, n.T_LATE} <= tables
-    versions = [r[0] for r in ch_migrated.execute(f"SELECT version FROM {n.T_MIGRATIONS}")]
+    t = tables(ch_migrated)
+    where = {str(d): set() for d in databases(t.database)}
+    for d, name in ch_migrated.execute("SELECT database, name FROM system.tables WHERE database IN %(d)s",
+                                       {"d": databases(t.database)}):  # fmt: skip
+        where[str(d)].add(str(name))
+    assert {t.db(name) for name in DATABASE_SUFFIX} == set(where)  # every table in its database
+    assert all(name in where[t.db(name)] for name in DATABASE_SUFFIX)
+    versions = [r[0] for r in ch_migrated.execute(f"SELECT version FROM {t.migrations}")]
     assert sorted(versions) == [m.version for m in available()]
 
 

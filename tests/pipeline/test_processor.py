@@ -271,20 +271,6 @@ def test_the_buckets_written_are_rolled_up_before_the_checkpoint() -> None:
     assert w.calls[-2:] == ["roll", "checkpoint"] and cons.commits == [{TP0: 2}]
 
 
-def test_retention_drops_raw_days_older_than_the_setting() -> None:
-    w = FakeWriter()
-    reg = CollectorRegistry()
-    p, _, _ = processor(w, reg, raw_retention_days=7)
-    p.periodic.clock_ms = lambda: 1_795_773_600_000  # 2026-11-27T10:00Z
-    p.periodic.retention()
-    assert w.calls == ["retention raw_samples 20261120", "retention function_load 20261125"]
-    assert reg.get_sample_value("sandmeter_processor_partitions_dropped_total") == 2
-    p.periodic.s = p.periodic.s.model_copy(update={"raw_retention_days": 0})
-    w.calls.clear()
-    p.periodic.retention()
-    assert w.calls == ["retention function_load 20261125"]  # 0 keeps the raw samples
-
-
 def test_function_load_rows_carry_the_function_spec_and_inflight_gauge() -> None:
     w = FakeWriter()
     p, cons, _ = processor(w)

@@ -8,12 +8,14 @@ import pytest
 
 from contracts import names as n
 from contracts.builder import BatchBuilder
-from contracts.clickhouse import client
+from contracts.clickhouse import tables
 from contracts.wire import SampleBatch
+from pipeline import shards
 from pipeline.accounted import Accounted
 from pipeline.rawstore import RawSeries
 from pipeline.writer import ClickHouseWriter, WriteError
 from sandmeter.stack import Stack
+from sandmeter.stack.users import WRITER
 
 DAY_MS = 86_400_000
 T0 = 1_790_000_000_000 // DAY_MS * DAY_MS
@@ -68,10 +70,10 @@ def test_raw_samples_round_trip_and_old_days_are_dropped(db: tuple[str, Any]) ->
     for day in range(3):
         w.write(w.prepare(empty, [scrape("n1", T0 + day * DAY_MS + 1000)]))
     w.write(w.prepare(empty, [scrape("n1", T0 + 2 * DAY_MS + 6000)]))  # known series: no new names
-    assert int(ch.execute(f"SELECT count() FROM {n.T_RAW_SERIES}")[0][0]) == 4
+    assert int(ch.execute(f"SELECT count() FROM {tables(ch).raw_series}")[0][0]) == 4
     rows = ch.execute(
-        f"SELECT s.node, s.sandbox_id, s.metric, r.ts_ms, r.value FROM {n.T_SAMPLES} AS r "
-        f"ANY INNER JOIN {n.T_RAW_SERIES} AS s USING series_id "
+        f"SELECT s.node, s.sandbox_id, s.metric, r.ts_ms, r.value FROM {tables(ch).samples} AS r "
+        f"ANY INNER JOIN {tables(ch).raw_series} AS s USING series_id "
         "WHERE s.sandbox_id = 'a' AND s.metric = %(m)s ORDER BY r.ts_ms",
         {"m": n.M_CG_CPU_USAGE_US},
     )
@@ -82,8 +84,8 @@ def test_raw_samples_round_trip_and_old_days_are_dropped(db: tuple[str, Any]) ->
     import datetime as dt
 
     day2 = int(dt.datetime.fromtimestamp((T0 + 2 * DAY_MS) / 1000, dt.UTC).strftime("%Y%m%d"))
-    assert len(w.drop_days_before(n.T_SAMPLES, day2)) == 2
-    left = ch.execute(f"SELECT min(ts_ms), count() FROM {n.T_SAMPLES}")[0]
+    assert len(shards.drop_days_before(ch, n.T_SAMPLES, day2)) == 2  # what `sandmeter retention` does
+    left = ch.execute(f"SELECT min(ts_ms), count() FROM {tables(ch).samples}")[0]
     assert (int(left[0]) - T0, int(left[1])) == (2 * DAY_MS + 1000, 8)
 
 
@@ -92,6 +94,7 @@ class FailsFirstInsert:
 
     def __init__(self, real: Any) -> None:
         self.real, self.inserts = real, 0
+        self.tables = real.tables
 
     def insert_dataframe(self, query: str, df: Any) -> Any:
         self.inserts += 1
@@ -105,7 +108,7 @@ def test_raw_samples_on_their_own_connection_fail_the_write_and_its_retry_writes
     stack: Stack, db: tuple[str, Any]
 ) -> None:
     name, ch = db
-    raw = FailsFirstInsert(client("127.0.0.1", stack.settings.clickhouse_tcp_port, name))
+    raw = FailsFirstInsert(stack.ch(name, WRITER))
     w = ClickHouseWriter(ch, keep_raw=True, raw_ch=raw)
     empty = Accounted(usage=pd_empty())
     first = w.prepare(empty, [scrape("n1", T0 + 1000)])  # the new series are named here, once
@@ -114,8 +117,8 @@ def test_raw_samples_on_their_own_connection_fail_the_write_and_its_retry_writes
     w.write(first)  # the retry writes what is missing, with the names framed before
     w.write(w.prepare(empty, [scrape("n1", T0 + 6000)]))
     per_scrape = len(scrape("n1", T0))
-    assert int(ch.execute(f"SELECT count() FROM {n.T_RAW_SERIES}")[0][0]) == per_scrape  # names not lost
-    assert int(ch.execute(f"SELECT count() FROM {n.T_SAMPLES}")[0][0]) == 2 * per_scrape
+    assert int(ch.execute(f"SELECT count() FROM {tables(ch).raw_series}")[0][0]) == per_scrape  # names not lost
+    assert int(ch.execute(f"SELECT count() FROM {tables(ch).samples}")[0][0]) == 2 * per_scrape
     assert raw.inserts == 4  # names (lost, then again), samples, the second scrape's samples: all on its connection
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from contracts.names import Tables
 from contracts.quantities import COLUMNS as QUANTITIES
 from contracts.quantities import HOUR_MS, MINUTE_MS
 from pipeline.accounted import Accounted
@@ -36,11 +37,13 @@ def sums(ch: Any, table: str, tenant: str) -> list[int]:
 
 
 def test_statements_cover_whole_buckets_of_every_dirty_tenant() -> None:
-    (minute_sql, mp), (hour_sql, hp) = rollup_statements({"b": (T0 + MINUTE_MS, T0 + 3 * MINUTE_MS), "a": (T0, T0)})
+    (minute_sql, mp), (hour_sql, hp) = rollup_statements(
+        Tables("db"), {"b": (T0 + MINUTE_MS, T0 + 3 * MINUTE_MS), "a": (T0, T0)}
+    )
     assert mp == {"tenants": ("a", "b"), "lo": T0, "hi": T0 + 4 * MINUTE_MS}
     assert hp == {"tenants": ("a", "b"), "lo": T0, "hi": T0 + HOUR_MS}
     assert "FINAL" in minute_sql and "FINAL" in hour_sql
-    assert rollup_statements({}) == []
+    assert rollup_statements(Tables("db"), {}) == []
 
 
 def test_dirty_buckets_use_the_minute_of_the_last_millisecond() -> None:

@@ -16,10 +16,12 @@ import pytest
 from prometheus_client import generate_latest
 
 from contracts.metrics import counter, service_registry
+from contracts.names import databases
 from contracts.settings import variables
 from sandmeter.cli.common import CliError, served_registry
 from sandmeter.stack import Stack
 from sandmeter.stack.procs import free_port
+from sandmeter.stack.users import ADMIN
 
 
 def sandmeter(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -203,19 +205,18 @@ def _forward_after(delay_s: float, port: int, target: int) -> None:
 
 @pytest.mark.clickhouse
 def test_migrate_waits_for_clickhouse_to_answer_then_migrates(stack: Stack) -> None:
-    from contracts.clickhouse import client
 
     port, name = free_port(), f"t_wait_{os.getpid()}"
-    admin = client("127.0.0.1", stack.settings.clickhouse_tcp_port, "default")
-    admin.execute(f"CREATE DATABASE {name}")
+    admin = stack.ch(name, home="system")
     try:
         _forward_after(2.0, port, stack.settings.clickhouse_tcp_port)
         r = sandmeter("migrate", SANDMETER_MIGRATE_CLICKHOUSE_PORT=str(port), SANDMETER_MIGRATE_WAIT_S="60",
-                      SANDMETER_MIGRATE_CLICKHOUSE_DATABASE=name)  # fmt: skip
+                      SANDMETER_MIGRATE_CLICKHOUSE_DATABASE=name, **stack.users.env("MIGRATE", ADMIN))  # fmt: skip
         assert r.returncode == 0 and "applied" in r.stdout, r.stderr
-        assert admin.execute(f"SELECT count() FROM {name}.sandmeter_migrations")[0][0] > 0
+        assert admin.execute(f"SELECT count() FROM {name}_internal.sandmeter_migrations")[0][0] > 0
     finally:
-        admin.execute(f"DROP DATABASE {name}")
+        for each in databases(name):
+            admin.execute(f"DROP DATABASE IF EXISTS {each}")
 
 
 @pytest.mark.clickhouse

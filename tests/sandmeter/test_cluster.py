@@ -14,6 +14,7 @@ from support import free_ports
 
 from sandmeter.stack import CLUSTER, Cluster, StackSettings
 from sandmeter.stack.procs import free_port
+from sandmeter.stack.users import ADMIN, Users
 
 pytestmark = [pytest.mark.kafka, pytest.mark.cluster]
 
@@ -52,7 +53,8 @@ def test_stack_up_cluster_status_and_down_through_the_cli(tmp_path: Path) -> Non
         assert all(ln.endswith("answering") for ln in lines.values())
         # each server knows the whole cluster and its own place in it
         for i, (shard, replica) in enumerate([(1, 1), (1, 2), (2, 1), (2, 2)]):
-            ch = Client("127.0.0.1", base + i)
+            # as the admin, whose password the stack made in its state dir
+            ch = Client("127.0.0.1", base + i, user=ADMIN, password=Users(tmp_path).password(ADMIN))
             assert ch.execute(
                 "SELECT shard_num, replica_num, port FROM system.clusters WHERE cluster = %(c)s", {"c": CLUSTER}
             ) == [(1, 1, base), (1, 2, base + 1), (2, 1, base + 2), (2, 2, base + 3)]
@@ -71,13 +73,11 @@ def test_stack_up_cluster_status_and_down_through_the_cli(tmp_path: Path) -> Non
 
 
 def test_a_stopped_node_restarts_with_its_data(cluster: Cluster) -> None:
-    from clickhouse_driver import Client
-
     node = cluster.nodes[3]
     assert cluster.stop_node(node.name)
     assert not cluster.stop_node(node.name)  # stopped already
     assert cluster.start_node(node.name)
-    assert Client("127.0.0.1", node.tcp_port).execute("SELECT 1") == [(1,)]
+    assert cluster.ch(node.tcp_port, "system").execute("SELECT 1") == [(1,)]
 
 
 def test_the_single_server_stays_the_default() -> None:
