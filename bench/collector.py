@@ -22,6 +22,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -67,7 +68,7 @@ class Recorder:
     def _hook(self, event: str, args: tuple[object, ...]) -> None:
         if not self.on or not args or not isinstance(args[0], (str, bytes, Path)):
             return
-        path = os.fsdecode(args[0])  # type: ignore[arg-type]
+        path = os.fsdecode(args[0])
         if not path.startswith(self.root):
             return
         if event == "open" and (len(args) < 3 or not isinstance(args[2], int) or args[2] & 3 == os.O_RDONLY):
@@ -140,7 +141,7 @@ def main(sandboxes: int = 50, repeats: int = 30) -> None:
             child = (child_cpu_s(stamper.pid) - child0) / repeats if stamper else 0.0
             alive = agent.watcher.alive()
             per_source: dict[str, list[float]] = {src.name: [] for src in agent.sources}
-            readings = []
+            readings: list[Any] = []
             for _ in range(repeats):
                 readings = []
                 for src in agent.sources:

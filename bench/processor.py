@@ -102,7 +102,8 @@ class NoProducer:
 
 
 def encoded_batches(nodes: int, scrapes: int) -> list[Msg]:
-    enc, rng, out = Encoder(), np.random.default_rng(3), []
+    enc, rng = Encoder(), np.random.default_rng(3)
+    out: list[Msg] = []
     subs = [f'item="k{i}"' for i in range(EXTRA_SERIES)]
     for s in range(scrapes):
         ts = BASE_MS + s * 5000
@@ -277,7 +278,7 @@ def consumer_path(stack: Stack, msgs: list[Msg], repeats: int = 3) -> None:
     for r in range(repeats):
         bare.append(bare_drain(stack, topic, len(msgs), f"bare-{topic}-{r}") * per_msg)
         broker.append(through_broker(stack, topic, expected, True, f"bench_broker_{r}"))
-        elapsed, samples = run(stack.settings.clickhouse_tcp_port, msgs, True, f"bench_inproc_{r}")
+        elapsed, samples = run(stack, msgs, True, f"bench_inproc_{r}")
         inproc.append(samples / elapsed)
 
     def runs(rates: list[float]) -> str:
