@@ -29,9 +29,9 @@ def _evidence(text: Any) -> dict[str, Any]:
 def incidents(
     ch: Any, state: str, limit: int, cursor: str | None, tenant: str | None = None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """A page of incidents (all known kinds; for a tenant only its sandboxes', as host disks have
-    no tenant) and the cursor of the next page, if any."""
-    where = "AND tenant = %(tenant)s AND sandbox_id != '' " if tenant is not None else ""
+    """A page of incidents (all known kinds; for a tenant only its sandboxes', never a host disk's,
+    whatever the disk is called) and the cursor of the next page, if any."""
+    where = "AND tenant = %(tenant)s AND sandbox_id != '' AND disk = '' " if tenant is not None else ""
     having = {"open": ["closes = 0"], "closed": ["closes > 0"], "all": []}[state]
     params: dict[str, Any] = {"tenant": tenant, "kinds": INCIDENT_KINDS}
     if cursor is not None:
@@ -39,10 +39,10 @@ def incidents(
         having.append("(opened < %(c_ms)s OR (opened = %(c_ms)s AND hex(incident_id) < %(c_id)s))")
         params |= {"c_ms": int(ms), "c_id": hx.upper()}
     rows = ch.execute(
-        "SELECT incident_id, kind, node, sandbox_id, tenant, min(opened_ms) AS opened, "
+        "SELECT incident_id, kind, node, sandbox_id, tenant, disk, min(opened_ms) AS opened, "
         "countIf(event = 'close') AS closes, maxIf(ts_ms, event = 'close') AS closed, argMax(evidence, ts_ms) "
         f"FROM {tables(ch).health} FINAL WHERE kind IN %(kinds)s {where}"
-        "GROUP BY incident_id, kind, node, sandbox_id, tenant "
+        "GROUP BY incident_id, kind, node, sandbox_id, tenant, disk "
         + (f"HAVING {' AND '.join(having)} " if having else "")
         + f"ORDER BY opened DESC, incident_id DESC LIMIT {limit + 1}",
         params,
@@ -51,10 +51,11 @@ def incidents(
     out = [
         {
             "incident_id": str(i), "kind": str(k), "node": str(nd), "sandbox_id": str(sb), "tenant": str(t),
+            "disk": str(dk),
             "opened": format_ms(int(op)), "closed": format_ms(int(cl)) if int(closes) else None,
             "state": "closed" if int(closes) else "open", "evidence": _evidence(ev),
         }
-        for i, k, nd, sb, t, op, closes, cl, ev in rows[:limit]
+        for i, k, nd, sb, t, dk, op, closes, cl, ev in rows[:limit]
     ]  # fmt: skip
     more = len(rows) > limit
-    return out, (cursor_of(out[-1], int(rows[limit - 1][5])) if more else None)
+    return out, (cursor_of(out[-1], int(rows[limit - 1][6])) if more else None)

@@ -161,7 +161,8 @@ class Incident(Model):
     kind: IncidentKind
     node: str
     sandbox_id: str = Field(description="empty for a host disk")
-    tenant: str = Field(description="for a host disk, the disk's name")
+    tenant: str = Field(description="the sandbox's tenant; empty for a host disk, which belongs to no tenant")
+    disk: str = Field(description="the host disk's name for a host_disk_stall; empty for a sandbox's incident")
     opened: Instant
     closed: Instant | None
     state: IncidentState = Field(description="open or closed")

@@ -36,7 +36,7 @@ def routes(ctx: Context) -> APIRouter:
         limit: Limit = 100,
         cursor: IncidentCursor | None = None,
     ) -> Any:
-        """Incidents of the tenant's sandboxes, newest first."""
+        """Incidents of the tenant's sandboxes, newest first (never a host disk's: see /v1/health/sandboxes)."""
         may_read(who, tenant)
         page, nxt = incidents(ctx.db(), state, limit, cursor, tenant)
         return {"state": state, "tenant": tenant, "incidents": page, "next_cursor": nxt}

@@ -217,12 +217,13 @@ def fleet_health(t: n.Tables) -> Dashboard:
         ),
         _prom_ts("Open incidents", f"sum by (kind) ({n.HEALTH_INCIDENTS_OPEN})", legend="{{kind}}", w=8),
         _ch_table(
-            "Incidents (qemu hang, IO stall) with evidence",
-            "SELECT incident_id, kind, node, sandbox_id, tenant, toDateTime(intDiv(min(opened_ms), 1000)) AS opened, "
+            "Incidents (qemu hang, IO stall, host disk stall) with evidence",
+            "SELECT incident_id, kind, node, sandbox_id, tenant, disk, "
+            "toDateTime(intDiv(min(opened_ms), 1000)) AS opened, "
             "if(countIf(event = 'close') > 0, toString(toDateTime(intDiv(maxIf(ts_ms, event = 'close'), 1000))), "
             "'open') AS closed, argMax(evidence, ts_ms) AS evidence "
             f"FROM {t.health} WHERE {in_range('ts_ms')} AND {NODES} "
-            "GROUP BY incident_id, kind, node, sandbox_id, tenant ORDER BY opened DESC LIMIT 200",
+            "GROUP BY incident_id, kind, node, sandbox_id, tenant, disk ORDER BY opened DESC LIMIT 200",
         ),
         _ch_ts(
             "Incident timeline (opens and closes)",

@@ -70,7 +70,7 @@ def seconds(duration: str) -> float:
 
 
 def _incident(kind: str) -> str:
-    return f'max by (kind, node, sandbox_id, tenant) ({n.HEALTH_INCIDENT}{{kind="{kind}"}}) == 1'
+    return f'max by (kind, node, sandbox_id, tenant, disk) ({n.HEALTH_INCIDENT}{{kind="{kind}"}}) == 1'
 
 
 def _down(job: str) -> str:
@@ -104,8 +104,8 @@ ALERTS: Final = (
     ),
     Alert(
         "SandmeterHostDiskStall", PROCESSOR_JOB, _incident(n.HOST_DISK_STALL), "0m", "critical",
-        "Disk {{ $labels.tenant }} on {{ $labels.node }} makes no progress",
-        "Node {{ $labels.node }}: disk {{ $labels.tenant }} has had IOs in flight and no completions for "
+        "Disk {{ $labels.disk }} on {{ $labels.node }} makes no progress",
+        "Node {{ $labels.node }}: disk {{ $labels.disk }} has had IOs in flight and no completions for "
         "over 60 s; every sandbox using it will stall.",
     ),
     # -- the processor

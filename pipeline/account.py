@@ -121,8 +121,8 @@ class AccountStep:
         events = self.health.observe(result.health_input)  # a fault is confined to its batch in there
         self.m.incident.clear()
         counts = dict.fromkeys(n.INCIDENT_KINDS, 0)
-        for kind, node, sandbox, tenant in self.health.open_incidents():
-            self.m.incident.labels(kind, node, sandbox, tenant).set(1)
+        for kind, node, sandbox, tenant, disk in self.health.open_incidents():
+            self.m.incident.labels(kind, node, sandbox, tenant, disk).set(1)
             counts[kind] += 1
         for kind, c in counts.items():
             self.m.open_incidents.labels(kind).set(c)

@@ -11,7 +11,8 @@ Signals (docs/metering.md, "Health"), per scrape:
   `heartbeat_ms`. Opens after 30 s.
 - IO stall: the sandbox's `io.pressure` full avg10 above 10 (clear below 5), or the
   guest disk with IOs in progress and no reads or writes completing. Opens after 60 s.
-- host disk stall (sandbox ""): IOs in flight and no completions. Opens after 60 s.
+- host disk stall (`disk` set, sandbox and tenant ""): IOs in flight and no completions.
+  Opens after 60 s.
 
 Extraction is per batch and per sandbox (numpy masks over the batch), never per sample.
 """
@@ -32,6 +33,7 @@ from contracts.wire import EventKind, SampleBatch, sub_label
 log = logging.getLogger(__name__)
 # disk statistics items (kata_guest_diskstat, host_diskstat) whose sums the detectors compare
 IN_PROGRESS, READS, WRITES = sub_label(item="in_progress"), sub_label(item="reads"), sub_label(item="writes")
+Who = tuple[str, str, str, str]  # (node, sandbox_id, tenant, disk) an incident is about
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,12 @@ class HealthEvent:
     ts_ms: int
     opened_ms: int
     evidence: dict[str, object]
+    disk: str = ""  # a host disk's name; "" for a sandbox's incident
 
     @property
     def incident_id(self) -> str:
-        return f"{self.kind}/{self.node}/{self.sandbox_id}/{self.opened_ms}"
+        """kind/node/sandbox/opened for a sandbox, kind/node/disk/opened for a host disk."""
+        return f"{self.kind}/{self.node}/{self.disk or self.sandbox_id}/{self.opened_ms}"
 
     def to_json(self) -> str:
         return json.dumps({**self.__dict__, "incident_id": self.incident_id}, sort_keys=True, default=str)
@@ -113,16 +117,18 @@ class SandboxHealth:
     evidence: dict[str, dict[str, object]] = field(default_factory=dict)
 
     @property
-    def who(self) -> tuple[str, str, str]:
-        return self.node, self.sandbox_id, self.tenant
+    def who(self) -> Who:
+        return self.node, self.sandbox_id, self.tenant, ""
 
 
-def _event(
-    kind: str, change: str, who: tuple[str, str, str], ts: int, hy: Hysteresis, evidence: dict[str, object]
-) -> HealthEvent:
-    """An open or close; `who` is (node, sandbox, tenant), the disk name standing in for a host disk's tenant."""
+def _event(kind: str, change: str, who: Who, ts: int, hy: Hysteresis, evidence: dict[str, object]) -> HealthEvent:
+    """An open or close; `who` is (node, sandbox, tenant, disk): a sandbox's with disk "", a
+    host disk's with sandbox and tenant "" (a disk is nobody's tenant, whatever its name)."""
+    node, sandbox, tenant, disk = who
     opened = hy.opened_ms if change == "open" else hy.last_opened_ms
-    return HealthEvent(kind, change, *who, ts, opened if opened is not None else ts, dict(evidence))
+    return HealthEvent(
+        kind, change, node, sandbox, tenant, ts, opened if opened is not None else ts, dict(evidence), disk
+    )
 
 
 @dataclass
@@ -222,15 +228,16 @@ class HealthDetector:
         self.sandboxes: dict[tuple[str, str], SandboxHealth] = {}
         self.disks: dict[tuple[str, str], DiskHealth] = {}
 
-    def open_incidents(self) -> Iterator[tuple[str, str, str, str]]:
-        """(kind, node, sandbox_id, tenant) of every open incident."""
+    def open_incidents(self) -> Iterator[tuple[str, str, str, str, str]]:
+        """(kind, node, sandbox_id, tenant, disk) of every open incident: a sandbox's with disk "",
+        a host disk's with sandbox_id and tenant ""."""
         for h in self.sandboxes.values():
             for kind, hy in ((QEMU_HANG, h.hang), (IO_STALL, h.stall)):
                 if hy.opened_ms is not None:
-                    yield kind, h.node, h.sandbox_id, h.tenant
+                    yield kind, *h.who
         for (node, disk), dh in self.disks.items():
             if dh.stall.opened_ms is not None:
-                yield HOST_DISK_STALL, node, "", disk
+                yield HOST_DISK_STALL, node, "", "", disk
 
     def export(self, nodes: frozenset[str]) -> str:
         """The state of `nodes` as JSON, for a checkpoint."""
@@ -309,7 +316,7 @@ class HealthDetector:
             change = dh.stall.update(b.scrape_ts_ms, stuck, progressing or infl == 0)
             if change:
                 ev = {"disk": disk, "in_progress": infl, "completed": done}
-                who = (b.node, "", disk)
+                who = (b.node, "", "", disk)
                 events.append(_event(HOST_DISK_STALL, change, who, b.scrape_ts_ms, dh.stall, ev))
         return events
 

@@ -49,7 +49,7 @@ class ProcessorMetrics:
         self.open_incidents = Gauge(n.HEALTH_INCIDENTS_OPEN, "Open health incidents", ["kind"], registry=registry)
         self.incident = Gauge(
             n.HEALTH_INCIDENT, "1 while this incident is open (for Alertmanager)",
-            ["kind", "node", "sandbox_id", "tenant"], registry=registry,
+            ["kind", "node", "sandbox_id", "tenant", "disk"], registry=registry,
         )  # fmt: skip
         self.health_events = counter(n.HEALTH_EVENTS, "Incident opens and closes", registry, ["kind", "event"])
         self.rollup_seconds = Histogram(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from contracts.clickhouse import tables
-from contracts.names import T_FUNCTION_LOAD, T_USAGE, Tables, databases
+from contracts.names import T_FUNCTION_LOAD, T_HEALTH, T_USAGE, Tables, databases
 from pipeline import shards
 from pipeline.shards import Executes
 
@@ -23,7 +23,7 @@ _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _CREATE = re.compile(r"^(CREATE TABLE IF NOT EXISTS )(\w+)(?=\s)")
 # Key columns added by amending migrations before the first release: a table created before
 # keeps its old sorting key, which collapses distinct rows (docs/architecture.md)
-REQUIRED_KEY_COLUMNS = {T_USAGE: "batch_id", T_FUNCTION_LOAD: "batch_id"}
+REQUIRED_KEY_COLUMNS = {T_USAGE: "batch_id", T_FUNCTION_LOAD: "batch_id", T_HEALTH: "disk"}
 
 
 class SchemaError(RuntimeError):
@@ -139,5 +139,5 @@ def _check_keys(client: Executes, where: Callable[[str], str]) -> None:
         if column not in [c.strip() for c in str(key).split(",")]:
             raise SchemaError(
                 f"table {name} has the sorting key ({key}) of an unreleased schema, without {column}: it can "
-                "merge distinct usage rows into one. Recreate this database (docs/architecture.md, Tables)."
+                "merge distinct rows into one. Recreate this database (docs/architecture.md, Tables)."
             )

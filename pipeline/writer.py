@@ -85,6 +85,7 @@ def health_frame(events: Sequence[HealthEvent]) -> pd.DataFrame:
             "node": [e.node for e in events],
             "sandbox_id": [e.sandbox_id for e in events],
             "tenant": [e.tenant for e in events],
+            "disk": [e.disk for e in events],
             "ts_ms": np.array([e.ts_ms for e in events], np.uint64),
             "opened_ms": np.array([e.opened_ms for e in events], np.uint64),
             "incident_id": [e.incident_id for e in events],

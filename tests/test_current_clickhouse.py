@@ -189,6 +189,7 @@ def run_processor(ch: Recording, now: list[int]) -> Any:
         HealthEvent(n.QEMU_HANG, "open", "node-0", "sb-0-0", "acme", T0 + 60_000, T0 + 60_000, {"why": "x"}),
         HealthEvent(n.QEMU_HANG, "close", "node-0", "sb-0-0", "acme", T0 + 120_000, T0 + 60_000, {"why": "y"}),
         HealthEvent(n.IO_STALL, "open", "node-1", "sb-1-1", "globex", T0 + 90_000, T0 + 90_000, {}),
+        HealthEvent(n.HOST_DISK_STALL, "open", "node-1", "", "", T0 + 90_000, T0 + 30_000, {}, "acme"),
     ]  # fmt: skip
     df = health_frame(events)
     ch.insert_dataframe(f"INSERT INTO {tables(ch).health} ({', '.join(df.columns)}) VALUES", df)

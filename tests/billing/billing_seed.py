@@ -53,7 +53,7 @@ def write_incidents(ch: Any, tenant: str, count: int, opened_ms: int) -> None:
     rows = []
     for i in range(count):
         opened = opened_ms + i * 1000
-        base = {"kind": "io_stall", "node": "n1", "sandbox_id": f"{tenant}-sb{i}", "tenant": tenant,
+        base = {"kind": "io_stall", "node": "n1", "sandbox_id": f"{tenant}-sb{i}", "tenant": tenant, "disk": "",
                 "opened_ms": opened, "incident_id": f"io_stall/n1/{tenant}-sb{i}/{opened}"}  # fmt: skip
         rows.append({**base, "event": "open", "ts_ms": opened + 60_000, "evidence": json.dumps({"avg10": 12.5})})
         if i % 2:

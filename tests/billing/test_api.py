@@ -20,8 +20,10 @@ from billing.keys import OPERATOR, TENANT, create_key, revoke_key
 from billing.plans import load_book
 from billing.settings import ApiSettings
 from billing.timeparse import format_ms, parse_ms
+from contracts.clickhouse import tables
 from pipeline.accounted import Accounted
 from pipeline.accounting import USAGE_COLUMNS
+from pipeline.health import HealthEvent
 from pipeline.rollup import DirtyBuckets
 from pipeline.writer import ClickHouseWriter
 
@@ -152,6 +154,36 @@ def test_every_route_is_tenant_isolated(env: Env) -> None:
             denied = env.get(path, "acme", **params)
         assert denied.status_code == 403 and denied.json()["code"] == "forbidden", template
         assert denied.headers["content-type"] == PROBLEM
+
+
+@pytest.mark.clickhouse
+def test_a_host_disk_named_like_a_tenant_is_never_that_tenants_incident(env: Env) -> None:
+    """Two host disks of n1 stall in the same ms, one named "acme"; acme's sandbox s1 stalls too.
+    acme sees only its sandbox's incident; the operator sees all three, each disk in `disk`."""
+    opened = NOV + HOUR
+    events = [
+        HealthEvent("host_disk_stall", "open", "n1", "", "", opened + 60_000, opened, {"disk": d}, d)
+        for d in ("acme", "nvme1n1")
+    ] + [HealthEvent("io_stall", "open", "n1", "s1", "acme", opened + 60_000, opened, {})]
+    env.writer.write(env.writer.prepare(Accounted(usage=pd.DataFrame(columns=list(USAGE_COLUMNS))), events=events))
+    mine = env.get("/v1/tenants/acme/health", "acme", state="all").json()["incidents"]
+    assert [(i["kind"], i["sandbox_id"], i["tenant"], i["disk"]) for i in mine] == [("io_stall", "s1", "acme", "")]
+    assert env.get("/v1/tenants/acme/health", "operator", state="all").json()["incidents"] == mine
+    fleet = env.get("/v1/health/sandboxes", "operator").json()["incidents"]
+    disks = sorted((i["disk"], i["tenant"], i["sandbox_id"], i["incident_id"]) for i in fleet if i["disk"])
+    assert disks == [
+        ("acme", "", "", f"host_disk_stall/n1/acme/{opened}"),
+        ("nvme1n1", "", "", f"host_disk_stall/n1/nvme1n1/{opened}"),
+    ]
+    # no tenant column holds a disk's name
+    where = "WHERE disk != '' OR tenant = 'acme'"
+    sql = f"SELECT kind, tenant, disk FROM {tables(env.ch).health} FINAL {where}"
+    rows = [tuple(r) for r in env.ch.execute(sql, settings={"use_numpy": False})]
+    assert sorted(rows) == [
+        ("host_disk_stall", "", "acme"),
+        ("host_disk_stall", "", "nvme1n1"),
+        ("io_stall", "acme", ""),
+    ]
 
 
 @pytest.mark.clickhouse

@@ -32,13 +32,15 @@ class Case:
     note: str = ""
 
 
-def incident(kind: str, node: str = "n1", sandbox: str = "sb1", tenant: str = "acme", values: str = "0 0 1 1") -> Any:
-    labels = {"kind": kind, "node": node, "sandbox_id": sandbox, "tenant": tenant, **PROC}
+def incident(
+    kind: str, node: str = "n1", sandbox: str = "sb1", tenant: str = "acme", disk: str = "", values: str = "0 0 1 1"
+) -> Any:
+    labels = {"kind": kind, "node": node, "sandbox_id": sandbox, "tenant": tenant, "disk": disk, **PROC}
     return series(n.HEALTH_INCIDENT, labels, values)
 
 
-def fired(kind: str, node: str = "n1", sandbox: str = "sb1", tenant: str = "acme") -> dict[str, str]:
-    labels = {"kind": kind, "node": node, "sandbox_id": sandbox, "tenant": tenant}
+def fired(kind: str, node: str = "n1", sandbox: str = "sb1", tenant: str = "acme", disk: str = "") -> dict[str, str]:
+    labels = {"kind": kind, "node": node, "sandbox_id": sandbox, "tenant": tenant, "disk": disk}
     return {k: v for k, v in labels.items() if v}  # Prometheus drops empty labels
 
 
@@ -56,8 +58,10 @@ CASES = [
          [(1, None), (2, fired("qemu_hang"))], 1),
     Case("SandmeterIOStall", [incident("io_stall"), incident("qemu_hang", sandbox="sb2")],
          [(1, None), (3, fired("io_stall"))], 1),
-    Case("SandmeterHostDiskStall", [incident("host_disk_stall", sandbox="", tenant="vda"), incident("io_stall")],
-         [(1, None), (2, fired("host_disk_stall", sandbox="", tenant="vda"))], 1),
+    # a host disk is nobody's: sandbox_id and tenant empty (so absent), the disk in `disk`
+    Case("SandmeterHostDiskStall",
+         [incident("host_disk_stall", sandbox="", tenant="", disk="vda"), incident("io_stall")],
+         [(1, None), (2, fired("host_disk_stall", sandbox="", tenant="", disk="vda"))], 1),
     Case("SandmeterProcessorLagHigh",
          [series(n.PROCESSOR_LAG, {"partition": p, **PROC}, "30000x20") for p in ("0", "1")],
          [(5, None), (11, at(PROC, "instance"))], 60000),
@@ -179,6 +183,10 @@ def test_every_alert_has_severity_summary_description_and_a_runbook_section() ->
     # incident alerts say where: sandbox, node and tenant
     for a in rules.ALERTS[:2]:
         assert all(f"$labels.{k}" in a.description for k in ("sandbox_id", "node", "tenant")), a.name
+    # a host disk's alert names its disk and node; a disk is nobody's tenant
+    disk = next(a for a in rules.ALERTS if a.name == "SandmeterHostDiskStall")
+    assert all("$labels.disk" in t and "$labels.node" in t for t in (disk.summary, disk.description))
+    assert "tenant" not in disk.summary + disk.description + disk.expr.replace("tenant, disk", "")
 
 
 def github_anchor(heading: str) -> str:

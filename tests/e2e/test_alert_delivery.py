@@ -92,4 +92,8 @@ def test_nothing_else_was_delivered(fault_run: Any) -> None:
     assert sandbox_alerts == injected
     stall_node = next(f["node"] for f in fault_run.truth["faults"] if f["kind"] == "io_stall")
     assert {d.labels["node"] for d in fault_run.alerts if d.name == "SandmeterHostDiskStall"} <= {stall_node}
+    for d in fault_run.alerts:  # a disk is named in `disk`, and is nobody's tenant or sandbox
+        if d.name == "SandmeterHostDiskStall":
+            assert d.labels.get("disk") and not {"tenant", "sandbox_id"} & set(d.labels), d.labels
+            assert d.labels["disk"] in d.alert["annotations"]["summary"]
     assert {d.labels["node"] for d in fault_run.alerts if d.name == "SandmeterCollectorDown"} == {fault_run.killed[0]}

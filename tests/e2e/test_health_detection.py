@@ -33,9 +33,10 @@ def test_injected_hang_and_stall_are_detected_and_nothing_else(stack: Stack, fau
     injected = {f["kind"]: f for f in truth["faults"]}
     assert set(injected) == {"qemu_hang", "io_stall"}
     rows = [
-        (str(k), str(e), str(nd), str(sb), str(t), int(ts), int(op))  # the numpy client returns strings here
-        for k, e, nd, sb, t, ts, op in ch.execute(
-            "SELECT kind, event, node, sandbox_id, tenant, ts_ms, opened_ms FROM health_events FINAL ORDER BY ts_ms"
+        (str(k), str(e), str(nd), str(sb), str(t), int(ts), int(op), str(dk))  # the numpy client returns strings
+        for k, e, nd, sb, t, ts, op, dk in ch.execute(
+            "SELECT kind, event, node, sandbox_id, tenant, ts_ms, opened_ms, disk "
+            "FROM health_events FINAL ORDER BY ts_ms"
         )
     ]
     opens = [r for r in rows if r[1] == "open"]
@@ -50,6 +51,9 @@ def test_injected_hang_and_stall_are_detected_and_nothing_else(stack: Stack, fau
     # nothing where nothing was injected: only the two sandboxes, and the stalled node's disk
     assert set(by_sandbox) == {(k, f["sandbox_id"]) for k, f in injected.items()}
     assert {(r[0], r[2]) for r in opens if not r[3]} <= {("host_disk_stall", injected["io_stall"]["node"])}
+    # a disk's incident names the disk and no tenant; a sandbox's names no disk
+    assert all((r[4], bool(r[7])) == ("", True) for r in rows if not r[3]), rows
+    assert not any(r[7] for r in rows if r[3]), rows
     # the hang ended after 45 s: closed; the stall ran on and was open until its sandbox stopped
     closes = {(r[0], r[3]) for r in rows if r[1] == "close"}
     assert ("qemu_hang", injected["qemu_hang"]["sandbox_id"]) in closes

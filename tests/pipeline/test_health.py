@@ -20,6 +20,7 @@ def scrape(
     in_progress: float = 0.0,
     io_done: float | None = None,
     disk_stuck: bool = False,
+    disks: tuple[str, ...] = ("nvme0n1",),
     stop: bool = False,
 ) -> SampleBatch:
     ts = 1_800_000_000_000 + int(t_s * 1000)
@@ -37,8 +38,9 @@ def scrape(
         b.add(e, "kata_guest_diskstat", 'disk="vda",item="in_progress"', ts, in_progress)
         b.add(e, "kata_guest_diskstat", 'disk="vda",item="reads"', ts, ts / 100 if io_done is None else io_done)
     b.add(e, n.M_CG_PRESSURE, 'item="avg10",kind="full",resource="io"', ts, psi)
-    b.add(HOST, n.M_HOST_DISK, 'disk="nvme0n1",item="in_progress"', ts, 32.0 if disk_stuck else 0.0)
-    b.add(HOST, n.M_HOST_DISK, 'disk="nvme0n1",item="reads"', ts, 5.0 if disk_stuck else ts / 1000)
+    for disk in disks:
+        b.add(HOST, n.M_HOST_DISK, f'disk="{disk}",item="in_progress"', ts, 32.0 if disk_stuck else 0.0)
+        b.add(HOST, n.M_HOST_DISK, f'disk="{disk}",item="reads"', ts, 5.0 if disk_stuck else ts / 1000)
     if stop:
         b.event(e, EventKind.STOP, ts)
     return b.build(1, int(t_s), ts)
@@ -119,6 +121,40 @@ def test_host_disk_with_ios_in_flight_and_no_completions() -> None:
     assert events == [(65.0, HOST_DISK_STALL, "open"), (100.0, HOST_DISK_STALL, "close")]
 
 
+def test_a_host_disk_stall_is_nobodys_tenant_and_each_disk_its_own_incident() -> None:
+    """A disk named like a tenant ("acme", sb1's tenant) is a disk, not that tenant; two disks of
+    one node stalling in the same ms are two incidents."""
+    det = HealthDetector()
+    events: list[HealthEvent] = []
+    for t in range(0, 70, 5):
+        events += det.observe([scrape(t, disk_stuck=True, disks=("acme", "nvme1n1"))])
+    assert [(e.kind, e.event, e.node, e.sandbox_id, e.tenant, e.disk) for e in events] == [
+        (HOST_DISK_STALL, "open", "node-1", "", "", "acme"),
+        (HOST_DISK_STALL, "open", "node-1", "", "", "nvme1n1"),
+    ]
+    assert events[0].opened_ms == events[1].opened_ms
+    assert [e.incident_id for e in events] == [
+        "host_disk_stall/node-1/acme/1800000005000",
+        "host_disk_stall/node-1/nvme1n1/1800000005000",
+    ]
+    assert sorted(det.open_incidents()) == [
+        (HOST_DISK_STALL, "node-1", "", "", "acme"),
+        (HOST_DISK_STALL, "node-1", "", "", "nvme1n1"),
+    ]
+    # a sandbox's incidents keep their tenant and have no disk
+    hang: list[HealthEvent] = []
+    for t in range(70, 110, 5):
+        hang += det.observe([scrape(t, d=1, kata=False, disk_stuck=True, disks=("acme", "nvme1n1"))])
+    [ev] = hang
+    assert (ev.kind, ev.tenant, ev.disk, ev.incident_id) == (
+        QEMU_HANG,
+        "acme",
+        "",
+        "qemu_hang/node-1/sb1/1800000070000",
+    )
+    assert (QEMU_HANG, "node-1", "sb1", "acme", "") in set(det.open_incidents())
+
+
 def test_a_sandbox_that_vanishes_without_a_stop_is_forgotten_and_its_incident_closed() -> None:
     det = HealthDetector(forget_after_ms=60_000)
     run(det, [scrape(t, d=1, kata=False) for t in range(0, 35, 5)])  # hang open
@@ -151,4 +187,5 @@ def test_detector_state_survives_a_move_through_a_checkpoint() -> None:
         (30, QEMU_HANG, 1_800_000_000_000),
         (65, HOST_DISK_STALL, 1_800_000_005_000),  # stuck from the second scrape
     ]
+    assert (events[1].tenant, events[1].disk) == ("", "nvme0n1")
     assert moved.export(frozenset({"other-node"})) == '{"sandboxes": [], "disks": []}'

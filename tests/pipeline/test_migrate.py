@@ -50,3 +50,16 @@ def test_a_usage_table_with_the_old_sorting_key_is_refused(stack: Stack) -> None
         ch.execute(f"DROP TABLE {n.T_USAGE}")
         ch.execute(str(usage))
         assert migrate(ch, 3) == []  # the table as the migration makes it passes
+
+
+@pytest.mark.clickhouse
+def test_a_health_table_without_the_disk_in_its_key_is_refused(stack: Stack) -> None:
+    """Before 2026-11-30 two disks of a node stalling in one ms shared a key (docs/architecture.md)."""
+    from support import private_db
+
+    with private_db(stack) as (_, ch):
+        health = str(ch.execute(f"SHOW CREATE TABLE {n.T_HEALTH}")[0][0])
+        ch.execute(f"DROP TABLE {n.T_HEALTH}")
+        ch.execute(health.replace("sandbox_id, disk, opened_ms", "sandbox_id, opened_ms"))
+        with pytest.raises(SchemaError, match=r"health_events .* without disk"):
+            migrate(ch, 2)
