@@ -114,7 +114,7 @@ def line(what: str, xs: list[float], base: list[float], target: str = "") -> str
 def main(tenants: int = DEFAULT_TENANTS, requests: int = 300) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         st = Stack(StackSettings(state_dir=Path(tmp), kafka_port=free_port(), clickhouse_tcp_port=free_port(),
-                                 clickhouse_http_port=free_port()))  # fmt: skip
+                                 clickhouse_http_port=free_port(), alerting=False))  # fmt: skip
         st.up()
         try:
             ch = st.ch("sandmeter", home="system")  # the admin: one connection for everything here

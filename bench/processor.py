@@ -465,7 +465,7 @@ def main(nodes: int = 20, scrapes: int = 10, repeats: int = 3, full: bool = Fals
         stack = Stack(
             StackSettings(
                 state_dir=Path(tmp), kafka_port=free_port(), clickhouse_tcp_port=free_port(),
-                clickhouse_http_port=free_port(),
+                clickhouse_http_port=free_port(), alerting=False,
             )
         )  # fmt: skip
         stack.up()
@@ -500,7 +500,7 @@ if __name__ == "__main__":
     elif args.only:
         with tempfile.TemporaryDirectory() as tmp:
             st = Stack(StackSettings(state_dir=Path(tmp), kafka_port=free_port(), clickhouse_tcp_port=free_port(),
-                                     clickhouse_http_port=free_port()))  # fmt: skip
+                                     clickhouse_http_port=free_port(), alerting=False))  # fmt: skip
             st.up()
             try:
                 if args.only == "consumer":

@@ -131,7 +131,7 @@ def groups(nodes: int = 40, scrapes: int = 25, rounds: int = 2) -> None:
         stack = Stack(
             StackSettings(
                 state_dir=Path(tmp), kafka_port=free_port(), clickhouse_tcp_port=free_port(),
-                clickhouse_http_port=free_port(),
+                clickhouse_http_port=free_port(), alerting=False,
             )
         )  # fmt: skip
         stack.up()
@@ -216,7 +216,7 @@ def inserts(blocks: int = 5, raw_block: int = 200_000, usage_block: int = 100_00
         base = next(b for b in range(31_000, 60_000, 16) if all(port_free(b + i) for i in range(12)))
         s = StackSettings(
             state_dir=Path(tmp), kafka_port=free_port(), clickhouse_tcp_port=base, clickhouse_http_port=base + 4,
-            cluster_interserver_port=base + 8, zookeeper_port=free_port(), cluster=True,
+            cluster_interserver_port=base + 8, zookeeper_port=free_port(), cluster=True, alerting=False,
         )  # fmt: skip
         single = Stack(s.model_copy(update={"cluster": False, "state_dir": Path(tmp) / "single"}))
         cluster = Cluster(s)
