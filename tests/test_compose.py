@@ -33,7 +33,7 @@ from scaling import ScaleSettings
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS: dict[str, type[Part]] = {
     "collect": CollectorSettings, "process": ProcessorSettings, "migrate": MigrateSettings, "api": ApiSettings,
-    "scale": ScaleSettings, "retention": RetentionSettings,
+    "scale": ScaleSettings, "retention": RetentionSettings, "invoices": ApiSettings,
 }  # fmt: skip
 ONE_SHOTS = {"migrate", "kafka-init"}
 # where each table lives (contracts/names.py), for the database compose configures
@@ -214,13 +214,18 @@ def test_no_service_is_clickhouse_default_and_each_user_exists_with_a_hash_from_
     used = {}
     for name, s in own(services).items():
         e = env(s)
-        user = next((v for k, v in e.items() if k.endswith("_CLICKHOUSE_USER")), None)
+        # the main connection's user (the invoice job has a second, billing one)
+        user = next((v for k, v in e.items() if k.endswith("_CLICKHOUSE_USER") and "_BILLING_" not in k), None)
         if any(k.endswith("_CLICKHOUSE_HOST") for k in e):
             assert user is not None and user != "default" and (user in defined or user == admin), name
             used[name] = user
-    # one user per component; the admin for the two DDL jobs (migrations, dropping old days)
+    # one user per component; the admin for the two DDL jobs (migrations, dropping old days); the
+    # invoice job reads usage as the API does and appends invoices as the keys job's user
     assert used["migrate"] == used["retention"] == admin, used
-    assert len(set(used.values())) == len(used) - 1, used
+    fin = env(services["finalize"])
+    assert used["finalize"] == used["api"] and fin["SANDMETER_API_BILLING_CLICKHOUSE_USER"] == used["keys"], used
+    one_each = {k: v for k, v in used.items() if k not in ("retention", "finalize")}
+    assert len(set(one_each.values())) == len(one_each), used
     datasource = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/sandmeter.yaml").read_text())
     [ds] = [d for d in datasource["datasources"] if d["type"] == "grafana-clickhouse-datasource"]
     assert ds["jsonData"]["username"] in defined
@@ -251,7 +256,8 @@ def test_clickhouse_grants_give_each_user_only_its_tables(services: dict[str, An
     profiles = {u.tag: u.findtext("profile") for u in users}
     assert all(profiles[u] in ("sm_reader", "sm_dashboards") for u in readers)  # readonly=1
     writes = {(u, t) for u, g in grants.items() for p, _, t in g if p != "SELECT"}
-    assert {t for u, t in writes if u == "sandmeter_api"} == billing
+    assert not {t for u, t in writes if u == "sandmeter_api"}  # reads never write
+    assert {p for p, _, _ in grants["sandmeter_writer"]} == {"SELECT", "INSERT"}  # no ALTER: retention is the admin's
     assert not {u for u, _ in writes} & set(readers)
     mounted = mounts(services["clickhouse"])
     assert "/etc/clickhouse-server/users.d" not in mounted, "one file: the entrypoint writes users.d itself"
