@@ -78,6 +78,7 @@ class Recording:
 
     def __init__(self, ch: Any) -> None:
         self.ch, self.calls = ch, list[tuple[str, Any, dict[str, Any] | None, dict[str, Any]]]()
+        self.tables = ch.tables  # the installation's qualified table names, as client() carries them
 
     def execute(self, sql: str, params: Any = None, settings: dict[str, Any] | None = None, **kw: Any) -> Any:
         self.calls.append((sql, params, settings, kw))
