@@ -13,7 +13,7 @@ from __future__ import annotations
 from contracts import names as n
 from contracts.wire import SampleBatch, WireError, decode
 from pipeline.deadletter import DeadLetters
-from pipeline.steps import Item, Outbox, Record, Step
+from pipeline.steps import Item, Outbox, Record, Relay, Step
 
 
 class Refused(Exception):  # a verdict on a record, not a failure
@@ -39,7 +39,7 @@ def decoded(rec: Record, max_bytes: int) -> SampleBatch:
     return batch
 
 
-class DecodeStep:
+class DecodeStep(Relay[Item]):
     def __init__(self, next_step: Step[Item], deadletters: DeadLetters, max_bytes: int) -> None:
         self.out = Outbox(next_step)
         self.dlq = deadletters
@@ -53,15 +53,3 @@ class DecodeStep:
         except Refused as r:
             self.dlq.send(rec, r.reason, r.detail)  # MessageRejected when the broker is away: tried again
         self.out.put(item)
-
-    def poll(self) -> None:
-        self.out.poll()
-
-    def join(self) -> None:
-        self.out.poll()
-
-    def close(self) -> None:
-        pass
-
-    def pending(self) -> bool:
-        return bool(self.out.held)

@@ -163,3 +163,22 @@ class Outbox(Generic[T]):
     def drop(self, gone: Callable[[T], bool]) -> None:
         """Forgets held messages `gone` says belong to partitions this processor lost."""
         self.held = deque(m for m in self.held if not gone(m))
+
+
+class Relay(Generic[T]):
+    """A step that is done with each message inside `submit` and hands it on through its
+    outbox: polling and joining only pass on what is held, and nothing else is pending."""
+
+    out: Outbox[T]
+
+    def poll(self) -> None:
+        self.out.poll()
+
+    def join(self) -> None:
+        self.out.poll()
+
+    def close(self) -> None:
+        pass
+
+    def pending(self) -> bool:
+        return bool(self.out.held)

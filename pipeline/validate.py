@@ -33,7 +33,7 @@ from pipeline.accounted import LATE_COLUMNS
 from pipeline.accounting import BILLED_METRICS
 from pipeline.deadletter import DeadLetters
 from pipeline.decode import Refused
-from pipeline.steps import Item, Outbox, Step
+from pipeline.steps import Item, Outbox, Relay, Step
 
 MAX_COUNT = float(1 << 53)
 _CODES = (n.REJECT_NOT_FINITE, n.REJECT_NEGATIVE, n.REJECT_OUT_OF_RANGE)  # 1, 2, 3 below
@@ -130,7 +130,7 @@ def _rows(b: SampleBatch, bad: npt.NDArray[np.bool_], code: npt.NDArray[np.uint8
     return df[list(LATE_COLUMNS)]
 
 
-class ValidateStep:
+class ValidateStep(Relay[Item]):
     def __init__(
         self, next_step: Step[Item], deadletters: DeadLetters, rules: Rules, clock_ms: Callable[[], int]
     ) -> None:
@@ -151,15 +151,3 @@ class ValidateStep:
                 self.dlq.send(item.record, n.DLQ_PROCESSING_ERROR, f"validation: {type(exc).__name__}: {exc}")
                 item.batch = None
         self.out.put(item)
-
-    def poll(self) -> None:
-        self.out.poll()
-
-    def join(self) -> None:
-        self.out.poll()
-
-    def close(self) -> None:
-        pass
-
-    def pending(self) -> bool:
-        return bool(self.out.held)
