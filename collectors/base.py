@@ -93,6 +93,18 @@ class Source(Protocol):
         ...
 
 
+def line_value(text: str, key: str) -> str | None:
+    """The rest of the line of `text` that starts with `key` (e.g. `read_bytes:`), or None
+    when no line does: for the `key value` files of cgroup v2 and /proc."""
+    i = text.find(key)
+    while i > 0 and text[i - 1] != "\n":
+        i = text.find(key, i + 1)
+    if i < 0:
+        return None
+    end = text.find("\n", i)
+    return text[i + len(key) : end if end >= 0 else None]
+
+
 def read_file(path: str | os.PathLike[str]) -> str:
     """A small kernel file's text with two syscalls and no buffering: the hot read of every source."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

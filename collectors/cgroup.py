@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from collectors.base import Reading, read_file
+from collectors.base import Reading, line_value, read_file
 from contracts import names as n
 from contracts.wire import sub_label
 
@@ -191,12 +191,6 @@ def _psi_sub(key: tuple[str, str, str]) -> str:
 
 
 def _field(text: str, key: str) -> int:
-    """The integer after `key` at the start of a line of `text`; 0 if there is none."""
-    i = text.find(key)
-    while i > 0 and text[i - 1] != "\n":
-        i = text.find(key, i + 1)
-    if i < 0:
-        return 0
-    end = text.find("\n", i)
-    v = text[i + len(key) : end if end >= 0 else None].strip()
+    """The integer after `key` at the start of a line of `text`; 0 if there is none (or garbage)."""
+    v = (line_value(text, key) or "").strip()
     return int(v) if v.isdigit() else 0

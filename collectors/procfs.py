@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from collectors.base import Reading, read_file
+from collectors.base import Reading, line_value, read_file
 from collectors.cgroup import CgroupLocator
 from contracts import names as n
 from contracts.wire import sub_label
@@ -140,14 +140,10 @@ class ProcSource:
 
 
 def _field(text: str, key: str) -> int:
-    """The integer after `key` (e.g. `read_bytes:`) at the start of a line; 0 if there is none."""
-    i = text.find(key)
-    while i > 0 and text[i - 1] != "\n":
-        i = text.find(key, i + 1)
-    if i < 0:
-        return 0
-    end = text.find("\n", i)
-    return int(text[i + len(key) : end if end >= 0 else None])
+    """The integer after `key` (e.g. `read_bytes:`) at the start of a line; 0 if there is none;
+    ValueError for garbage (the caller counts it as bad input)."""
+    v = line_value(text, key)
+    return 0 if v is None else int(v)
 
 
 _IO_KEYS = tuple(f"{k}:" for k in IO_ITEMS)
