@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from billing_seed import interval, write_usage
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -24,7 +25,6 @@ from contracts.clickhouse import tables
 from pipeline.accounted import Accounted
 from pipeline.accounting import USAGE_COLUMNS
 from pipeline.health import HealthEvent
-from pipeline.rollup import DirtyBuckets
 from pipeline.writer import ClickHouseWriter
 
 PLANS = Path(__file__).resolve().parents[1] / "fixtures" / "plans"
@@ -33,16 +33,6 @@ NOV = parse_ms("2026-11-01T00:00:00Z")
 DEC = parse_ms("2026-12-01T00:00:00Z")
 HOUR = 3_600_000
 PROBLEM = "application/problem+json"
-
-
-def interval(tenant: str, sandbox: str, start: int, end: int, cpu_us: int, mcpu: int = 1000) -> dict[str, Any]:
-    return {
-        "tenant": tenant, "sandbox_id": sandbox, "node": "n1", "start_ms": start, "end_ms": end, "cpu_used_us": cpu_us,
-        "vcpu_alloc_mcpu_ms": mcpu * (end - start), "mem_used_byte_ms": 0,
-        "mem_alloc_byte_ms": (1 << 30) * (end - start),
-        "io_read_bytes": 250_000_000, "io_write_bytes": 250_000_000, "net_rx_bytes": 1_000_000, "net_tx_bytes": 0,
-        "batch_id": f"{sandbox}/{end}",
-    }  # fmt: skip
 
 
 @dataclass
@@ -59,11 +49,7 @@ class Env:
         return self.client.get(path, params=params, headers=headers)
 
     def add(self, rows: list[dict[str, Any]]) -> None:
-        df = pd.DataFrame(rows, columns=list(USAGE_COLUMNS))
-        dirty = DirtyBuckets()
-        self.writer.write(self.writer.prepare(Accounted(usage=df)))
-        dirty.note(df)
-        self.writer.roll(dirty.take())
+        write_usage(self.ch, rows)
 
 
 def make_env(ch: Any, **settings: Any) -> Env:
