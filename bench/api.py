@@ -30,6 +30,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from bench import local_stack
 from billing.app import create_app
 from billing.keys import OPERATOR, create_key
 from billing.plans import load_book
@@ -39,8 +40,6 @@ from contracts.clickhouse import tables
 from contracts.clock import wall_ms
 from contracts.quantities import COLUMNS as QUANTITIES
 from pipeline.schema import migrate
-from sandmeter.stack import Stack, StackSettings
-from sandmeter.stack.procs import free_port
 
 SANDBOXES, DAYS, DAY = 20, 30, 86_400_000
 START_MS = 1_798_761_600_000  # 2027-01-01T00:00:00Z
@@ -114,8 +113,7 @@ def line(what: str, xs: list[float], base: list[float], target: str = "") -> str
 
 def main(tenants: int = DEFAULT_TENANTS, requests: int = 300) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        st = Stack(StackSettings(state_dir=Path(tmp), kafka_port=free_port(), clickhouse_tcp_port=free_port(),
-                                 clickhouse_http_port=free_port(), alerting=False))  # fmt: skip
+        st = local_stack(Path(tmp))
         st.up()
         try:
             ch = st.ch("sandmeter", home="system")  # the admin: one connection for everything here

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from prometheus_client import CollectorRegistry
 
+from bench import local_stack
 from contracts import names as n
 from contracts.builder import BatchBuilder
 from contracts.clickhouse import tables
@@ -32,8 +33,7 @@ from pipeline.schema import migrate
 from pipeline.settings import ProcessorSettings
 from pipeline.steps import TP, Record
 from pipeline.writer import ClickHouseWriter, open_writer
-from sandmeter.stack import Stack, StackSettings
-from sandmeter.stack.procs import free_port
+from sandmeter.stack import Stack
 from sandmeter.stack.users import ADMIN
 
 SANDBOXES, EXTRA_SERIES = 50, 293
@@ -466,12 +466,7 @@ def main(nodes: int = 20, scrapes: int = 10, repeats: int = 3, full: bool = Fals
         state_in_child(size)
     msgs = encoded_batches(nodes, scrapes)
     with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(
-            StackSettings(
-                state_dir=Path(tmp), kafka_port=free_port(), clickhouse_tcp_port=free_port(),
-                clickhouse_http_port=free_port(), alerting=False,
-            )
-        )  # fmt: skip
+        stack = local_stack(Path(tmp))
         stack.up()
         try:
             raw_ratio(stack, msgs)
@@ -503,8 +498,7 @@ if __name__ == "__main__":
         state_memory(args.state)
     elif args.only:
         with tempfile.TemporaryDirectory() as tmp:
-            st = Stack(StackSettings(state_dir=Path(tmp), kafka_port=free_port(), clickhouse_tcp_port=free_port(),
-                                     clickhouse_http_port=free_port(), alerting=False))  # fmt: skip
+            st = local_stack(Path(tmp))
             st.up()
             try:
                 if args.only == "consumer":

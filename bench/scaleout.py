@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import local_stack
 from bench.processor import encoded_batches
 from contracts import names as n
 from contracts.clickhouse import tables
@@ -129,12 +130,7 @@ def groups(nodes: int = 40, scrapes: int = 25, rounds: int = 2) -> None:
     expected = sum(len(decode(m.value)) for m in msgs)
     wire = sum(len(m.value) for m in msgs)
     with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(
-            StackSettings(
-                state_dir=Path(tmp), kafka_port=free_port(), clickhouse_tcp_port=free_port(),
-                clickhouse_http_port=free_port(), alerting=False,
-            )
-        )  # fmt: skip
+        stack = local_stack(Path(tmp))
         stack.up()
         try:
             from kafka import KafkaProducer
