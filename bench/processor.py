@@ -222,6 +222,7 @@ def bare_drain(stack: Stack, topic: str, count: int, group: str) -> float:
         topic, **s.kafka_kwargs(), group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
         session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=max(500, s.session_timeout_ms // 3),
         max_poll_interval_ms=s.max_poll_interval_ms, max_partition_fetch_bytes=8 << 20,
+        fetch_max_wait_ms=s.fetch_max_wait_ms,
     )  # fmt: skip
     got, first, t0 = 0, 0.0, time.perf_counter()
     while got < count and time.perf_counter() - t0 < 300:
