@@ -83,11 +83,12 @@ class WriteStep:
         rows, plan = self._rows, self._plan
         if rows.msg is not None or not rows.worker.idle:
             raise MessageRejected  # a plan also waits for the rows before it
-        if isinstance(msg, Plan) and (plan.msg is not None or not plan.worker.idle):
+        if isinstance(msg, Plan) and plan.msg is not None:
             raise MessageRejected  # one plan at a time: checkpoints are saved in order
         lane = rows if isinstance(msg, Rows) else plan
         lane.msg, lane.retry_at = msg, 0.0
-        self._start(lane)
+        if lane.worker.idle:  # else `poll` starts it once the worker is free (a checkpoint load on it)
+            self._start(lane)
 
     def _start(self, lane: _Lane) -> None:
         msg = lane.msg
