@@ -222,6 +222,7 @@ def bare_drain(stack: Stack, topic: str, count: int, group: str) -> float:
         topic, **s.kafka_kwargs(), group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
         session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=max(500, s.session_timeout_ms // 3),
         max_poll_interval_ms=s.max_poll_interval_ms, max_partition_fetch_bytes=8 << 20,
+        fetch_max_wait_ms=s.fetch_max_wait_ms,
     )  # fmt: skip
     got, first, t0 = 0, 0.0, time.perf_counter()
     while got < count and time.perf_counter() - t0 < 300:
@@ -376,13 +377,17 @@ def state_in_child(series_target: int) -> None:
 def freshness(stack: Stack, flush_s: float = 0.5, samples_per_s: int = 100_000, seconds: float = 30.0) -> None:
     """Sample timestamp -> written to ClickHouse (raw samples and usage intervals: queryable), at
     `samples_per_s` through the local broker. Each round of scrapes carries one timestamp; a
-    watcher notes when the processor's newest written sample time first reaches it."""
+    watcher notes when the processor's newest written sample time first reaches it, and a
+    checker asks ClickHouse as the API's user for that time's usage rows (what `/usage` reads
+    for bounds off whole minutes; whole-minute reads use the rollups, refreshed at checkpoints)."""
+    import queue
     import threading
 
     from kafka import KafkaProducer
 
     from pipeline import build_processor
     from sandmeter.stack import create_topics
+    from sandmeter.stack.users import API
 
     db, topic = "bench_fresh", f"fresh-{wall_ms()}"
     create_topics(stack.kafka_bootstrap, 4, (topic, topic + ".dlq"))
@@ -401,6 +406,10 @@ def freshness(stack: Stack, flush_s: float = 0.5, samples_per_s: int = 100_000, 
     th = threading.Thread(target=p.run, args=(stop,), daemon=True)
     th.start()
     seen: list[tuple[int, int]] = []  # (wall ms, newest sample ms written) at each change
+    to_check: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+    checked: list[bool] = []
+    stack.allow(db)
+    api = stack.ch(db, user=API)
 
     def watch() -> None:
         last = None
@@ -408,11 +417,21 @@ def freshness(stack: Stack, flush_s: float = 0.5, samples_per_s: int = 100_000, 
             newest = p.chain.write.newest_written_ms
             if newest != last and newest is not None:
                 seen.append((wall_ms(), newest))
+                to_check.put(newest)
                 last = newest
             time.sleep(0.002)
+        to_check.put(None)
+
+    def check() -> None:  # on a thread of its own: the watcher's times stay the processor's
+        usage = tables(api).usage
+        while (ts := to_check.get()) is not None:
+            rows = api.execute(f"SELECT count() FROM {usage} FINAL WHERE end_ms = %(ts)s", {"ts": ts})
+            checked.append(rows[0][0] > 0)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
+    checker = threading.Thread(target=check, daemon=True)
+    checker.start()
     prod = KafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all", linger_ms=5)
     enc, per_batch, nodes = Encoder(), 300 * SANDBOXES // 10, 20  # 1,500 samples per batch
     interval = per_batch * nodes / samples_per_s  # one round of nodes every `interval` s
@@ -436,9 +455,17 @@ def freshness(stack: Stack, flush_s: float = 0.5, samples_per_s: int = 100_000, 
     time.sleep(3)  # the last rounds written
     watching.set()
     watcher.join()
+    checker.join(timeout=30)
     stop.set()
     th.join(timeout=30)
     p.close()
+    parts = dict(
+        ch.execute(
+            "SELECT table, count() FROM system.parts WHERE active AND database IN %(dbs)s GROUP BY table",
+            {"dbs": tuple(n.databases(db))},
+        )
+    )
+    stack.disallow(db)
     for each in n.databases(db):  # the four of them: a leftover migrations table would skip the next run's tables
         ch.execute(f"DROP DATABASE IF EXISTS {each}")
 
@@ -456,7 +483,10 @@ def freshness(stack: Stack, flush_s: float = 0.5, samples_per_s: int = 100_000, 
         f"FLUSH_INTERVAL_S {flush_s}): sample time -> written, over {len(lat)} of {len(rounds)} rounds: median "
         f"{np.median(lat):.2f} s, p90 {lat[int(len(lat) * 0.9)]:.2f} s, p99 {lat[int(len(lat) * 0.99)]:.2f} s, max "
         f"{lat[-1]:.2f} s [target p99 <= 0.5 s]; per flush: accounting {mean_ms(n.PROCESSOR_FLUSH_SECONDS)}, "
-        f"ClickHouse writes {mean_ms(n.PROCESSOR_INSERT_SECONDS)}; rollups {mean_ms(n.PROCESSOR_ROLLUP_SECONDS)}",
+        f"ClickHouse writes {mean_ms(n.PROCESSOR_INSERT_SECONDS)}; rollups {mean_ms(n.PROCESSOR_ROLLUP_SECONDS)}; "
+        f"usage rows read back by the API's user at {sum(checked)} of {len(checked)} written times; "
+        f"{(reg.get_sample_value(n.PROCESSOR_INSERT_SECONDS + '_count') or 0) / seconds:.1f} inserts/s per "
+        f"table; active parts after the run: usage {parts.get(n.T_USAGE, 0)}, raw {parts.get(n.T_SAMPLES, 0)}",
         flush=True,
     )
 
@@ -493,6 +523,7 @@ if __name__ == "__main__":
     ap.add_argument("--state", type=int, metavar="SERIES", help="only the state measurement, at this many series")
     ap.add_argument("--full", action="store_true", help="the state measurement at 1M series too")
     ap.add_argument("--only", choices=["consumer", "freshness"], help="only this part (for profiling)")
+    ap.add_argument("--flush", default="0.5,0.25", help="FLUSH_INTERVAL_S values the freshness part runs at")
     args = ap.parse_args()
     if args.state:
         state_memory(args.state)
@@ -504,8 +535,8 @@ if __name__ == "__main__":
                 if args.only == "consumer":
                     consumer_path(st, encoded_batches(20, 10))
                 else:
-                    for flush_s in (0.5, 0.25):
-                        freshness(st, flush_s)
+                    for flush_s in args.flush.split(","):
+                        freshness(st, float(flush_s))
             finally:
                 st.down()
     else:

@@ -3,7 +3,7 @@
 Every Kafka and ClickHouse client the processor uses is constructed here, from the settings,
 so credentials and connection options have one home: the consumer, the producer (dead
 letters and alerts), the write connection (plus one for raw samples) on the write worker, and
-a maintenance connection (checkpoint loads) on a worker of its own.
+a maintenance connection (checkpoint loads; rollups and checkpoint saves) on a worker of its own.
 """
 
 from __future__ import annotations
@@ -61,7 +61,11 @@ def assemble(
     m = ProcessorMetrics(registry)
     dlq = DeadLetters(producer, s.deadletter_topic, m.dlq)
     commit = CommitStep(consumer)
-    write = WriteStep(commit, writer, Worker("clickhouse-writer"), producer, s.alerts_topic, m)
+    maintenance_worker = Worker("clickhouse-maintenance")
+    # plans (rollups, checkpoints) run beside the rows on the maintenance connection; a caller
+    # with one connection for both (a client serves one thread) has them take turns with the rows
+    planner = (maintenance, maintenance_worker) if maintenance is not writer else None
+    write = WriteStep(commit, writer, Worker("clickhouse-writer"), producer, s.alerts_topic, m, planner=planner)
     health = HealthDetector(forget_after_ms=int(s.lateness_s * 1000))
     frame = FrameStep(write, writer, Worker("raw-framer"))
     account = AccountStep(
@@ -71,7 +75,6 @@ def assemble(
     validate = ValidateStep(batch, dlq, rules(s), clock_ms)
     decode = DecodeStep(validate, dlq, s.max_message_bytes)
     chain = Chain(decode, validate, batch, account, frame, write, commit)
-    maintenance_worker = Worker("clickhouse-maintenance")
     loader = PartitionLoader(consumer, maintenance, maintenance_worker, account)
     holder: list[Processor] = []
     periodic = Periodic(
@@ -97,6 +100,7 @@ def build_processor(s: ProcessorSettings, registry: CollectorRegistry) -> Proces
             heartbeat_interval_ms=max(500, s.session_timeout_ms // 3),
             max_poll_interval_ms=s.max_poll_interval_ms,
             max_partition_fetch_bytes=8 << 20,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
         )
     )
     # a short max_block_ms: a send waits at most that long for metadata, so a stop is never stuck behind it

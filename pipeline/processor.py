@@ -160,7 +160,7 @@ class Processor:
         c = self.chain
         asked = False
         c.write.retry_now()
-        failed_before = c.write.failures
+        failed_before = c.write.failed_attempts
         try:
             while True:
                 c.join()
@@ -171,7 +171,7 @@ class Processor:
                     c.poll()
                 if asked and not c.pending():
                     return True
-                if c.write.failures > failed_before:
+                if c.write.failed_attempts > failed_before:
                     return False  # ClickHouse refused once more: waiting out a backoff changes nothing
                 if self.clock() >= deadline or (stop is not None and stop.is_set()):
                     return False

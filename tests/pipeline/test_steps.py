@@ -309,7 +309,7 @@ def test_write_refuses_while_busy_retries_failures_and_commits_behind_checkpoint
     step.submit(rows)
     with pytest.raises(MessageRejected):
         step.submit(plan)  # one at a time
-    wait(step, lambda: step._job is None)
+    wait(step, lambda: step.failed_attempts == 1)
     assert reg.get_sample_value(n.PROCESSOR_WRITE_FAILURES) == 1 and step.pending()
     clock[0] = 10.0  # past the backoff
     wait(step, lambda: not step.pending())
