@@ -96,47 +96,72 @@ def detail_lines(sb: SimSandbox, cri: str) -> list[str]:
     return out
 
 
-def exposition(live: list[SimSandbox], rng: random.Random, detail: bool = False) -> str:
-    """kata-monitor's /metrics for these sandboxes: its labels appended, lines in random order.
+def family(line: str) -> str:
+    """The metric family of a sample line: a histogram's `_bucket`, `_sum` and `_count` are one."""
+    name = line[: line.find("{")] if "{" in line else line.partition(" ")[0]
+    return RPC_HIST if name.startswith(RPC_HIST) else name
 
-    `detail` adds the families a real kata-monitor also exports (~300 series per sandbox);
-    billing and health use only the 18 above, so tests leave it off and benchmarks turn it on.
+
+def exposition(live: list[SimSandbox], rng: random.Random, detail: bool = False) -> str:
+    """kata-monitor's /metrics for these sandboxes, in a real kata-monitor's order.
+
+    A real one (src/runtime/pkg/kata-monitor/metrics.go, `aggregateSandboxMetrics`) fetches
+    every shim's metrics concurrently, takes the answers as they arrive, appends each
+    sandbox's families to one per family name in a Go map, then encodes the map: so each
+    family comes once (HELP, TYPE, its samples), families in a new order every scrape (map
+    iteration), sandboxes within every family in that scrape's arrival order, and each
+    sandbox's lines of a family in the shim's own fixed order. `detail` adds the families a
+    real kata-monitor also exports (~300 series per sandbox); billing and health use only the
+    18 above, so tests leave it off and benchmarks turn it on.
     """
     lines = [
         "# HELP kata_monitor_running_shim_count Running shim count(running sandboxes).",
         "# TYPE kata_monitor_running_shim_count gauge",
         f"kata_monitor_running_shim_count {len(live)}",
     ]
-    body: list[str] = []
-    for sb in live:
+    arrived = list(live)
+    rng.shuffle(arrived)
+    families: dict[str, list[str]] = {}
+    for sb in arrived:
         if sb.hung:  # a wedged QEMU does not answer the shim: kata-monitor drops its series
             continue
-        cri = f'sandbox_id="{sb.id}",cri_uid="{sb.pod_uid}",cri_name="{sb.pod_name}",cri_namespace="{sb.tenant}"'
-        ticks = sb.cpu_us // 10_000
-        idle_ms = sb.alive_ms * sb.vcpu_milli // 1000 - sb.cpu_us // 1000
-        body += [
-            f'kata_hypervisor_proc_stat{{item="utime",{cri}}} {ticks * 3 // 4}',
-            f'kata_hypervisor_proc_stat{{item="stime",{cri}}} {ticks - ticks * 3 // 4}',
-            f'kata_hypervisor_proc_status{{item="vmrss",{cri}}} {sb.mem_bytes + (30 << 20)}',
-            f'kata_hypervisor_proc_status{{item="voluntary_ctxt_switches",{cri}}} {sb.vctx}',
-            f'kata_hypervisor_io_stat{{item="readbytes",{cri}}} {sb.io_read}',
-            f'kata_hypervisor_io_stat{{item="writebytes",{cri}}} {sb.io_write}',
-            f'kata_hypervisor_netdev{{interface="eth0",item="recv_bytes",{cri}}} {sb.net_rx}',
-            f'kata_hypervisor_netdev{{interface="eth0",item="sent_bytes",{cri}}} {sb.net_tx}',
-            f"kata_hypervisor_threads{{{cri}}} {sb.vcpu_milli // 1000 + 6}",
-            f'kata_shim_agent_rpc_durations_histogram_milliseconds_count{{action="grpc.CheckRequest",{cri}}} '
-            f"{sb.check_count}",
-            f'kata_guest_cpu_time{{cpu="total",item="user",{cri}}} {sb.cpu_us // 1000}',
-            f'kata_guest_cpu_time{{cpu="total",item="idle",{cri}}} {idle_ms}',
-            f'kata_guest_meminfo{{item="mem_total",{cri}}} {sb.mem_max}',
-            f'kata_guest_diskstat{{disk="vda",item="in_progress",{cri}}} {4 if sb.stalled else 0}',
-            f'kata_guest_diskstat{{disk="vda",item="reads",{cri}}} {sb.io_read // 4096}',
-            f'kata_guest_diskstat{{disk="vda",item="writes",{cri}}} {sb.io_write // 4096}',
-            f'kata_guest_load{{item="load1",{cri}}} 0.25',
-            f"kata_agent_scrape_count{{{cri}}} {sb.check_count}",
-        ]
-        if detail:
-            body += detail_lines(sb, cri)
-    rng.shuffle(body)
-    lines += ["# TYPE kata_hypervisor_proc_stat gauge", *body]
+        for line in sandbox_lines(sb, detail):
+            fam = families.get(family(line))
+            if fam is None:
+                fam = families[family(line)] = []
+            fam.append(line)
+    names = list(families)
+    rng.shuffle(names)
+    for name in names:
+        kind = "histogram" if name == RPC_HIST else "gauge"
+        lines += [f"# HELP {name} {name.replace('_', ' ')}.", f"# TYPE {name} {kind}", *families[name]]
     return "\n".join(lines) + "\n"
+
+
+def sandbox_lines(sb: SimSandbox, detail: bool) -> list[str]:
+    """One sandbox's samples with kata-monitor's labels appended, each family's in a fixed order."""
+    cri = f'sandbox_id="{sb.id}",cri_uid="{sb.pod_uid}",cri_name="{sb.pod_name}",cri_namespace="{sb.tenant}"'
+    ticks = sb.cpu_us // 10_000
+    idle_ms = sb.alive_ms * sb.vcpu_milli // 1000 - sb.cpu_us // 1000
+    out = [
+        f'kata_hypervisor_proc_stat{{item="utime",{cri}}} {ticks * 3 // 4}',
+        f'kata_hypervisor_proc_stat{{item="stime",{cri}}} {ticks - ticks * 3 // 4}',
+        f'kata_hypervisor_proc_status{{item="vmrss",{cri}}} {sb.mem_bytes + (30 << 20)}',
+        f'kata_hypervisor_proc_status{{item="voluntary_ctxt_switches",{cri}}} {sb.vctx}',
+        f'kata_hypervisor_io_stat{{item="readbytes",{cri}}} {sb.io_read}',
+        f'kata_hypervisor_io_stat{{item="writebytes",{cri}}} {sb.io_write}',
+        f'kata_hypervisor_netdev{{interface="eth0",item="recv_bytes",{cri}}} {sb.net_rx}',
+        f'kata_hypervisor_netdev{{interface="eth0",item="sent_bytes",{cri}}} {sb.net_tx}',
+        f"kata_hypervisor_threads{{{cri}}} {sb.vcpu_milli // 1000 + 6}",
+        f'kata_shim_agent_rpc_durations_histogram_milliseconds_count{{action="grpc.CheckRequest",{cri}}} '
+        f"{sb.check_count}",
+        f'kata_guest_cpu_time{{cpu="total",item="user",{cri}}} {sb.cpu_us // 1000}',
+        f'kata_guest_cpu_time{{cpu="total",item="idle",{cri}}} {idle_ms}',
+        f'kata_guest_meminfo{{item="mem_total",{cri}}} {sb.mem_max}',
+        f'kata_guest_diskstat{{disk="vda",item="in_progress",{cri}}} {4 if sb.stalled else 0}',
+        f'kata_guest_diskstat{{disk="vda",item="reads",{cri}}} {sb.io_read // 4096}',
+        f'kata_guest_diskstat{{disk="vda",item="writes",{cri}}} {sb.io_write // 4096}',
+        f'kata_guest_load{{item="load1",{cri}}} 0.25',
+        f"kata_agent_scrape_count{{{cri}}} {sb.check_count}",
+    ]
+    return out + detail_lines(sb, cri) if detail else out

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -338,3 +339,81 @@ def test_value_columns_convert_as_numpy_does(values: list[bytes]) -> None:
             floats(s)
         return
     np.testing.assert_array_equal(floats(s), want)
+
+
+FAMILIES = ("kata_guest_meminfo", "kata_hypervisor_netdev", "kata_shim_agent_rpc_durations_histogram_milliseconds")
+NOISE = ("go_goroutines 7", "}{ garbage", 'kata_guest_load{item="x"} 1', "kata_guest_load{truncated",
+         'kata_hypervisor_fds{sandbox_id="sb9"} notanumber', 'kata_guest_tasks{sandbox_id="sb1"} 3 1700000000000',
+         "# HELP kata_guest_meminfo x")  # fmt: skip
+
+
+@st.composite
+def kata_bodies(draw: st.DrawFn) -> list[bytes]:
+    """Scrapes of one kata-monitor as a real one orders them (families, then sandboxes, each
+    block of lines in a fixed order), with what can change between scrapes: the order of
+    families and sandboxes, sandboxes and series come and go, a series' labels change, lines
+    of garbage, a block reordered or split, a body shuffled line by line."""
+    sandboxes = draw(st.lists(st.sampled_from(["sb1", "sb2", "sb3", "sb4"]), min_size=1, max_size=4, unique=True))
+    items = draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=4, unique=True))
+    suffix = {FAMILIES[2]: ("_bucket", "_sum", "_count")}
+    bodies = []
+    for _ in range(draw(st.integers(1, 5))):
+        fams = draw(st.permutations(FAMILIES))
+        order = draw(st.permutations(sandboxes))
+        if draw(st.booleans()):  # a sandbox goes or comes
+            order = order[1:] if draw(st.booleans()) else [*order, draw(st.sampled_from(["sb5", "sb6"]))]
+        if draw(st.booleans()):  # a series comes or goes
+            items = items[1:] if len(items) > 1 and draw(st.booleans()) else [*items, draw(st.sampled_from("efg"))]
+        ns = draw(st.sampled_from(["t", "t", "t2"]))  # a label changes
+        lines = []
+        for fam in fams:
+            lines.append(f"# TYPE {fam} gauge")
+            for sb in order:
+                for it in items:
+                    for sfx in suffix.get(fam, ("",)):
+                        v = draw(st.sampled_from(["1", "250", "1.5e3", "0"]))
+                        lines.append(f'{fam}{sfx}{{item="{it}",sandbox_id="{sb}",cri_namespace="{ns}"}} {v}')
+        for _ in range(draw(st.integers(0, 2))):
+            lines.insert(draw(st.integers(0, len(lines))), draw(st.sampled_from(NOISE)))
+        how = draw(st.sampled_from(["as is", "as is", "swap", "shuffle"]))
+        if how == "swap" and len(lines) > 1:
+            i, j = draw(st.integers(0, len(lines) - 1)), draw(st.integers(0, len(lines) - 1))
+            lines[i], lines[j] = lines[j], lines[i]
+        elif how == "shuffle":
+            lines = draw(st.permutations(lines))
+        bodies.append(("\n".join(lines) + "\n").encode())
+    return bodies
+
+
+class LineByLineCache(ParseCache):
+    """The cache as it was before blocks: every head looked up on its own."""
+
+    def codes(self, heads: list[bytes]) -> npt.NDArray[np.int64]:
+        return np.array([self.code(h) for h in heads], np.int64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(kata_bodies())
+def test_kata_monitor_blocks_from_earlier_scrapes_parse_as_line_by_line_lookups_do(bodies: list[bytes]) -> None:
+    """Whatever the sequence of bodies, a cache carried from scrape to scrape (its blocks found
+    whole by their first head) gives exactly what looking up every head gives, with the same
+    history (a sandbox's cri labels are the first it was seen with) or none."""
+    cache, lines, small = ParseCache(), LineByLineCache(), ParseCache(max_series=8)  # small: reset often
+    for body in [*bodies, *bodies]:  # again: every block known
+        got, want, fresh = parse(body, 5, cache), parse(body, 5, lines), parse(body, 5, ParseCache())
+        assert got.samples() == want.samples() == fresh.samples() == parse(body, 5, small).samples()
+        assert (got.errors, got.error_samples, got.labels) == (want.errors, want.error_samples, want.labels)
+        assert (got.errors, got.error_samples) == (fresh.errors, fresh.error_samples)
+
+
+def test_kata_monitor_blocks_are_found_whole() -> None:
+    """A simulated kata-monitor body parses block by block once it has been seen in another order."""
+    fleet = Fleet(FleetSpec(nodes=1, sandboxes=5, tenants=2), now_ms=1_000_000)
+    rng = random.Random(3)
+    cache = ParseCache()
+    first = parse(exposition(fleet.live(), rng, detail=True), 5, cache)
+    assert len(cache.blocks) >= 5 * 20
+    blocks = dict(cache.blocks)
+    again = parse(exposition(fleet.live(), rng, detail=True), 5, cache)  # families and sandboxes reordered
+    assert cache.blocks.keys() == blocks.keys() and all(cache.blocks[h] is b for h, b in blocks.items())  # not relearnt
+    assert sorted(again.samples()) == sorted(first.samples())
