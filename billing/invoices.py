@@ -76,7 +76,7 @@ def no_invoice(tenant: str, period: Period) -> ApiError:
 
 def usage_sums(ch: Any, tenant: str, from_ms: int, to_ms: int) -> dict[str, int]:
     """Integer sums of the billed usage columns over [from, to), from the coarsest exact table."""
-    table, _, cond = source(from_ms, to_ms, None)
+    table, _, cond = source(from_ms, to_ms, None, per_sandbox=False)
     cols = ", ".join(f"toString(sum({c}))" for c in USAGE_SUMS)
     rows = ch.execute(
         f"SELECT {cols} FROM {tables(ch)(table)} FINAL WHERE tenant = %(tenant)s AND {cond}",
