@@ -1,8 +1,9 @@
 """Billing API latency over a month of minute rollups for many tenants (issue 5 and 15 targets).
 
-Loads `tenants` x 20 sandboxes x 30 days of `usage_minute` rows (and the matching
-`usage_hour` rows) into a ClickHouse 18.16 started in a temp dir, generated server-side with
-INSERT ... SELECT FROM numbers(), then times, through the FastAPI app in-process
+Loads `tenants` x 20 sandboxes x 30 days of `usage_minute` rows into a ClickHouse 18.16
+started in a temp dir, generated server-side with INSERT ... SELECT FROM numbers(), and the
+matching `usage_hour` and `usage_tenant_minute` rows with the processor's own rollup
+statements (pipeline/rollup.py), then times, through the FastAPI app in-process
 (TestClient: routing, auth, validation, queries, rating, JSON; no network hop), a random
 tenant per request:
   - the monthly cost of one tenant (target p99 < 100 ms),
@@ -39,6 +40,7 @@ from billing.timeparse import format_ms
 from contracts.clickhouse import tables
 from contracts.clock import wall_ms
 from contracts.quantities import COLUMNS as QUANTITIES
+from pipeline.rollup import rollup_statements
 from pipeline.schema import migrate
 
 SANDBOXES, DAYS, DAY = 20, 30, 86_400_000
@@ -60,12 +62,10 @@ def load(ch: Any, tenants: int) -> tuple[int, float]:
             f"SELECT 'tenant-{t:04d}', concat('sb-', toString(intDiv(number, {minutes}))), 'node-1', "
             f"{START_MS} + (number % {minutes}) * 60000, {vals}, 12 FROM numbers({step})"
         )
-        ch.execute(
-            f"INSERT INTO {tb.usage_hour} (tenant, sandbox_id, node, hour_ms, {', '.join(QUANTITIES)}, intervals) "
-            f"SELECT tenant, sandbox_id, any(node), intDiv(minute_ms, 3600000) * 3600000 AS h, "
-            + ", ".join(f"sum({q})" for q in QUANTITIES)
-            + f", sum(intervals) FROM {tb.usage_minute} WHERE tenant = 'tenant-{t:04d}' GROUP BY tenant, sandbox_id, h"
-        )
+        # the hour and tenant-minute rollups as the processor computes them: its own statements
+        # (its minute statement finds no intervals here and writes nothing)
+        for sql, params in rollup_statements(tb, {f"tenant-{t:04d}": (START_MS, START_MS + DAYS * DAY - 60_000)}):
+            ch.execute(sql, params)
         if t % 50 == 49 or t == tenants - 1:
             print(f"  loaded {t + 1}/{tenants} tenants ({(t + 1) * step:,} minute rows) in "
                   f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)  # fmt: skip

@@ -76,8 +76,8 @@ def no_invoice(tenant: str, period: Period) -> ApiError:
 
 def usage_sums(ch: Any, tenant: str, from_ms: int, to_ms: int) -> dict[str, int]:
     """Integer sums of the billed usage columns over [from, to), from the coarsest exact table."""
-    table, _, cond = source(from_ms, to_ms, None)
-    cols = ", ".join(f"toString(sum({c}))" for c in USAGE_SUMS)
+    table, _, cond = source(from_ms, to_ms, None, per_sandbox=False)
+    cols = ", ".join(f"toString(sum(toDecimal128({c}, 0)))" for c in USAGE_SUMS)  # a UInt64 sum would wrap
     rows = ch.execute(
         f"SELECT {cols} FROM {tables(ch)(table)} FINAL WHERE tenant = %(tenant)s AND {cond}",
         {"tenant": tenant, "lo": from_ms, "to_ms": to_ms},

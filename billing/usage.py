@@ -16,7 +16,7 @@ import numpy as np
 
 from billing.errors import invalid
 from contracts.clickhouse import tables
-from contracts.names import T_USAGE, T_USAGE_HOUR, T_USAGE_MINUTE
+from contracts.names import T_USAGE, T_USAGE_HOUR, T_USAGE_MINUTE, T_USAGE_TENANT_MINUTE
 from contracts.quantities import BY_API_NAME, HOUR_MS, MINUTE_MS
 
 DAY_MS: Final = 24 * HOUR_MS
@@ -34,17 +34,21 @@ class RangeCaps:
     max_exact_days: int
 
 
-def source(from_ms: int, to_ms: int, granularity_ms: int | None) -> tuple[str, str, str]:
-    """(table, bucket expression, range condition): the coarsest table that answers exactly.
+def source(from_ms: int, to_ms: int, granularity_ms: int | None, *, per_sandbox: bool) -> tuple[str, str, str]:
+    """(table, bucket expression, range condition): the smallest table that answers exactly.
 
     A rollup row holds the intervals whose last millisecond falls in its bucket, so it
     answers a range whose bounds sit on its bucket edges (and, when the caller buckets by
-    `granularity_ms`, whose bucket divides it); anything else reads the intervals. With no
-    granularity (one total over the range) the bucket expression is 0. The condition reads
-    its lower bound from %(lo)s, which is `from` or a page's later start.
+    `granularity_ms`, whose bucket divides it); anything else reads the intervals. A read not
+    split by sandbox (`per_sandbox` false) on minutes reads the tenant-minute rollup, one row
+    per minute however many sandboxes the tenant runs; on hours it keeps the per-sandbox hour
+    rollup (a tenant with fewer than 60 sandboxes has fewer hour rows than tenant-minute rows).
+    With no granularity (one total over the range) the bucket expression is 0. The condition
+    reads its lower bound from %(lo)s, which is `from` or a page's later start.
     """
     g = granularity_ms or 0
-    for table, col, size in ((T_USAGE_HOUR, "hour_ms", HOUR_MS), (T_USAGE_MINUTE, "minute_ms", MINUTE_MS)):
+    minute = T_USAGE_MINUTE if per_sandbox else T_USAGE_TENANT_MINUTE
+    for table, col, size in ((T_USAGE_HOUR, "hour_ms", HOUR_MS), (minute, "minute_ms", MINUTE_MS)):
         if g % size == 0 and from_ms % size == 0 and to_ms % size == 0:
             bucket = f"intDiv({col}, {g}) * {g}" if g else "0"
             return table, bucket, f"{col} >= %(lo)s AND {col} < %(to_ms)s"
@@ -56,7 +60,7 @@ def check_range(from_ms: int, to_ms: int, granularity_ms: int | None, caps: Rang
     """`from` before `to`, and the range within its cap (422 otherwise)."""
     if from_ms >= to_ms:
         raise invalid("bad_range", "`from` must be before `to`", "query.to")
-    exact = source(from_ms, to_ms, granularity_ms)[0] == T_USAGE
+    exact = source(from_ms, to_ms, granularity_ms, per_sandbox=True)[0] == T_USAGE  # the same either way
     cap = caps.max_exact_days if exact else caps.max_days
     if to_ms - from_ms > cap * DAY_MS:
         why = (
@@ -140,7 +144,7 @@ def run_usage(ch: Any, q: UsageQuery, limit: int, after: Position | None) -> Pag
     """Up to `limit` rows after `after`. Intervals count whole in the bucket holding their last ms.
     The first page's query also returns the range's totals (WITH TOTALS, which ignores LIMIT)."""
     g = GRANULARITY_MS[q.granularity]
-    table, bucket, cond = source(q.from_ms, q.to_ms, g)
+    table, bucket, cond = source(q.from_ms, q.to_ms, g, per_sandbox=q.group_by_sandbox)
     by = ", hex(sandbox_id) AS sbx, sandbox_id" if q.group_by_sandbox else ""
     keyset = ""
     if after is not None:
@@ -179,7 +183,7 @@ def run_usage(ch: Any, q: UsageQuery, limit: int, after: Position | None) -> Pag
 
 def totals(ch: Any, q: UsageQuery) -> tuple[str, ...]:
     """Each metric's integer column sum over the whole range, as text."""
-    table, _, cond = source(q.from_ms, q.to_ms, GRANULARITY_MS[q.granularity])
+    table, _, cond = source(q.from_ms, q.to_ms, GRANULARITY_MS[q.granularity], per_sandbox=q.group_by_sandbox)
     rows = ch.execute(
         f"SELECT {_sums(q.metrics)} FROM {tables(ch)(table)} FINAL WHERE tenant = %(tenant)s AND {cond}",
         {"tenant": q.tenant, "lo": q.from_ms, "to_ms": q.to_ms},
@@ -199,7 +203,7 @@ def _shift(digits: str, places: int) -> str:
 
 def list_tenants(ch: Any, from_ms: int, to_ms: int, limit: int, after_hex: str | None) -> tuple[list[str], bool]:
     """Tenants with usage in [from, to), in byte order, after the one whose hex is `after_hex`."""
-    table, _, cond = source(from_ms, to_ms, None)
+    table, _, cond = source(from_ms, to_ms, None, per_sandbox=False)
     rows = ch.execute(
         f"SELECT DISTINCT tenant FROM {tables(ch)(table)} WHERE {cond} "
         + ("AND hex(tenant) > %(after)s " if after_hex else "")

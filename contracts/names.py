@@ -26,6 +26,7 @@ T_LATE: Final = "late_samples"
 T_CHECKPOINTS: Final = "processor_checkpoints"
 T_USAGE_MINUTE: Final = "usage_minute"
 T_USAGE_HOUR: Final = "usage_hour"
+T_USAGE_TENANT_MINUTE: Final = "usage_tenant_minute"  # per tenant, not per sandbox: the API's unsplit reads
 T_API_KEYS: Final = "api_keys"
 T_INVOICES: Final = "invoices"
 T_FUNCTION_LOAD: Final = "function_load"
@@ -38,7 +39,8 @@ RAW_DB: Final = "_raw"
 INTERNAL_DB: Final = "_internal"
 BILLING_DB: Final = "_billing"
 DATABASE_SUFFIX: Final = {
-    T_USAGE: "", T_USAGE_MINUTE: "", T_USAGE_HOUR: "", T_HEALTH: "", T_LIFECYCLE: "", T_FUNCTION_LOAD: "",
+    T_USAGE: "", T_USAGE_MINUTE: "", T_USAGE_HOUR: "", T_USAGE_TENANT_MINUTE: "",
+    T_HEALTH: "", T_LIFECYCLE: "", T_FUNCTION_LOAD: "",
     T_SAMPLES: RAW_DB, T_RAW_SERIES: RAW_DB, T_LATE: RAW_DB,
     T_CHECKPOINTS: INTERNAL_DB, T_MIGRATIONS: INTERNAL_DB,
     T_API_KEYS: BILLING_DB, T_INVOICES: BILLING_DB,
@@ -60,6 +62,7 @@ class Tables:
         self.usage = self(T_USAGE)
         self.usage_minute = self(T_USAGE_MINUTE)
         self.usage_hour = self(T_USAGE_HOUR)
+        self.usage_tenant_minute = self(T_USAGE_TENANT_MINUTE)
         self.health = self(T_HEALTH)
         self.lifecycle = self(T_LIFECYCLE)
         self.function_load = self(T_FUNCTION_LOAD)

@@ -4,9 +4,10 @@ A rollup row stores how many deduplicated rows it sums (`intervals`). On a repli
 a rollup can be computed on a replica that lacks a part its peer acknowledged a moment
 before it went down; the part arrives when the peer is back, but nothing recomputes that
 bucket (docs/architecture.md, "Replica loss"). This finds every minute whose `intervals`
-differs from the count of its deduplicated intervals, and every hour that differs from the
-sum of its minutes, and recomputes those tenants' ranges with the processor's own rollup
-statements: idempotent, so running it again, or beside a processor, changes nothing more.
+differs from the count of its deduplicated intervals, and every tenant-minute and hour that
+differs from the sum of its minutes, and recomputes those tenants' ranges with the
+processor's own rollup statements: idempotent, so running it again, or beside a processor,
+changes nothing more.
 """
 
 from __future__ import annotations
@@ -44,6 +45,18 @@ def _hours(t: n.Tables) -> str:
     )
 
 
+def _tenant_minutes(t: n.Tables) -> str:
+    return (
+        "SELECT tenant, m FROM ("
+        " SELECT tenant, minute_ms AS m, sum(intervals) AS rows"
+        f" FROM {t.usage_minute} FINAL WHERE minute_ms >= %(lo)s AND minute_ms < %(hi)s GROUP BY tenant, m"
+        ") AS minutes ALL LEFT JOIN ("
+        f" SELECT tenant, minute_ms AS m, intervals FROM {t.usage_tenant_minute} FINAL"
+        " WHERE minute_ms >= %(lo)s AND minute_ms < %(hi)s"
+        ") AS rolled USING (tenant, m) WHERE rows != intervals"
+    )
+
+
 def stale_buckets(ch: Any, from_ms: int, to_ms: int) -> dict[str, tuple[int, int]]:
     """Per tenant, the first and last minute of its rollups that disagree, within the whole
     hours around [from_ms, to_ms)."""
@@ -57,6 +70,8 @@ def stale_buckets(ch: Any, from_ms: int, to_ms: int) -> dict[str, tuple[int, int
     params = {"lo": lo, "hi": hi}
     t = tables(ch)
     for tenant, minute in ch.execute(_minutes(t), params, settings={"use_numpy": False}):
+        note(str(tenant), int(minute), int(minute))
+    for tenant, minute in ch.execute(_tenant_minutes(t), params, settings={"use_numpy": False}):
         note(str(tenant), int(minute), int(minute))
     for tenant, hour in ch.execute(_hours(t), params, settings={"use_numpy": False}):
         note(str(tenant), int(hour), int(hour) + HOUR_MS - MINUTE_MS)

@@ -1,4 +1,4 @@
-"""Minute and hour rollups, recomputed from the deduplicated intervals (docs/metering.md).
+"""Minute (per sandbox, per tenant) and hour rollups of the deduplicated intervals (docs/metering.md).
 
 The processor notes which tenants and minutes each flush wrote and, before each checkpoint,
 recomputes those buckets whole: a rollup row is a pure function of the intervals stored at
@@ -42,9 +42,10 @@ class DirtyBuckets:
 
 
 def rollup_statements(t: n.Tables, dirty: dict[str, tuple[int, int]]) -> list[tuple[str, dict[str, object]]]:
-    """INSERT ... SELECT statements recomputing the minute, then the hour, buckets of `dirty`.
+    """INSERT ... SELECT statements recomputing the minute, then the tenant-minute and the hour,
+    buckets of `dirty`.
 
-    One pair for all tenants, over the union of their ranges: recomputing a bucket nobody
+    One set for all tenants, over the union of their ranges: recomputing a bucket nobody
     touched rewrites it unchanged, which is cheaper than one statement per tenant.
     """
     if not dirty:
@@ -72,5 +73,20 @@ def rollup_statements(t: n.Tables, dirty: dict[str, tuple[int, int]]) -> list[tu
     )
     return [
         (minute, {"tenants": tenants, "lo": lo, "hi": hi}),
+        (tenant_minute_sql(t), {"tenants": tenants, "lo": lo, "hi": hi}),
         (hour, {"tenants": tenants, "lo": h_lo, "hi": h_hi}),
     ]
+
+
+def tenant_minute_sql(t: n.Tables) -> str:
+    """The tenant-minute recomputation (usage_minute FINAL summed over sandboxes) of the tenants
+    and minutes [lo, hi) its parameters name. Sums are Decimal128: a UInt64 sum over a tenant's
+    sandboxes could wrap (migrations/0008); the sum of `intervals` is the row's version."""
+    sums = ", ".join(f"sum(toDecimal128({q}, 0))" for q in COLUMNS)  # by position: no alias shadows a column
+    return (
+        f"INSERT INTO {t.usage_tenant_minute} (tenant, minute_ms, {', '.join(COLUMNS)}, intervals) "
+        f"SELECT tenant, minute_ms, {sums}, sum(intervals) "
+        f"FROM {t.usage_minute} FINAL "
+        "WHERE tenant IN %(tenants)s AND minute_ms >= %(lo)s AND minute_ms < %(hi)s "
+        "GROUP BY tenant, minute_ms"
+    )

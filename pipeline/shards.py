@@ -40,6 +40,7 @@ SHARD_KEY: Final = {
     n.T_USAGE: "cityHash64(tenant)",
     n.T_USAGE_MINUTE: "cityHash64(tenant)",
     n.T_USAGE_HOUR: "cityHash64(tenant)",
+    n.T_USAGE_TENANT_MINUTE: "cityHash64(tenant)",
     n.T_LIFECYCLE: "cityHash64(tenant)",
     n.T_FUNCTION_LOAD: "cityHash64(tenant)",
     n.T_HEALTH: "cityHash64(node)",

@@ -33,6 +33,10 @@ CASES: list[tuple[str, str, str, int | None]] = [
     (WRITER, "rollup INSERT .. SELECT .. FINAL",
      "INSERT INTO {d}.usage_minute (tenant, sandbox_id, minute_ms, intervals) "
      "SELECT tenant, sandbox_id, 0, count() FROM {d}.usage_intervals FINAL GROUP BY tenant, sandbox_id", ALLOW),
+    (WRITER, "tenant-minute rollup INSERT .. SELECT .. FINAL",
+     "INSERT INTO {d}.usage_tenant_minute (tenant, minute_ms, cpu_used_us, intervals) "
+     "SELECT tenant, minute_ms, sum(toDecimal128(cpu_used_us, 0)), sum(intervals) FROM {d}.usage_minute FINAL "
+     "GROUP BY tenant, minute_ms", ALLOW),
     (WRITER, "insert raw samples", "INSERT INTO {d}_raw.raw_samples (series_id, ts_ms, value) SELECT 1, 1, 1", ALLOW),
     (WRITER, "insert a checkpoint",
      "INSERT INTO {d}_internal.processor_checkpoints (topic, partition, offset) SELECT 't', 0, 1", ALLOW),
@@ -54,6 +58,9 @@ CASES: list[tuple[str, str, str, int | None]] = [
      NO_DDL),
     # the API: reads usage, health and function load; nothing else, no writes
     (API, "read usage FINAL", "SELECT count() FROM {d}.usage_minute FINAL", ALLOW),
+    (API, "read tenant minutes FINAL", "SELECT count() FROM {d}.usage_tenant_minute FINAL", ALLOW),
+    (API, "forge tenant minutes",
+     "INSERT INTO {d}.usage_tenant_minute (tenant, minute_ms, intervals) SELECT 'x', 1, 1", READONLY),
     (API, "read function load (/v1/scale)", "SELECT count() FROM {d}.function_load FINAL", ALLOW),
     (API, "read incidents", "SELECT count() FROM {d}.health_events FINAL", ALLOW),
     (API, "read raw samples", "SELECT count() FROM {d}_raw.raw_samples", NOT_ALLOWED),
@@ -89,6 +96,9 @@ CASES: list[tuple[str, str, str, int | None]] = [
     (DASHBOARDS, "read API keys", "SELECT count() FROM {d}_billing.api_keys", NOT_ALLOWED),
     (DASHBOARDS, "read invoices", "SELECT count() FROM {d}_billing.invoices", NOT_ALLOWED),
     (DASHBOARDS, "read checkpoints", "SELECT count() FROM {d}_internal.processor_checkpoints", NOT_ALLOWED),
+    (DASHBOARDS, "tenant panel", "SELECT count() FROM {d}.usage_tenant_minute FINAL", ALLOW),
+    (DASHBOARDS, "INSERT tenant minutes",
+     "INSERT INTO {d}.usage_tenant_minute (tenant, minute_ms, intervals) SELECT 'x', 1, 1", READONLY),
     (DASHBOARDS, "INSERT", "INSERT INTO {d}.usage_minute (tenant, sandbox_id, minute_ms) SELECT 'x', 's', 1",
      READONLY),
     (DASHBOARDS, "ALTER .. DELETE", "ALTER TABLE {d}.usage_minute DELETE WHERE 1", READONLY),

@@ -250,8 +250,8 @@ def test_churn_sigkill_and_two_instances_give_ground_truth_per_lifetime(
         assert (cpu, rd, wr) == (t["cpu_used_us"], t["io_read_bytes"], t["io_write_bytes"]), tenant  # exact
         net_truth = t["net_rx_bytes"] + t["net_tx_bytes"]
         print(f"{tenant}: network {net} of {net_truth} bytes ({(net - net_truth) / net_truth:+.4%})")
-    # the minute and hour rollups hold exactly what the deduplicated intervals hold
-    for table in ("usage_minute", "usage_hour"):
+    # the minute (per sandbox and per tenant) and hour rollups hold exactly what the deduplicated intervals hold
+    for table in ("usage_minute", "usage_tenant_minute", "usage_hour"):
         rolled = ch.execute(
             "SELECT tenant, sum(cpu_used_us), sum(io_read_bytes), sum(io_write_bytes), sum(net_rx_bytes) + "
             f"sum(net_tx_bytes), sum(vcpu_alloc_mcpu_ms), sum(mem_used_byte_ms) FROM {table} FINAL GROUP BY tenant"

@@ -37,12 +37,12 @@ def sums(ch: Any, table: str, tenant: str) -> list[int]:
 
 
 def test_statements_cover_whole_buckets_of_every_dirty_tenant() -> None:
-    (minute_sql, mp), (hour_sql, hp) = rollup_statements(
+    (minute_sql, mp), (tenant_sql, tp), (hour_sql, hp) = rollup_statements(
         Tables("db"), {"b": (T0 + MINUTE_MS, T0 + 3 * MINUTE_MS), "a": (T0, T0)}
     )
-    assert mp == {"tenants": ("a", "b"), "lo": T0, "hi": T0 + 4 * MINUTE_MS}
+    assert mp == tp == {"tenants": ("a", "b"), "lo": T0, "hi": T0 + 4 * MINUTE_MS}
     assert hp == {"tenants": ("a", "b"), "lo": T0, "hi": T0 + HOUR_MS}
-    assert "FINAL" in minute_sql and "FINAL" in hour_sql
+    assert "FINAL" in minute_sql and "FINAL" in tenant_sql and "FINAL" in hour_sql
     assert rollup_statements(Tables("db"), {}) == []
 
 
