@@ -47,8 +47,16 @@ class PlanMetric:
     divisor: int
 
     def sql(self) -> str:
-        """Its quantity over a group of usage rows, as ClickHouse SQL (a float, for charts)."""
-        return f"sum({' + '.join(self.columns)}) / {self.divisor}"
+        """Its quantity over a group of usage rows, as ClickHouse SQL (a float, for charts).
+
+        Summed as Float64: a UInt64 `sum()` wraps silently past 2**64 (a busy tenant's month of
+        allocated memory in byte-ms is past it), and a chart needs no more than a float's digits."""
+        return f"{float_sum(*self.columns)} / {self.divisor}"
+
+
+def float_sum(*columns: str) -> str:
+    """ClickHouse SQL summing UInt64 usage columns over a group as Float64, which cannot wrap."""
+    return f"sum({' + '.join(f'toFloat64({c})' for c in columns)})"
 
 
 PLAN_METRICS: Final = (

@@ -21,7 +21,7 @@ from grafanalib.core import Dashboard, GridPos, Table, Target, Template, Templat
 
 from billing import PlanBook, load_book
 from contracts import names as n
-from contracts.quantities import GIB, PLAN_METRIC
+from contracts.quantities import GIB, PLAN_METRIC, float_sum
 from contracts.wire import sub_label
 from dashboards import alerting, rules
 
@@ -166,10 +166,10 @@ def tenant_usage(t: n.Tables, book: PlanBook | None = None) -> Dashboard:
         _ch_ts(f"Cost at list price ({currency}, default plan, before allowances)", _usage(t, cost), w=24),
         _ch_ts("Used CPU (ms)", _usage(t, PLAN_SQL["cpu_used_ms"]), "ms"),
         _ch_ts("Allocated vCPU-ms", _usage(t, PLAN_SQL["vcpu_alloc_ms"])),
-        _ch_ts("Used memory (GiB-ms)", _usage(t, f"sum(mem_used_byte_ms) / {GIB}")),
+        _ch_ts("Used memory (GiB-ms)", _usage(t, f"{float_sum('mem_used_byte_ms')} / {GIB}")),
         _ch_ts("Allocated memory (GiB-ms)", _usage(t, PLAN_SQL["mem_alloc_gib_ms"])),
-        _ch_ts("IO read + write", _usage(t, "sum(io_read_bytes + io_write_bytes)"), "bytes"),
-        _ch_ts("Network rx + tx", _usage(t, "sum(net_rx_bytes + net_tx_bytes)"), "bytes"),
+        _ch_ts("IO read + write", _usage(t, float_sum("io_read_bytes", "io_write_bytes")), "bytes"),
+        _ch_ts("Network rx + tx", _usage(t, float_sum("net_rx_bytes", "net_tx_bytes")), "bytes"),
         _ch_table(
             "Top 10 tenants by cost at list price",
             f"SELECT tenant, {cost} AS list_cost, {top_quantities}, uniqExact(sandbox_id) AS sandboxes "
@@ -181,8 +181,10 @@ def tenant_usage(t: n.Tables, book: PlanBook | None = None) -> Dashboard:
             "Sandboxes (drill-down)",
             "SELECT tenant, sandbox_id, node, toDateTime(intDiv(min(minute_ms), 1000)) AS first_minute, "
             f"toDateTime(intDiv(max(minute_ms), 1000)) AS last_minute, {PLAN_SQL['cpu_used_ms']} AS cpu_used_ms, "
-            f"{PLAN_SQL['vcpu_alloc_ms']} AS vcpu_alloc_ms, sum(mem_used_byte_ms) / {GIB} AS mem_used_gib_ms, "
-            "sum(io_read_bytes + io_write_bytes) AS io_bytes, sum(net_rx_bytes + net_tx_bytes) AS net_bytes "
+            f"{PLAN_SQL['vcpu_alloc_ms']} AS vcpu_alloc_ms, "
+            f"{float_sum('mem_used_byte_ms')} / {GIB} AS mem_used_gib_ms, "
+            f"{float_sum('io_read_bytes', 'io_write_bytes')} AS io_bytes, "
+            f"{float_sum('net_rx_bytes', 'net_tx_bytes')} AS net_bytes "
             f"FROM {t.usage_minute} FINAL WHERE {in_range('minute_ms')} AND {TENANTS} "
             "GROUP BY tenant, sandbox_id, node ORDER BY vcpu_alloc_ms DESC LIMIT 200",
             w=12,
