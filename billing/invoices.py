@@ -29,6 +29,7 @@ from billing.rating import USAGE_SUMS, fmt, quantities, rate, rounding_note
 from billing.timeparse import format_ms
 from billing.usage import DAY_MS, source
 from contracts.clickhouse import tables
+from contracts.quantities import exact_sum
 
 PERIOD_RE: Final = re.compile(r"([0-9]{4})-([0-9]{2})")
 LOOKBACK_MONTHS: Final = 12  # finalized months checked for late usage
@@ -77,7 +78,7 @@ def no_invoice(tenant: str, period: Period) -> ApiError:
 def usage_sums(ch: Any, tenant: str, from_ms: int, to_ms: int) -> dict[str, int]:
     """Integer sums of the billed usage columns over [from, to), from the coarsest exact table."""
     table, _, cond = source(from_ms, to_ms, None, per_sandbox=False)
-    cols = ", ".join(f"toString(sum(toDecimal128({c}, 0)))" for c in USAGE_SUMS)  # a UInt64 sum would wrap
+    cols = ", ".join(f"toString({exact_sum(c)})" for c in USAGE_SUMS)
     rows = ch.execute(
         f"SELECT {cols} FROM {tables(ch)(table)} FINAL WHERE tenant = %(tenant)s AND {cond}",
         {"tenant": tenant, "lo": from_ms, "to_ms": to_ms},

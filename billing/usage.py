@@ -17,7 +17,7 @@ import numpy as np
 from billing.errors import invalid
 from contracts.clickhouse import tables
 from contracts.names import T_USAGE, T_USAGE_HOUR, T_USAGE_MINUTE, T_USAGE_TENANT_MINUTE
-from contracts.quantities import BY_API_NAME, HOUR_MS, MINUTE_MS
+from contracts.quantities import BY_API_NAME, HOUR_MS, MINUTE_MS, exact_sum
 
 DAY_MS: Final = 24 * HOUR_MS
 # API metric -> (column, divisor to the API unit, a power of ten). Values are exact.
@@ -98,7 +98,7 @@ class Position:
 
 
 def _sums(metrics: tuple[str, ...]) -> str:
-    return ", ".join(f"toString(sum(toDecimal128({METRICS[m][0]}, 0))) AS {m}" for m in metrics)
+    return ", ".join(f"toString({exact_sum(METRICS[m][0])}) AS {m}" for m in metrics)
 
 
 @dataclass(frozen=True)

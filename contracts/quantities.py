@@ -54,6 +54,13 @@ class PlanMetric:
         return f"{float_sum(*self.columns)} / {self.divisor}"
 
 
+def exact_sum(column: str) -> str:
+    """ClickHouse SQL summing a UInt64 usage column over a group exactly: as Decimal128, since a
+    UInt64 `sum()` wraps silently past 2**64 (many sandboxes, a month) and Decimal128 holds the
+    sum of 5e18 maximal UInt64 values."""
+    return f"sum(toDecimal128({column}, 0))"
+
+
 def float_sum(*columns: str) -> str:
     """ClickHouse SQL summing UInt64 usage columns over a group as Float64, which cannot wrap."""
     return f"sum({' + '.join(f'toFloat64({c})' for c in columns)})"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from contracts import names as n
-from contracts.quantities import COLUMNS, HOUR_MS, MINUTE_MS
+from contracts.quantities import COLUMNS, HOUR_MS, MINUTE_MS, exact_sum
 
 
 @dataclass
@@ -82,7 +82,7 @@ def tenant_minute_sql(t: n.Tables) -> str:
     """The tenant-minute recomputation (usage_minute FINAL summed over sandboxes) of the tenants
     and minutes [lo, hi) its parameters name. Sums are Decimal128: a UInt64 sum over a tenant's
     sandboxes could wrap (migrations/0008); the sum of `intervals` is the row's version."""
-    sums = ", ".join(f"sum(toDecimal128({q}, 0))" for q in COLUMNS)  # by position: no alias shadows a column
+    sums = ", ".join(exact_sum(q) for q in COLUMNS)  # by position: no alias shadows a column
     return (
         f"INSERT INTO {t.usage_tenant_minute} (tenant, minute_ms, {', '.join(COLUMNS)}, intervals) "
         f"SELECT tenant, minute_ms, {sums}, sum(intervals) "
