@@ -21,39 +21,37 @@ from pipeline.rollup import rollup_statements
 
 
 # both sides aliased (current ClickHouse requires it); key types equal (18.16 requires it)
-def _minutes(t: n.Tables) -> str:
+def _disagreeing(keys: str, bucket: str, rows: str, below: str, cond: str, rolled: str, col: str) -> str:
+    """(tenant, bucket) of every rollup row of `rolled` (bucket column `col`) whose `intervals`
+    differs from `rows` counted over the table below it, grouped by `keys` and `bucket`."""
     return (
-        "SELECT tenant, m FROM ("
-        f" SELECT tenant, sandbox_id, toUInt64(intDiv(end_ms - 1, {MINUTE_MS}) * {MINUTE_MS}) AS m, count() AS rows"
-        f" FROM {t.usage} FINAL WHERE end_ms > %(lo)s AND end_ms <= %(hi)s GROUP BY tenant, sandbox_id, m"
-        ") AS usage ALL LEFT JOIN ("
-        f" SELECT tenant, sandbox_id, minute_ms AS m, intervals FROM {t.usage_minute} FINAL"
-        " WHERE minute_ms >= %(lo)s AND minute_ms < %(hi)s"
-        ") AS rolled USING (tenant, sandbox_id, m) WHERE rows != intervals"
+        "SELECT tenant, b FROM ("
+        f" SELECT {keys}, {bucket} AS b, {rows} AS rows FROM {below} FINAL WHERE {cond} GROUP BY {keys}, b"
+        ") AS below ALL LEFT JOIN ("
+        f" SELECT {keys}, {col} AS b, intervals FROM {rolled} FINAL WHERE {col} >= %(lo)s AND {col} < %(hi)s"
+        f") AS rolled USING ({keys}, b) WHERE rows != intervals"
     )
 
 
+def _minutes(t: n.Tables) -> str:
+    minute = f"toUInt64(intDiv(end_ms - 1, {MINUTE_MS}) * {MINUTE_MS})"
+    ends = "end_ms > %(lo)s AND end_ms <= %(hi)s"
+    return _disagreeing("tenant, sandbox_id", minute, "count()", t.usage, ends, t.usage_minute, "minute_ms")
+
+
+_MINUTES_IN = "minute_ms >= %(lo)s AND minute_ms < %(hi)s"
+
+
 def _hours(t: n.Tables) -> str:
-    return (
-        "SELECT tenant, h FROM ("
-        f" SELECT tenant, sandbox_id, toUInt64(intDiv(minute_ms, {HOUR_MS}) * {HOUR_MS}) AS h, sum(intervals) AS rows"
-        f" FROM {t.usage_minute} FINAL WHERE minute_ms >= %(lo)s AND minute_ms < %(hi)s GROUP BY tenant, sandbox_id, h"
-        ") AS minutes ALL LEFT JOIN ("
-        f" SELECT tenant, sandbox_id, hour_ms AS h, intervals FROM {t.usage_hour} FINAL"
-        " WHERE hour_ms >= %(lo)s AND hour_ms < %(hi)s"
-        ") AS rolled USING (tenant, sandbox_id, h) WHERE rows != intervals"
+    hour = f"toUInt64(intDiv(minute_ms, {HOUR_MS}) * {HOUR_MS})"
+    return _disagreeing(
+        "tenant, sandbox_id", hour, "sum(intervals)", t.usage_minute, _MINUTES_IN, t.usage_hour, "hour_ms"
     )
 
 
 def _tenant_minutes(t: n.Tables) -> str:
-    return (
-        "SELECT tenant, m FROM ("
-        " SELECT tenant, minute_ms AS m, sum(intervals) AS rows"
-        f" FROM {t.usage_minute} FINAL WHERE minute_ms >= %(lo)s AND minute_ms < %(hi)s GROUP BY tenant, m"
-        ") AS minutes ALL LEFT JOIN ("
-        f" SELECT tenant, minute_ms AS m, intervals FROM {t.usage_tenant_minute} FINAL"
-        " WHERE minute_ms >= %(lo)s AND minute_ms < %(hi)s"
-        ") AS rolled USING (tenant, m) WHERE rows != intervals"
+    return _disagreeing(
+        "tenant", "minute_ms", "sum(intervals)", t.usage_minute, _MINUTES_IN, t.usage_tenant_minute, "minute_ms"
     )
 
 
