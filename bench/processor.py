@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from prometheus_client import CollectorRegistry
 
-from bench import local_stack
+from bench import drop_databases, local_stack
 from contracts import names as n
 from contracts.builder import BatchBuilder
 from contracts.clickhouse import tables
@@ -145,8 +145,7 @@ def run(stack: Stack, msgs: list[Msg], keep_raw: bool, db: str) -> tuple[float, 
         raise RuntimeError("the processor did not finish writing")
     elapsed = time.perf_counter() - t0
     p.close()  # its worker threads end
-    for each in n.databases(db):  # the four of them: a leftover migrations table would skip the next run's tables
-        ch.execute(f"DROP DATABASE IF EXISTS {each}")
+    drop_databases(ch, db)
     return elapsed, p.total_samples
 
 
@@ -170,8 +169,7 @@ def narrow_insert(stack: Stack, rows: int, chunk: int, db: str) -> float:
     for df in frames:
         dbc.insert_dataframe(f"INSERT INTO {tables(dbc).samples} (series_id, ts_ms, value) VALUES", df)
     elapsed = time.perf_counter() - t0
-    for each in n.databases(db):  # the four of them: a leftover migrations table would skip the next run's tables
-        ch.execute(f"DROP DATABASE IF EXISTS {each}")
+    drop_databases(ch, db)
     return elapsed
 
 
@@ -266,8 +264,7 @@ def through_broker(stack: Stack, topic: str, expected: int, keep_raw: bool, db: 
     stop.set()
     th.join(timeout=60)
     p.close()
-    for each in n.databases(db):  # the four of them: a leftover migrations table would skip the next run's tables
-        ch.execute(f"DROP DATABASE IF EXISTS {each}")
+    drop_databases(ch, db)
     return rate
 
 
@@ -466,8 +463,7 @@ def freshness(stack: Stack, flush_s: float = 0.5, samples_per_s: int = 100_000, 
         )
     )
     stack.disallow(db)
-    for each in n.databases(db):  # the four of them: a leftover migrations table would skip the next run's tables
-        ch.execute(f"DROP DATABASE IF EXISTS {each}")
+    drop_databases(ch, db)
 
     def mean_ms(name: str) -> str:
         count = reg.get_sample_value(name + "_count") or 0

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import local_stack
+from bench import drop_databases, local_stack
 from bench.processor import encoded_batches
 from contracts import names as n
 from contracts.clickhouse import tables
@@ -103,8 +103,7 @@ def group_run(stack: Stack, topic: str, processors: int, expected: int, tag: str
             p.wait(timeout=60)
         if tag == "1x0":
             _disk(ch, db)
-        for each in n.databases(db):  # the four of them: a leftover migrations table would skip the next run's tables
-            ch.execute(f"DROP DATABASE IF EXISTS {each}")
+        drop_databases(ch, db)
     if len(marks) < 2:
         raise RuntimeError(f"the group of {processors} did not read 90% of the samples")
     rate = 0.8 * expected / (marks[0.9] - marks[0.1])
