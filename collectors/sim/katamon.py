@@ -126,10 +126,7 @@ def exposition(live: list[SimSandbox], rng: random.Random, detail: bool = False)
         if sb.hung:  # a wedged QEMU does not answer the shim: kata-monitor drops its series
             continue
         for line in sandbox_lines(sb, detail):
-            fam = families.get(family(line))
-            if fam is None:
-                fam = families[family(line)] = []
-            fam.append(line)
+            families.setdefault(family(line), []).append(line)
     names = list(families)
     rng.shuffle(names)
     for name in names:
