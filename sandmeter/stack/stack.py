@@ -32,6 +32,8 @@ def _clickhouse_answers(port: int) -> bool:
     from clickhouse_driver import Client
     from clickhouse_driver.errors import ServerException
 
+    if not _tcp_answers(port):  # nothing listening yet: the driver would log a traceback per try
+        return False
     try:  # as nobody: refusing the login (there is no `default` user) is answering
         Client(host="127.0.0.1", port=port, connect_timeout=1, send_receive_timeout=2).execute("SELECT 1")
     except ServerException:
