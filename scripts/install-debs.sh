@@ -12,6 +12,10 @@ command -v prometheus-alertmanager >/dev/null && command -v amtool >/dev/null ||
 command -v java >/dev/null || need+=(default-jre-headless)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+# the kata-monitor scan is a C extension (collectors/_expfmt.c), built when the project installs
+command -v gcc >/dev/null || need+=(gcc)
+python3 -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' \
+  2>/dev/null || need+=(python3-dev)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

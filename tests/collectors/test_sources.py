@@ -1,19 +1,21 @@
 from __future__ import annotations
 
+import math
 import random
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from collectors import _expfmt
 from collectors.base import Reading
 from collectors.cgroup import CgroupSource
 from collectors.host import HostSource
-from collectors.katamonitor import ParseCache, _data_tokens, _strip_comments, floats, parse
+from collectors.katamonitor import ParseCache, _data_tokens, _parse_python, _scanned, _strip_comments, floats, parse
 from collectors.procfs import ProcSource, parse_stat
 from collectors.sim.katamon import exposition
 from collectors.sim.model import Fleet
@@ -385,35 +387,82 @@ def kata_bodies(draw: st.DrawFn) -> list[bytes]:
     return bodies
 
 
-class LineByLineCache(ParseCache):
-    """The cache as it was before blocks: every head looked up on its own."""
+# The kata-monitor body's C scan (collectors/_expfmt.c) against the Python parser it stands in
+# for: on any body the scan accepts, the same samples, labels and errors; on any value it
+# reads, the value `float()` reads.
 
-    def codes(self, heads: list[bytes]) -> npt.NDArray[np.int64]:
-        return np.array([self.code(h) for h in heads], np.int64)
+
+def same(a: list[tuple[str, str, str, float]], b: list[tuple[str, str, str, float]]) -> bool:
+    """Sample lists equal, a NaN equal to a NaN and -0.0 told from 0.0 (by the bits)."""
+    bits = [[(s, m, u, struct.pack("<d", v)) for s, m, u, v in x] for x in (a, b)]
+    return bits[0] == bits[1]
+
+
+def check(bodies: list[bytes]) -> int:
+    """Parses the bodies in turn with the scan (falling back where it gives way) and with
+    Python alone, each with its own cache carried across bodies; returns how many the scan took."""
+    native, python, small = ParseCache(), ParseCache(), ParseCache(max_series=8)  # small: reset often
+    taken = 0
+    for body in bodies:
+        taken += _scanned(body, 5, ParseCache()) is not None
+        got, want = parse(body, 5, native), _parse_python(body, 5, python)
+        assert same(got.samples(), want.samples())
+        assert (got.errors, got.error_samples, got.labels) == (want.errors, want.error_samples, want.labels)
+        assert same(parse(body, 5, small).samples(), want.samples())
+    return taken
 
 
 @settings(max_examples=300, deadline=None)
 @given(kata_bodies())
-def test_kata_monitor_blocks_from_earlier_scrapes_parse_as_line_by_line_lookups_do(bodies: list[bytes]) -> None:
-    """Whatever the sequence of bodies, a cache carried from scrape to scrape (its blocks found
-    whole by their first head) gives exactly what looking up every head gives, with the same
-    history (a sandbox's cri labels are the first it was seen with) or none."""
-    cache, lines, small = ParseCache(), LineByLineCache(), ParseCache(max_series=8)  # small: reset often
-    for body in [*bodies, *bodies]:  # again: every block known
-        got, want, fresh = parse(body, 5, cache), parse(body, 5, lines), parse(body, 5, ParseCache())
-        assert got.samples() == want.samples() == fresh.samples() == parse(body, 5, small).samples()
-        assert (got.errors, got.error_samples, got.labels) == (want.errors, want.error_samples, want.labels)
-        assert (got.errors, got.error_samples) == (fresh.errors, fresh.error_samples)
+def test_scan_parses_kata_monitor_bodies_as_python_does(bodies: list[bytes]) -> None:
+    """Bodies as a real kata-monitor orders them, changing between scrapes, garbage included;
+    the scan takes every body without garbage."""
+    clean = [b for b in bodies if not any(x.encode() in b for x in NOISE)]
+    assert check([*bodies, *bodies]) >= 2 * len(clean)
 
 
-def test_kata_monitor_blocks_are_found_whole() -> None:
-    """A simulated kata-monitor body parses block by block once it has been seen in another order."""
+TOKENS = [b"kata_guest_load", b'{sandbox_id="s1"}', b'{item="a",sandbox_id="s2",cri_namespace="t"}', b"go_gc",
+          b"kata_monitor_x", b"{", b"}", b'"', b"=", b",", b"#", b" ", b"  ", b"\n", b"\t", b"\r", b"\x0b", b"\x0c",
+          b"\x00", b"\xff", b"1", b"-2", b"+3", b"0.5", b"1e3", b"NaN", b"+Inf", b"-Inf", b"Inf", b"nan", b"1_0",
+          b"12345678901234567", b"x", b".", b"e", b"-", b"+"]  # fmt: skip
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(TOKENS), max_size=12).map(b"".join), min_size=1, max_size=4))
+def test_scan_agrees_with_python_on_any_bytes(bodies: list[bytes]) -> None:
+    """Bytes from the pieces that change how a body is cut: whitespace of every kind, comments,
+    empty lines, braces and quotes, values of every form; whatever the scan accepts, Python
+    reads the same."""
+    check(bodies)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(VALUE | st.sampled_from([b"NaN", b"+Inf", b"-Inf", b"-0", b"+0", b"1.", b".5", b"-1e-400"]),
+                min_size=1, max_size=20))  # fmt: skip
+def test_scan_reads_values_as_float_does(values: list[bytes]) -> None:
+    """Every value the scan reads is `float()`'s to the bit; every one it cannot, it leaves."""
+    values = [v for v in values if v and not any(c in v for c in b" \t\n\r\x0b\x0c")]
+    body = b"".join(b'kata_guest_load{sandbox_id="s%d"} %s\n' % (i, v) for i, v in enumerate(values))
+    got = _expfmt.scan(body, {})
+    assert got is not None
+    read = np.frombuffer(got[1], np.float64)
+    for v, x, ok in zip(values, read.tolist(), got[2], strict=True):
+        try:
+            want = float(v)
+        except ValueError:
+            assert not ok
+            continue
+        if ok:
+            assert struct.pack("<d", x) == struct.pack("<d", want) or (math.isnan(x) and math.isnan(want))
+        else:
+            assert b"_" in v or b"n" in v.lower() or len(v) > 64  # forms left to Python on purpose
+
+
+def test_scan_takes_the_simulated_kata_monitor_body() -> None:
+    """A whole simulated body (every family) is read by the scan, to the same samples."""
     fleet = Fleet(FleetSpec(nodes=1, sandboxes=5, tenants=2), now_ms=1_000_000)
     rng = random.Random(3)
-    cache = ParseCache()
-    first = parse(exposition(fleet.live(), rng, detail=True), 5, cache)
-    assert len(cache.blocks) >= 5 * 20
-    blocks = dict(cache.blocks)
-    again = parse(exposition(fleet.live(), rng, detail=True), 5, cache)  # families and sandboxes reordered
-    assert cache.blocks.keys() == blocks.keys() and all(cache.blocks[h] is b for h, b in blocks.items())  # not relearnt
-    assert sorted(again.samples()) == sorted(first.samples())
+    bodies = [exposition(fleet.live(), rng, detail=True) for _ in range(2)]
+    raw = [b if isinstance(b, bytes) else b.encode() for b in bodies]
+    assert check(raw) == 2
+    assert len(parse(raw[0], 5).samples()) >= 5 * 250
