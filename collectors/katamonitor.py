@@ -311,6 +311,7 @@ def _floats(vals: list[bytes], out: Reading) -> tuple[npt.NDArray[np.float64], n
 
 class KataMonitorSource:
     name = "kata_monitor"
+    remote = True  # read in a thread of its own: an endpoint that can hang (CollectorAgent)
 
     def __init__(
         self, url: str, timeout_s: float, clock_ms: Callable[[], int], cache: ParseCache | None = None

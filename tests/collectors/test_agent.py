@@ -70,8 +70,10 @@ def test_unencodable_batch_counted_not_fatal_and_seq_kept(tmp_path: Path) -> Non
 class HungSource(FixedSource):
     """A kata-monitor that accepted the connection and never answers."""
 
-    def __init__(self) -> None:
-        super().__init__("kata_monitor", 1_000_000)
+    remote = True
+
+    def __init__(self, name: str = "kata_monitor") -> None:
+        super().__init__(name, 1_000_000)
         self.release = threading.Event()
         self.calls = 0
 
@@ -92,6 +94,31 @@ def test_a_hung_source_never_delays_the_others(tmp_path: Path) -> None:
     assert [len(b) for b in sink.batches] == [1, 1, 1]  # host metrics every time
     assert hung.calls == 1  # still stuck: not asked again, no pile of blocked threads
     assert reg.get_sample_value(SCRAPE_ERRORS, {"source": "kata_monitor"}) == 3
+    hung.release.set()
+    a.close()
+
+
+class HungFile(HungSource):
+    """A local source stuck in a read (a /proc file of a process in D state)."""
+
+    remote = False
+
+
+def test_a_hung_local_source_costs_the_sources_after_it_one_scrape_at_most(tmp_path: Path) -> None:
+    """Local sources take turns in one thread: the ones behind a hung read miss that scrape,
+    then are read in the next scrape's turn without it; the remote one never waits."""
+    hung, after = HungFile("proc"), FixedSource("pod_net", 1_000_000)
+    a, sink, reg = agent(tmp_path, HungSource(), FixedSource("cgroup", 1_000_000), hung, after)
+    a.source_timeout_s = 0.2
+    a.sources[0].release.set()  # type: ignore[attr-defined]  # kata-monitor answers
+    for _ in range(4):
+        t0 = time.monotonic()
+        a.scrape()
+        assert time.monotonic() - t0 < 1.0
+    assert [len(b) for b in sink.batches] == [2, 3, 3, 3]  # pod_net missed only the first scrape
+    assert hung.calls == 1
+    assert reg.get_sample_value(SCRAPE_ERRORS, {"source": "proc"}) == 4
+    assert reg.get_sample_value(SCRAPE_ERRORS, {"source": "pod_net"}) == 1
     hung.release.set()
     a.close()
 
