@@ -49,6 +49,7 @@ class ParseCache:
 
     def _reset(self) -> None:
         self.series: dict[bytes, int] = {}
+        self.table = _expfmt.HeadTable()  # the same heads and codes, for the C scan
         self.why: dict[bytes, str] = {}  # malformed heads -> the error to count each time
         self.sandboxes: list[str] = []
         self.metrics: list[str] = []
@@ -80,6 +81,7 @@ class ParseCache:
             return got
         code, why = self._parse(head.decode("utf-8", errors="replace"))
         self.series[head] = code
+        self.table.add(head, code)
         if why:
             self.why[head] = why
         return code
@@ -179,7 +181,7 @@ def _scanned(raw: bytes, ts_ms: int, cache: ParseCache) -> Reading | None:
     malformed or any kept value the scan did not read (the Python path counts them)."""
     if len(cache.series) >= cache._max:  # as `codes` does, only between bodies
         cache._reset()
-    got = _expfmt.scan(raw, cache.series)
+    got = cache.table.scan(raw)
     if got is None:
         return None
     codes_b, values_b, parsed_b, unknown = got

@@ -443,7 +443,7 @@ def test_scan_reads_values_as_float_does(values: list[bytes]) -> None:
     """Every value the scan reads is `float()`'s to the bit; every one it cannot, it leaves."""
     values = [v for v in values if v and not any(c in v for c in b" \t\n\r\x0b\x0c")]
     body = b"".join(b'kata_guest_load{sandbox_id="s%d"} %s\n' % (i, v) for i, v in enumerate(values))
-    got = _expfmt.scan(body, {})
+    got = _expfmt.HeadTable().scan(body)
     assert got is not None
     read = np.frombuffer(got[1], np.float64)
     for v, x, ok in zip(values, read.tolist(), got[2], strict=True):
@@ -466,3 +466,31 @@ def test_scan_takes_the_simulated_kata_monitor_body() -> None:
     raw = [b if isinstance(b, bytes) else b.encode() for b in bodies]
     assert check(raw) == 2
     assert len(parse(raw[0], 5).samples()) >= 5 * 250
+
+
+HEAD = st.binary(min_size=1, max_size=40).map(lambda b: bytes(c for c in b if c not in b" \t\n\r\x0b\x0c#") or b"h")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    known=st.lists(HEAD, max_size=30),
+    many=st.integers(0, 2500),  # past the table's first growth (1,024 heads)
+    data=st.data(),
+)
+def test_head_table_gives_every_head_its_own_code(known: list[bytes], many: int, data: st.DataObject) -> None:
+    """Whatever the heads (prefixes of each other, a byte apart, any length) and whatever
+    order the bodies bring them in, the scan's code for a line is the dict's for its head and
+    a head never added is unknown; the guess from the last body never stands in for a lookup."""
+    heads = list(dict.fromkeys([*known, *(b"k%d" % i for i in range(many))]))
+    codes = {h: i * 7 - 2 for i, h in enumerate(heads)}  # negative ones too, as SKIP and BAD
+    table = _expfmt.HeadTable()
+    for h in heads:
+        table.add(h, codes[h])
+    assert len(table) == len(heads)
+    for _ in range(3):
+        lines = data.draw(st.lists(st.sampled_from(heads) | HEAD, max_size=40)) if heads else []
+        got = table.scan(b"".join(h + b" 1\n" for h in lines))
+        assert got is not None
+        want = [codes.get(h, -3) for h in lines]
+        assert np.frombuffer(got[0], np.int64).tolist() == want
+        assert [h for _, h in got[3]] == [h for h in lines if h not in codes]
