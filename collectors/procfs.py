@@ -57,8 +57,9 @@ class ProcSource:
     def _pids(self, out: Reading, sb: str, dirs: list[Path]) -> list[int]:
         pids: list[int] = []
         for d in dirs:
+            path = _child(d, "cgroup.procs")
             try:
-                text = read_file(d / "cgroup.procs")
+                text = read_file(path)
             except FileNotFoundError:
                 continue  # the cgroup went away with its sandbox
             except OSError as exc:
@@ -68,7 +69,7 @@ class ProcSource:
                 if tok.isdigit():
                     pids.append(int(tok))
                 else:
-                    out.error(f"{sb}: bad pid {tok[:20]!r} in {d / 'cgroup.procs'}")
+                    out.error(f"{sb}: bad pid {tok[:20]!r} in {path}")
         return pids
 
     def _sandbox(self, out: Reading, sb: str, dirs: list[Path]) -> None:
@@ -78,7 +79,7 @@ class ProcSource:
             base = f"{self.proc}/{pid}"
             try:
                 comm, _, utime, stime = parse_stat(read_file(f"{base}/stat"))
-                kind = next((k for prefix, k in KINDS if comm.startswith(prefix)), None)
+                kind = _kind(comm)
                 if kind is None:
                     continue  # the shim or another helper
                 found[kind] += 1
@@ -112,31 +113,48 @@ class ProcSource:
             tids = os.listdir(f"{base}/task")
         except FileNotFoundError:
             tids = []
+        task = f"{base}/task/"
         for tid in tids:
-            t = f"{base}/task/{tid}"
             try:
-                stat = read_file(f"{t}/stat")
+                stat = read_file(f"{task}{tid}/stat")
             except FileNotFoundError:
                 continue  # a thread that exited between listing and reading is normal
             except OSError as exc:
-                out.error(f"{sb}: {t}: {exc}")
+                out.error(f"{sb}: {task}{tid}: {exc}")
                 continue
             close = stat.rfind(")")
             state = stat[close + 2 : close + 3]
             if close < 0 or not state:
-                out.error(f"{sb}: {t}: not a stat line: {stat[:60]!r}")
+                out.error(f"{sb}: {task}{tid}: not a stat line: {stat[:60]!r}")
                 continue
             a[8] += 1
-            if state in ("D", "Z"):
-                a[9 if state == "D" else 10] += 1
             if state == "D":
-                try:
-                    wchan = read_file(f"{t}/wchan").strip() or "0"
-                except OSError:
-                    wchan = "?"
-                name = stat[stat.find("(") + 1 : close]
-                blocked = sub_label(proc=kind, thread=name, tid=tid, wchan=wchan)
-                out.rows.add(sb, n.M_PROC_THREAD_BLOCKED, blocked, 1)
+                a[9] += 1
+                self._blocked(out, sb, kind, f"{task}{tid}", tid, stat[stat.find("(") + 1 : close])
+            elif state == "Z":
+                a[10] += 1
+
+    def _blocked(self, out: Reading, sb: str, kind: str, t: str, tid: str, name: str) -> None:
+        """One sample per thread in D state, naming it and its wchan: the evidence of a hang."""
+        try:
+            wchan = read_file(f"{t}/wchan").strip() or "0"
+        except OSError:
+            wchan = "?"
+        out.rows.add(sb, n.M_PROC_THREAD_BLOCKED, sub_label(proc=kind, thread=name, tid=tid, wchan=wchan), 1)
+
+
+def _child(d: Path, name: str) -> str:
+    """`str(d / name)` without building a Path, the dearest step of the per-sandbox loop; only
+    a bare anchor (`/`, `.`), where the two spellings differ, goes through pathlib."""
+    return f"{d}/{name}" if d.name else str(d / name)
+
+
+def _kind(comm: str) -> str | None:
+    """The kind a comm names (`KINDS`), None for the shim and other helpers."""
+    for prefix, kind in KINDS:
+        if comm.startswith(prefix):
+            return kind
+    return None
 
 
 def _field(text: str, key: str) -> int:
