@@ -11,6 +11,7 @@ naming the thread and its `wchan`, the evidence a hang incident carries.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -105,10 +106,8 @@ class ProcSource:
     def _process(self, out: Reading, sb: str, kind: str, base: str, a: list[int]) -> None:
         status = read_file(f"{base}/status")
         io = read_file(f"{base}/io")
-        a[2] += _field(status, "voluntary_ctxt_switches:")
-        a[3] += _field(status, "nonvoluntary_ctxt_switches:")
-        for i, key in enumerate(_IO_KEYS, 4):
-            a[i] += _field(io, key)
+        _add_ctxt(a, status)
+        _add_io(a, io)
         try:
             tids = os.listdir(f"{base}/task")
         except FileNotFoundError:
@@ -157,6 +156,46 @@ def _kind(comm: str) -> str | None:
     return None
 
 
+def _add_ctxt(a: list[int], status: str) -> None:
+    """Adds the main thread's voluntary and nonvoluntary context switches into a[2] and a[3]."""
+    vals = _ctxt_fast(status)
+    if vals is None:
+        a[2] += _field(status, "voluntary_ctxt_switches:")
+        a[3] += _field(status, "nonvoluntary_ctxt_switches:")
+    else:
+        a[2] += int(vals[0])
+        a[3] += int(vals[1])
+
+
+def _ctxt_fast(status: str) -> tuple[str, str] | None:
+    """The two context-switch values exactly as `_field` finds them (text after the key up to the
+    newline), taken with one search and one match when the kernel's adjacent pair of lines is
+    the first line starting with either key; None for any other text, which `_field` reads."""
+    i = status.find(_VOL)
+    m = _CTXT.match(status, i) if i >= 0 else None
+    if m is None or status.startswith(_CTXT_KEYS) or status.find(_NONVOL, 0, i) >= 0:
+        return None
+    return m[1], m[2]
+
+
+def _add_io(a: list[int], io: str) -> None:
+    """Adds the `IO_ITEMS` of /proc/<pid>/io into a[4:8], in that order."""
+    vals = _io_fast(io)
+    if vals is None:
+        for i, key in enumerate(_IO_KEYS, 4):
+            a[i] += _field(io, key)
+    else:
+        for i, v in enumerate(vals, 4):
+            a[i] += int(v)
+
+
+def _io_fast(io: str) -> tuple[str, ...] | None:
+    """The `IO_ITEMS` values as `_field` finds them, from one match of the file as the kernel
+    writes it (seven `key: digits` lines in a fixed order); None for any other text."""
+    m = _IO.fullmatch(io)
+    return None if m is None else m.groups()
+
+
 def _field(text: str, key: str) -> int:
     """The integer after `key` (e.g. `read_bytes:`) at the start of a line; 0 if there is none;
     ValueError for garbage (the caller counts it as bad input)."""
@@ -165,6 +204,15 @@ def _field(text: str, key: str) -> int:
 
 
 _IO_KEYS = tuple(f"{k}:" for k in IO_ITEMS)
+# /proc/<pid>/io as the kernel writes it; the groups keep the space `_field` passes to int()
+_IO = re.compile(
+    r"rchar:( [0-9]+)\nwchar:( [0-9]+)\nsyscr: [0-9]+\nsyscw: [0-9]+\n"
+    r"read_bytes:( [0-9]+)\nwrite_bytes:( [0-9]+)\ncancelled_write_bytes: [0-9]+\n"
+)
+# the last two lines of /proc/<pid>/status; the groups keep the tab `_field` passes to int()
+_VOL, _NONVOL = "\nvoluntary_ctxt_switches:", "\nnonvoluntary_ctxt_switches:"
+_CTXT_KEYS = (_VOL[1:], _NONVOL[1:])
+_CTXT = re.compile(r"\nvoluntary_ctxt_switches:(\t[0-9]+)\nnonvoluntary_ctxt_switches:(\t[0-9]+)\n")
 # what is summed per process kind, in this order: (metric, the sub-label's own key and value)
 _SLOTS = (
     (n.M_PROC_CPU_TICKS, "item", "utime"), (n.M_PROC_CPU_TICKS, "item", "stime"),
