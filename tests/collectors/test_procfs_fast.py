@@ -24,7 +24,7 @@ from collectors.procfs import ProcSource
 T = TypeVar("T")
 U = TypeVar("U")
 Entry = str | bool | None  # a file's text, a directory in its place (True), or nothing (None)
-Tree = dict[str, tuple[Entry, dict[int, dict[str, object]]]]  # sandbox -> (cgroup.procs, pid -> files)
+Tree = dict[str, tuple[list[Entry], dict[int, dict[str, object]]]]  # sandbox -> (cgroup.procs, pid -> files)
 
 
 def mostly(usual: st.SearchStrategy[T], odd: st.SearchStrategy[U]) -> st.SearchStrategy[T | U]:
@@ -117,13 +117,16 @@ def process(draw: st.DrawFn, pid: int) -> dict[str, object]:
 
 @st.composite
 def node(draw: st.DrawFn) -> Tree:
-    """Sandbox id -> (its cgroup.procs, its processes by pid)."""
+    """Sandbox id -> (its one or two cgroup.procs, its processes by pid)."""
     sandboxes = {}
     for k in range(draw(st.integers(1, 3))):
         pids = draw(st.lists(st.integers(100 * k + 100, 100 * k + 140), min_size=1, max_size=3, unique=True))
         procs = {pid: draw(process(pid)) for pid in pids}
-        extra = draw(mostly(st.just(""), st.sampled_from(["notapid\n", "\u00b2\n", "-4\n"])))
-        listed = draw(entry(st.just("".join(f"{p}\n" for p in pids) + extra)))
+        cut = draw(st.sampled_from([len(pids), *range(len(pids) + 1)]))  # two directories share the pids
+        listed = []
+        for part in (pids[:cut], pids[cut:])[: draw(st.integers(1, 2))]:
+            extra = draw(mostly(st.just(""), st.sampled_from(["notapid\n", "\u00b2\n", "-4\n"])))
+            listed.append(draw(entry(st.just("".join(f"{p}\n" for p in part) + extra))))
         sandboxes[f"sb{k}"] = (listed, procs)
     return sandboxes
 
@@ -136,12 +139,20 @@ def put(path: Path, what: object) -> None:
         path.mkdir()
 
 
-def build(root: Path, tree: Tree) -> ProcSource:
+def build(root: Path, tree: Tree) -> dict[str, str]:
+    """Writes the tree (one cgroup directory, or a pod's and its overhead's) and returns the pod
+    uids the locator needs to find the second layout."""
     proc, cgroup = root / "proc", root / "cgroup"
     proc.mkdir()
+    uids = {}
     for sb, (listed, procs) in tree.items():
-        (cgroup / f"kata_{sb}").mkdir(parents=True)
-        put(cgroup / f"kata_{sb}" / "cgroup.procs", listed)
+        dirs = [cgroup / f"kata_{sb}"]
+        if len(listed) == 2:
+            uids[sb] = f"uid-{sb}"
+            dirs = [cgroup / "kubepods" / f"poduid-{sb}", cgroup / "kata_overhead" / sb]
+        for d, text in zip(dirs, listed, strict=True):
+            d.mkdir(parents=True)
+            put(d / "cgroup.procs", text)
         for pid, files in procs.items():
             d = proc / str(pid)
             d.mkdir()
@@ -155,7 +166,7 @@ def build(root: Path, tree: Tree) -> ProcSource:
                     (d / "task" / str(tid)).mkdir(parents=True)
                     put(d / "task" / str(tid) / "stat", stat)
                     put(d / "task" / str(tid) / "wchan", wchan)
-    return ProcSource(proc, cgroup, lambda: 5, lambda: {})
+    return uids
 
 
 def general(_: str) -> None:
@@ -177,9 +188,10 @@ def test_fast_paths_read_any_tree_as_the_general_code_does(tree: Tree) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         sandboxes = frozenset(tree)
-        fast = outcome(build(root, tree), sandboxes)
+        uids = build(root, tree)
+        fast = outcome(ProcSource(root / "proc", root / "cgroup", lambda: 5, lambda: uids), sandboxes)
         with mock.patch.object(procfs, "_io_fast", general), mock.patch.object(procfs, "_ctxt_fast", general):
-            slow = outcome(ProcSource(root / "proc", root / "cgroup", lambda: 5, lambda: {}), sandboxes)
+            slow = outcome(ProcSource(root / "proc", root / "cgroup", lambda: 5, lambda: uids), sandboxes)
     assert fast == slow
 
 
