@@ -65,22 +65,23 @@ class ProcSource:
         return out
 
     def _gather(self, sb: str, dirs: list[Path], proc: str) -> tuple[list[str], list[_Proc | str]]:
-        """The first pass over a sandbox: its bad pids, then per QEMU or virtiofsd process what
-        `_read_process` read, or the message for a stat that could not be read or parsed."""
+        """The first pass over a sandbox: its bad pids, then per process its stat, and for one
+        that may be QEMU or virtiofsd what `_read_process` read; or the message for a stat that
+        could not be read."""
         notes: list[str] = []
         procs: list[_Proc | str] = []
         for pid in self._pids(notes, sb, dirs):
             base = f"{proc}/{pid}"
             try:
-                comm, _, utime, stime = parse_stat(read_file(f"{base}/stat"))
+                p = _Proc(pid, read_file(f"{base}/stat"))
             except FileNotFoundError:
                 continue  # it exited between cgroup.procs and /proc: a sandbox stopping, not bad input
-            except (OSError, ValueError, IndexError) as exc:
+            except OSError as exc:
                 procs.append(f"{sb}: pid {pid}: {exc}")
                 continue
-            kind = _kind(comm)
-            if kind is not None:  # else the shim or another helper
-                procs.append(_read_process(_Proc(pid, kind, utime, stime), base))
+            if _may_be_kind(p.stat):
+                _read_process(p, base)
+            procs.append(p)
         return notes, procs
 
     def _pids(self, notes: list[str], sb: str, dirs: list[Path]) -> list[int]:
@@ -111,12 +112,16 @@ class ProcSource:
             if isinstance(p, str):
                 out.error(p)
                 continue
-            found[p.kind] += 1
-            a = acc[p.kind]
-            a[0] += p.utime
-            a[1] += p.stime
             try:
-                self._process(out, sb, p, a)
+                comm, _, utime, stime = parse_stat(p.stat)
+                kind = _kind(comm)
+                if kind is None:
+                    continue  # the shim or another helper
+                found[kind] += 1
+                a = acc[kind]
+                a[0] += utime
+                a[1] += stime
+                self._process(out, sb, kind, p, a)
             except FileNotFoundError:
                 continue  # it exited between cgroup.procs and /proc: a sandbox stopping, not bad input
             except (OSError, ValueError, IndexError) as exc:
@@ -132,7 +137,7 @@ class ProcSource:
             rows.sub.extend(_SLOT_SUBS[kind])
             rows.value.extend(a)
 
-    def _process(self, out: Reading, sb: str, p: _Proc, a: list[int]) -> None:
+    def _process(self, out: Reading, sb: str, kind: str, p: _Proc, a: list[int]) -> None:
         """Parses what `_read_process` read, raising what it met where the reads would have."""
         if p.failed is not None:
             raise p.failed
@@ -154,7 +159,7 @@ class ProcSource:
             a[8] += 1
             if state == "D":
                 a[9] += 1
-                self._blocked(out, sb, p.kind, f"{task}{tid}", tid, stat[stat.find("(") + 1 : close])
+                self._blocked(out, sb, kind, f"{task}{tid}", tid, stat[stat.find("(") + 1 : close])
             elif state == "Z":
                 a[10] += 1
 
@@ -168,13 +173,13 @@ class ProcSource:
 
 
 class _Proc:
-    """One QEMU or virtiofsd process as the first pass read it: its stat's values, the texts of
+    """One process as the first pass read it: its stat, and for QEMU or virtiofsd the texts of
     status, io and each thread's stat, and the error a read raised (kept to raise later)."""
 
-    __slots__ = ("failed", "io", "kind", "pid", "stats", "status", "stime", "task", "tids", "unlisted", "utime")
+    __slots__ = ("failed", "io", "pid", "stat", "stats", "status", "task", "tids", "unlisted")
 
-    def __init__(self, pid: int, kind: str, utime: int, stime: int) -> None:
-        self.pid, self.kind, self.utime, self.stime = pid, kind, utime, stime
+    def __init__(self, pid: int, stat: str) -> None:
+        self.pid, self.stat = pid, stat
         self.status = self.io = self.task = ""
         self.failed: OSError | None = None  # reading status or io
         self.unlisted: OSError | None = None  # listing task/, other than its absence
@@ -182,14 +187,24 @@ class _Proc:
         self.stats: list[str | OSError] = []  # per tid: the text, or what reading it raised
 
 
-def _read_process(p: _Proc, base: str) -> _Proc:
+def _may_be_kind(stat: str) -> bool:
+    """Whether a stat may name one of the `KINDS`: a cheap test that lets the first pass leave
+    parsing to the second; the few it lets through in vain (a prefix elsewhere in the line)
+    only cost their reads, as the second pass parses the stat and decides."""
+    for prefix in _PREFIXES:  # noqa: SIM110 - any() over a generator costs more per process
+        if prefix in stat:
+            return True
+    return False
+
+
+def _read_process(p: _Proc, base: str) -> None:
     """Reads status, io, the task list and each thread's stat, in the order the parse needs."""
     try:
         p.status = read_file(f"{base}/status")
         p.io = read_file(f"{base}/io")
     except OSError as exc:
         p.failed = exc
-        return p
+        return
     try:
         p.tids = os.listdir(f"{base}/task")
     except FileNotFoundError:
@@ -203,7 +218,6 @@ def _read_process(p: _Proc, base: str) -> _Proc:
             stats.append(read_file(f"{task}{tid}/stat"))
         except OSError as exc:
             stats.append(exc)
-    return p
 
 
 def _child(d: Path, name: str) -> str:
@@ -287,4 +301,5 @@ _SLOTS = (
 _SLOT_METRICS = [m for m, _, _ in _SLOTS]
 _SLOT_SUBS = {kind: [sub_label(**{"proc": kind, key: v}) for _, key, v in _SLOTS] for _, kind in KINDS}
 _KIND_NAMES = tuple(kind for _, kind in KINDS)
+_PREFIXES = tuple(prefix for prefix, _ in KINDS)
 _KIND_SUB = {kind: sub_label(proc=kind) for _, kind in KINDS}
