@@ -96,7 +96,7 @@ class ProcSource:
                 notes.append(f"{sb}: {exc}")
                 continue
             for tok in text.split():
-                if tok.isdigit():
+                if tok.isascii() and tok.isdigit():  # "²" is a digit to isdigit(), not to int()
                     pids.append(int(tok))
                 else:
                     notes.append(f"{sb}: bad pid {tok[:20]!r} in {path}")

@@ -178,14 +178,14 @@ def test_proc_source_bad_input_is_counted_and_the_rest_kept(node: tuple[NodeTree
     (tree.proc / str(a.qemu_pid) / "stat").write_text("garbage")  # malformed
     shutil.rmtree(tree.proc / str(b.qemu_pid))  # exited between cgroup.procs and /proc: normal, not counted
     procs = tree.sandbox_cgroups(c)[-1] / "cgroup.procs"
-    procs.write_text(procs.read_text() + "notapid\n")
+    procs.write_text(procs.read_text() + "notapid\n²\n")  # "²": isdigit() but not int()
     shell = tree.proc / "4242"
     shell.mkdir()
     (shell / "stat").write_text("4242 (containerd-shim) S 1 2 3 0 -1 0 0 0 0 0 5 6 0\n")  # not QEMU: ignored
     procs = tree.sandbox_cgroups(d)[-1] / "cgroup.procs"
     procs.write_text(procs.read_text() + "4242\n")
     r = proc_source(tree, fleet).read(frozenset(sb.id for sb in (a, b, c, d)))
-    assert r.errors == 2
+    assert r.errors == 3
     for sb in (a, b):
         assert proc_rows(r, sb.id)[n.M_PROC_COUNT, 'proc="virtiofsd"'] == 1  # the rest of the sandbox is kept
     for sb in (c, d):
