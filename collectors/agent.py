@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import threading
 import time
@@ -67,6 +68,7 @@ class CollectorAgent:
         # room for every source to be stuck in a lane of its own
         self._pool = cf.ThreadPoolExecutor(max_workers=len(self.sources) + 2, thread_name_prefix="src")
         self._pending: dict[str, cf.Future[Reading]] = {}
+        self._began: dict[cf.Future[Reading], float] = {}  # sources running: when each began
         self.scrape_seconds = Histogram(
             n.COLLECTOR_SCRAPE_SECONDS,
             "Time to read one source",
@@ -167,10 +169,28 @@ class CollectorAgent:
         for src, fut in lane:
             if not fut.set_running_or_notify_cancel():
                 continue  # taken back by a later scrape while this lane was stuck
+            self._began[fut] = time.monotonic()  # its timeout runs from here, not from the scrape
             try:
                 fut.set_result(self._read(src, alive))
             except BaseException as exc:  # handed to the scrape waiting for it, as a pool would
                 fut.set_exception(exc)
+            finally:
+                self._began.pop(fut, None)  # done: nothing to time; a stuck one keeps its start
+
+    def _result(self, fut: cf.Future[Reading], behind: bool, give_up: float) -> Reading:
+        """A source's reading once it has run `source_timeout_s` at most from the start of its
+        own turn (local sources take turns, so a deadline from the scrape's start would cut off
+        the last of several slow but healthy ones every time); cf.TimeoutError when it ran
+        longer, or has not started and waits `behind` a source that timed out in its lane."""
+        while True:
+            began = self._began.get(fut)
+            if began is not None or fut.done():
+                left = (began or 0.0) + self.source_timeout_s - time.monotonic()
+                return fut.result(timeout=max(0.0, min(left, give_up - time.monotonic())))
+            if behind or time.monotonic() >= give_up:
+                raise cf.TimeoutError
+            with contextlib.suppress(cf.TimeoutError):  # not started yet: the lane is on its way
+                return fut.result(timeout=0.01)
 
     def scrape(self) -> SampleBatch:
         """Reads every source (each within its timeout) and queues one batch.
@@ -187,12 +207,16 @@ class CollectorAgent:
         alive = self.watcher.alive()
         readings: list[Reading] = []
         self._start_lanes(alive)
-        deadline = time.monotonic() + self.source_timeout_s
+        # a bound on the whole wait whatever happens to the lanes (every state has an exit)
+        give_up = time.monotonic() + self.source_timeout_s * (1 + len(self.sources))
+        stuck = False  # a local source timed out: the ones after it in its lane will not start
         for src in self.sources:
             fut = self._pending[src.name]
+            behind = stuck and not getattr(src, "remote", False)
             try:
-                r = fut.result(timeout=max(0.0, deadline - time.monotonic()))
+                r = self._result(fut, behind, give_up)
             except cf.TimeoutError:
+                stuck = stuck or not getattr(src, "remote", False)
                 self.scrape_errors.labels(src.name).inc()
                 log.warning("%s: no answer within %.1f s", src.name, self.source_timeout_s)
                 continue

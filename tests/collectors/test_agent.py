@@ -123,6 +123,27 @@ def test_a_hung_local_source_costs_the_sources_after_it_one_scrape_at_most(tmp_p
     a.close()
 
 
+class SlowSource(FixedSource):
+    """A local source that is slow but healthy (a node with many sandboxes, /proc under pressure)."""
+
+    def read(self, sandboxes: frozenset[str]) -> Reading:
+        time.sleep(0.15)
+        return super().read(sandboxes)
+
+
+def test_local_sources_taking_turns_each_get_the_whole_timeout(tmp_path: Path) -> None:
+    """Two local sources of 0.15 s each, a 0.2 s timeout: each is within it from the start of
+    its own turn, so both are delivered every scrape (a deadline from the scrape's start would
+    cut off the second every time)."""
+    a, sink, reg = agent(tmp_path, SlowSource("cgroup", 1_000_000), SlowSource("proc", 1_000_000))
+    a.source_timeout_s = 0.2
+    for _ in range(3):
+        a.scrape()
+    assert [len(b) for b in sink.batches] == [2, 2, 2]
+    assert reg.get_sample_value(SCRAPE_ERRORS, {"source": "proc"}) == 0
+    a.close()
+
+
 def test_stop_batch_carries_the_start_of_a_sandbox_that_no_scrape_saw(tmp_path: Path) -> None:
     a, sink, _ = agent(tmp_path)
     a.watcher._on_start, a.watcher._on_stop = a.on_start, a.on_stop  # hooks, but no watcher thread
