@@ -40,6 +40,13 @@ class Rows:
         self.sub.append(sub)
         self.value.append(value)
 
+    def add_sandbox(self, sandbox: str, metrics: Sequence[str], subs: Sequence[str], values: Sequence[float]) -> None:
+        """Samples of one sandbox, in columns."""
+        self.sandbox.extend([sandbox] * len(values))
+        self.metric.extend(metrics)
+        self.sub.extend(subs)
+        self.value.extend(values)
+
     def __len__(self) -> int:
         return len(self.value)
 

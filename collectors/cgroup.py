@@ -183,11 +183,7 @@ def read_general(out: Reading, sb: str, dirs: list[Path], read: Callable[[str], 
     subs = [*("" for _ in _FIXED), *(_psi_sub(k) for k in psi)]
     values = [usage, user, system, mem, rd, wr, cpu_max_millicores(read(f"{spec}/cpu.max")),
               int(mmax) if mmax.isdigit() else 0, *psi.values()]  # fmt: skip
-    rows = out.rows
-    rows.sandbox.extend([sb] * len(values))
-    rows.metric.extend(metrics)
-    rows.sub.extend(subs)
-    rows.value.extend(values)
+    out.rows.add_sandbox(sb, metrics, subs, values)
 
 
 _FIXED = (n.M_CG_CPU_USAGE_US, n.M_CG_CPU_USER_US, n.M_CG_CPU_SYSTEM_US, n.M_CG_MEM_CURRENT, n.M_CG_IO_RBYTES,
@@ -293,11 +289,7 @@ def _read_canonical(out: Reading, sb: str, texts: list[str | None]) -> bool:
     values: list[float] = [usage, user, system, mem, rd, wr, *spec]
     for v in psi:
         values += v
-    rows = out.rows
-    rows.sandbox.extend([sb] * len(values))
-    rows.metric.extend(metrics)
-    rows.sub.extend(subs)
-    rows.value.extend(values)
+    out.rows.add_sandbox(sb, metrics, subs, values)
     return True
 
 

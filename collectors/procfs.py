@@ -132,10 +132,7 @@ class ProcSource:
         for kind, a in acc.items():
             if not found[kind]:
                 continue
-            rows.sandbox.extend([sb] * len(_SLOTS))
-            rows.metric.extend(_SLOT_METRICS)
-            rows.sub.extend(_SLOT_SUBS[kind])
-            rows.value.extend(a)
+            rows.add_sandbox(sb, _SLOT_METRICS, _SLOT_SUBS[kind], a)
 
     def _process(self, out: Reading, sb: str, kind: str, p: _Proc, a: list[int]) -> None:
         """Parses what `_read_process` read, raising what it met where the reads would have."""
